@@ -1,0 +1,16 @@
+"""The executables, in one list: it feeds the dispatcher's --list, the man
+pages and the completions.  name -> module under cubbi_tools.commands."""
+
+COMMANDS = {
+    "cubbi-create": "create",
+    "cubbi-ls": "ls",
+    "cubbi-close": "close",
+    "cubbi-connect": "connect",
+    "cubbi-logs": "logs",
+}
+
+
+def load(name):
+    import importlib
+
+    return importlib.import_module(f"cubbi_tools.commands.{COMMANDS[name]}").COMMAND

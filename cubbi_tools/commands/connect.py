@@ -1,0 +1,36 @@
+import os
+import sys
+
+from .. import backend, cli
+
+
+def run(args):
+    engine = backend.get(args)
+    rec = engine.wait_ready(engine.resolve(args.id))
+    command = args.command
+    tty = not command and sys.stdin.isatty() and sys.stdout.isatty()
+    argv = engine.exec_argv(rec, command or None, tty=tty, interactive=True)
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, engine.docker_env())
+
+
+COMMAND = cli.Command(
+    "cubbi-connect", "open a shell in a session, or run a command in it", run,
+    description="With only ID: an interactive login shell in /app as the session user, "
+                "once the session is ready. With -- CMD ARGS: runs CMD without a TTY, "
+                "passing stdin, stdout, stderr and the exit status through.",
+    args=[
+        cli.Arg("id", "the session (id, prefix or name)", complete="session", metavar="ID"),
+        cli.Arg("command", "command and arguments to run instead of a shell (after --)",
+                nargs="*", metavar="CMD"),
+    ],
+    examples=[
+        ("cubbi-connect 3fa1", "a shell in session 3fa1"),
+        ("cubbi-connect 3fa1 -- git status", "run one command and get its exit status"),
+    ],
+    see_also=["cubbi-create", "cubbi-logs"],
+)
+
+
+def main():
+    COMMAND.main()

@@ -1,0 +1,155 @@
+import os
+import sys
+
+from .. import backend, cli, session as S
+from ..output import Printer, message
+
+PROG = "cubbi-create"
+
+
+def build_request(args):
+    """The CreateRequest for these switches, with config defaults applied."""
+    from .. import config, envs
+    from ..engine import CreateRequest
+    from ..errors import NotFound, UsageError
+
+    cfg = config.load()
+    defaults = config.lookup(cfg, "defaults", {}) or {}
+    image = args.image or defaults.get("image") or "goose"
+    mount = None
+    if args.mount and args.no_mount:
+        raise UsageError("--mount and --no-mount exclude each other")
+    if args.mount:
+        mount = os.path.abspath(os.path.expanduser(args.mount))
+        if not os.path.isdir(mount):
+            raise NotFound(f"--mount {args.mount}: no such directory")
+    elif not args.no_mount and defaults.get("mount_local", True) and not getattr(args, "project", None):
+        mount = os.getcwd()
+    volumes = []
+    for spec in args.volume:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") \
+                or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise UsageError(f"-v {spec!r}: expected HOST:CONTAINER[:ro] with an absolute CONTAINER path")
+        if parts[0].startswith((".", "/", "~")):
+            parts[0] = os.path.abspath(os.path.expanduser(parts[0]))
+            if not os.path.exists(parts[0]):
+                raise NotFound(f"-v {spec}: no such file or directory {parts[0]}")
+        volumes.append(":".join(parts))
+    from ..engine import parse_memory, parse_port
+
+    for p in args.port:
+        parse_port(p)
+    parse_memory(args.memory)
+    if args.cpus is not None:
+        try:
+            if float(args.cpus) <= 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--cpus {args.cpus!r}: expected a positive number") from None
+    networks = list(dict.fromkeys((defaults.get("networks") or []) + args.network))
+    env = envs.session_env(args.env, args.env_file, config_env=config.session_env(cfg)
+                           if hasattr(config, "session_env") else None)
+    return CreateRequest(
+        image=image, name=args.name, env=env, networks=networks, mount=mount,
+        volumes=volumes, ports=args.port, cpus=args.cpus, memory=args.memory,
+        pids_limit=args.pids_limit, owner=_owner(), hardened=args.hardened,
+    )
+
+
+def _owner():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return os.environ.get("USER")
+
+
+def wants_connect(args):
+    from .. import config
+
+    if args.no_connect or args.json or args.quiet:
+        return False
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    return bool(config.peek("defaults.connect", True))
+
+
+def run(args):
+    engine = backend.get(args)
+    req = build_request(args)
+    connect = wants_connect(args)
+    rec = engine.create(req, progress=lambda m: message(m, PROG))
+    fmt = cli.output_format(args)
+    if connect:
+        message(f"created session {rec['id']} ({rec['name']}); connecting", PROG)
+    else:
+        out = Printer(fmt, S.TABLE_COLUMNS)
+        out.add(S.human(rec) if fmt == "table" else rec)
+        out.close()
+    code = 0
+    if args.run or connect or args.wait:
+        rec = engine.wait_ready(rec)
+    if args.run:
+        import subprocess
+
+        argv = engine.exec_argv(rec, ["/bin/sh", "-lc", args.run], interactive=False)
+        code = subprocess.call(argv, stdout=sys.stderr, stdin=subprocess.DEVNULL,
+                               env=engine.docker_env())
+        if code:
+            message(f"--run command exited with status {code}; session {rec['id']} kept", PROG)
+    if connect:
+        sys.stdout.flush()
+        argv = engine.exec_argv(rec, tty=True)
+        os.execvpe(argv[0], argv, engine.docker_env())
+    return code
+
+
+COMMAND = cli.Command(
+    "cubbi-create", "create a session: an AI tool in an ephemeral container", run,
+    description="Creates a session from an image definition (built-in or your own), a "
+                "directory holding one, or any local Docker image with /bin/sh. The "
+                "current directory is mounted at /app unless --no-mount; the session "
+                "user has your uid/gid. On a terminal it connects once the session is "
+                "ready; otherwise it prints the session record and returns.",
+    options=[
+        cli.Opt("-i", "--image", kind="value", metavar="NAME", complete="image",
+                help="image definition name, directory, or Docker image (default: defaults.image)"),
+        cli.Opt("-n", "--name", kind="value", help="session name (default: IMAGE-ID)"),
+        cli.Opt("-e", "--env", kind="multi", metavar="KEY=VALUE",
+                help="set an environment variable in the session; repeatable"),
+        cli.Opt("--env-file", kind="multi", metavar="FILE", complete="file",
+                help="read KEY=VALUE lines from FILE (dotenv syntax); repeatable"),
+        cli.Opt("--network", kind="multi", metavar="NET", complete="network",
+                help="also join Docker network NET (every session joins cubbi-network); repeatable"),
+        cli.Opt("-m", "--mount", kind="value", metavar="DIR", complete="dir",
+                help="mount DIR at /app (default: the current directory)"),
+        cli.Opt("--no-mount", help="mount nothing at /app"),
+        cli.Opt("-v", "--volume", kind="multi", metavar="HOST:CONTAINER[:ro]", complete="file",
+                help="bind-mount a host path or named volume; repeatable"),
+        cli.Opt("-p", "--port", kind="multi", metavar="[[IP:]HOST:]PORT",
+                help="publish a container port (on 127.0.0.1 unless IP is given; a free "
+                     "host port unless HOST is given); repeatable"),
+        cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5"),
+        cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g"),
+        cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
+        cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
+        cli.Opt("--run", kind="value", metavar="CMD",
+                help="once ready, run CMD in the session (sh -lc) as the session user; its "
+                     "output goes to stderr and its status is cubbi-create's"),
+        cli.Opt("--wait", help="return only when the session is ready (exit 1 if its init failed)"),
+        cli.Opt("--no-connect", help="do not connect (the default off a terminal)"),
+        cli.JSON, cli.QUIET,
+    ],
+    examples=[
+        ("cubbi-create --image aider", "an aider session on the current directory, connected"),
+        ("id=$(cubbi-create -q --no-connect --image debian:bookworm)", "a plain session for a script"),
+        ("cubbi-create --no-connect --run 'make test' --image ci", "run the tests in a fresh session"),
+    ],
+    see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config"],
+)
+
+
+def main():
+    COMMAND.main()

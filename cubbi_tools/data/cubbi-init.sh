@@ -1,0 +1,88 @@
+#!/bin/sh
+# cubbi-init: prepares a session container, then keeps it alive.
+# POSIX sh only: it runs in any image that has /bin/sh (busybox included).
+# Marker lines on stderr ("cubbi-init: ready" / "cubbi-init: failed: WHY")
+# and the files /cubbi/ready or /cubbi/failed tell cubbi the session's state.
+# Secrets arrive in /cubbi/env (mode 0600, owned by the session user) and
+# are never echoed here.
+
+C=/cubbi
+say() { echo "cubbi-init: $*" >&2; }
+
+keep_alive() {
+    trap 'exit 0' TERM INT HUP
+    while :; do sleep 3600 & wait $!; done
+}
+
+fail() {
+    printf '%s\n' "$*" > "$C/failed"
+    echo "cubbi-init: failed: $*" >&2
+    keep_alive
+}
+
+CUBBI_UID=${CUBBI_UID:-0}
+CUBBI_GID=${CUBBI_GID:-0}
+
+# -- the session user, with the host user's uid/gid ------------------------
+group_name=""
+while IFS=: read -r g_name g_pw g_gid g_rest; do
+    if [ "$g_gid" = "$CUBBI_GID" ]; then group_name=$g_name; break; fi
+done < /etc/group 2>/dev/null
+if [ -z "$group_name" ]; then
+    group_name=cubbi
+    echo "cubbi:x:$CUBBI_GID:" >> /etc/group || fail "cannot add group $CUBBI_GID to /etc/group"
+fi
+user_name=""
+user_home=""
+while IFS=: read -r u_name u_pw u_uid u_gid u_gecos u_home u_shell; do
+    if [ "$u_uid" = "$CUBBI_UID" ]; then user_name=$u_name; user_home=$u_home; break; fi
+done < /etc/passwd 2>/dev/null
+user_shell=/bin/sh
+[ -x /bin/bash ] && user_shell=/bin/bash
+if [ -z "$user_name" ]; then
+    user_name=cubbi
+    user_home=/home/cubbi
+    echo "cubbi:x:$CUBBI_UID:$CUBBI_GID:cubbi session user:$user_home:$user_shell" >> /etc/passwd \
+        || fail "cannot add user $CUBBI_UID to /etc/passwd"
+    if [ -f /etc/shadow ]; then echo "cubbi:!:19000:0:99999:7:::" >> /etc/shadow; fi
+fi
+[ -n "$user_home" ] || user_home=/home/$user_name
+mkdir -p "$user_home" /app || fail "cannot create $user_home or /app"
+chown "$CUBBI_UID:$CUBBI_GID" "$user_home" 2>/dev/null
+# /app belongs to the session user unless it is a host mount (left as it is)
+if [ -z "$(ls -A /app 2>/dev/null)" ]; then chown "$CUBBI_UID:$CUBBI_GID" /app 2>/dev/null; fi
+if [ "$CUBBI_UID" != 0 ] && [ -d /etc/sudoers.d ] && command -v sudo >/dev/null 2>&1; then
+    echo "$user_name ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/cubbi && chmod 0440 /etc/sudoers.d/cubbi
+fi
+
+# -- the environment, for login shells and the tool -------------------------
+chown "$CUBBI_UID:$CUBBI_GID" "$C/env" 2>/dev/null
+chmod 0600 "$C/env" 2>/dev/null
+cat > "$C/profile.sh" <<PROFILE
+# cubbi session environment (sourced by login shells)
+[ -r $C/env ] && . $C/env
+export HOME="$user_home" USER="$user_name" CUBBI_SESSION_ID="$CUBBI_SESSION_ID"
+PROFILE
+if [ -d /etc/profile.d ]; then
+    cp "$C/profile.sh" /etc/profile.d/zz-cubbi.sh
+elif ! grep -q "$C/profile.sh" /etc/profile 2>/dev/null; then
+    echo ". $C/profile.sh" >> /etc/profile
+fi
+cat > "$C/login" <<LOGIN
+#!/bin/sh
+cd /app 2>/dev/null || cd
+exec $user_shell -l
+LOGIN
+chmod 0755 "$C/login"
+
+# -- image and project hooks ---------------------------------------------
+for hook in "$C"/hooks/*.sh; do
+    [ -f "$hook" ] || continue
+    . "$hook" || fail "setup step $(basename "$hook") failed"
+done
+
+: > "$C/ready"
+say ready
+
+# -- --run: a command once the session is ready -----------------------------
+keep_alive

@@ -1,0 +1,439 @@
+"""LocalEngine: sessions on a Docker engine.  The remote client implements
+the same interface (list, resolve, create, close, logs, wait_ready, exec)."""
+
+import io
+import json
+import os
+import secrets as _secrets
+import shlex
+import tarfile
+import time
+
+from . import session as S
+from .dockerapi import APIError, DockerAPI
+from .errors import CubbiError, NotFound, UsageError
+
+NETWORK = "cubbi-network"
+INIT_DIR = "/cubbi"
+HEALTH_INTERVAL_S = 15
+
+
+def _init_script():
+    here = os.path.join(os.path.dirname(__file__), "data", "cubbi-init.sh")
+    with open(here, "rb") as fh:
+        return fh.read()
+
+
+def env_file(env):
+    """The session's environment as a POSIX sh file of export lines."""
+    lines = []
+    for key in sorted(env):
+        lines.append(f"export {key}={shlex.quote(str(env[key]))}\n")
+    return "".join(lines).encode()
+
+
+def _tar(files):
+    """A tar archive of {path: (bytes, mode, uid, gid)}."""
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = set()
+        for path in files:
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/".join(parts[:i]))
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = now
+            tar.addfile(info)
+        for path, (data, mode, uid, gid) in files.items():
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.uid, info.gid = uid, gid
+            info.mtime = now
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def parse_memory(text):
+    if text is None:
+        return None
+    units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+    t = str(text).strip().lower().rstrip("b") or "0"
+    try:
+        if t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except (ValueError, IndexError):
+        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g") from None
+
+
+def parse_port(text):
+    """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /udp ->
+    (host_ip, host_port or '', container_port, proto)."""
+    spec, _, proto = str(text).partition("/")
+    proto = proto or "tcp"
+    parts = spec.rsplit(":", 2)
+    try:
+        if len(parts) == 1:
+            ip, host, cont = "127.0.0.1", "", parts[0]
+        elif len(parts) == 2:
+            ip, host, cont = "127.0.0.1", parts[0], parts[1]
+        else:
+            ip, host, cont = parts
+        cport = int(cont)
+        if host:
+            int(host)
+        if proto not in ("tcp", "udp", "sctp") or not 0 < cport < 65536:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"invalid port {text!r}: use PORT, HOST:PORT or IP:HOST:PORT") from None
+    return ip, host, cport, proto
+
+
+class CreateRequest:
+    """Everything needed to create a session, resolved on the client side
+    (config, env files and paths already applied).  JSON-serialisable, so
+    the remote client sends exactly this to the server."""
+
+    FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
+              "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
+              "files", "labels", "state_dir")
+
+    def __init__(self, **kw):
+        self.image = kw.get("image")
+        self.name = kw.get("name")
+        self.env = dict(kw.get("env") or {})
+        self.networks = list(kw.get("networks") or [])
+        self.mount = kw.get("mount")
+        self.volumes = list(kw.get("volumes") or [])
+        self.ports = list(kw.get("ports") or [])
+        self.cpus = kw.get("cpus")
+        self.memory = kw.get("memory")
+        self.pids_limit = kw.get("pids_limit")
+        self.project = kw.get("project")
+        self.uid = kw.get("uid", os.getuid())
+        self.gid = kw.get("gid", os.getgid())
+        self.owner = kw.get("owner")
+        self.hardened = bool(kw.get("hardened"))
+        self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
+        self.labels = dict(kw.get("labels") or {})
+        self.state_dir = kw.get("state_dir")
+
+    def to_dict(self):
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
+class LocalEngine:
+    remote = None
+
+    def __init__(self, host=None):
+        self.api = DockerAPI(host)
+
+    # -- listing ---------------------------------------------------------
+    def list(self, all=False, filters=None):
+        entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true"])
+        records = []
+        for entry in entries:
+            rec = S.from_entry(entry, self.remote)
+            status, check = S.status_of(entry)
+            if check:
+                rec["status"], rec["reason"] = self._init_state(entry["Id"])
+            records.append(rec)
+        records.sort(key=lambda r: (r["created_epoch"], r["id"]))
+        return [r for r in records if _matches(r, filters)]
+
+    def _init_state(self, cid):
+        try:
+            lines = [data.decode(errors="replace") for _, data in
+                     self.api.logs(cid, tail=200, timestamps=False)]
+        except APIError:
+            return "initializing", None
+        text = "".join(lines).splitlines()
+        return S.init_state(text)
+
+    def resolve(self, ref, records=None):
+        """The session a reference names: id, name, or a unique id prefix."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise UsageError("empty session id")
+        records = records if records is not None else self.list(all=True)
+        for r in records:
+            if r["id"] == ref or r["name"] == ref or r["container_id"] == ref:
+                return r
+        hits = [r for r in records if r["id"].startswith(ref) or r["container_id"].startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise NotFound(f"no session {ref!r}; see cubbi-ls --all")
+        names = ", ".join(sorted(r["id"] for r in hits))
+        raise UsageError(f"session id {ref!r} is ambiguous ({names}); give more characters")
+
+    # -- creating --------------------------------------------------------
+    def _ensure_network(self, name, create=False):
+        try:
+            self.api.network(name)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            if not create:
+                raise NotFound(f"no Docker network {name!r}; create it with "
+                               f"'docker network create {name}'") from None
+            try:
+                self.api.create_network(name, labels={"cubbi.network": "true"})
+            except APIError as exc2:
+                if exc2.status != 409:  # created meanwhile by a concurrent run
+                    raise
+
+    def create(self, req, progress=None):
+        from . import images
+
+        image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
+        sid = _secrets.token_hex(4)
+        name = req.name or f"{_short_image(req.image)}-{sid}"
+        if not _valid_name(name):
+            raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
+        if any(r["name"] == name for r in self.list(all=True)):
+            raise CubbiError(f"a session named {name!r} exists; choose another --name "
+                             "or close it first")
+        for net in req.networks:
+            if net != NETWORK:
+                self._ensure_network(net)
+        self._ensure_network(NETWORK, create=True)
+
+        labels = {
+            S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: req.image,
+            S.L_UID: str(req.uid), S.L_GID: str(req.gid),
+        }
+        if req.project:
+            labels[S.L_PROJECT] = req.project
+        if req.owner:
+            labels[S.L_OWNER] = req.owner
+        if req.mount:
+            labels[S.L_MOUNT] = req.mount
+        if req.state_dir:
+            labels[S.L_STATE] = req.state_dir
+        extra_nets = [n for n in dict.fromkeys(req.networks) if n != NETWORK]
+        labels[S.L_NETWORKS] = ",".join([NETWORK] + extra_nets)
+        labels.update(req.labels)
+
+        binds = []
+        if req.mount:
+            binds.append(f"{req.mount}:/app")
+        if req.state_dir:
+            binds.append(f"{req.state_dir}:/cubbi-config")
+        for vol in req.volumes:
+            binds.append(vol)
+        exposed, bindings = {}, {}
+        for spec in req.ports:
+            ip, host, cport, proto = parse_port(spec)
+            key = f"{cport}/{proto}"
+            exposed[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": str(host)})
+        host_config = {
+            "Binds": binds,
+            "NetworkMode": NETWORK,
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": "no"},
+            "Init": False,
+        }
+        if req.cpus:
+            host_config["NanoCpus"] = int(float(req.cpus) * 1e9)
+        if req.memory:
+            host_config["Memory"] = parse_memory(req.memory)
+        if req.pids_limit:
+            host_config["PidsLimit"] = int(req.pids_limit)
+        if req.hardened:
+            host_config["SecurityOpt"] = ["no-new-privileges"]
+            host_config["CapDrop"] = ["ALL"]
+            host_config["CapAdd"] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+
+        public_env = {
+            "CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
+            "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
+            "CUBBI_IMAGE": req.image,
+        }
+        config = {
+            "Image": image_ref,
+            "Entrypoint": ["/bin/sh", f"{INIT_DIR}/init.sh"],
+            "Cmd": [],
+            "User": "0:0",
+            "Env": [f"{k}={v}" for k, v in public_env.items()],
+            "Labels": labels,
+            "ExposedPorts": exposed,
+            "Tty": False,
+            "OpenStdin": False,
+            "Healthcheck": {
+                "Test": ["CMD", "/bin/sh", "-c", f"test -f {INIT_DIR}/ready"],
+                "Interval": HEALTH_INTERVAL_S * 10 ** 9,
+                "Timeout": 10 * 10 ** 9,
+                "Retries": 1000000,
+            },
+            "HostConfig": host_config,
+        }
+        try:
+            created = self.api.create_container(f"cubbi-{name}", config)
+        except APIError as exc:
+            if exc.status == 409:
+                raise CubbiError(f"a session named {name!r} exists; choose another --name") from None
+            if exc.status == 400 and "bind source path does not exist" in str(exc):
+                raise NotFound(f"cannot mount: {exc}") from None
+            raise
+        cid = created["Id"]
+        try:
+            self.api.put_archive(cid, "/", self._archive(req, image_meta))
+            for net in extra_nets:
+                self.api.connect_network(net, cid)
+            self.api.start(cid)
+        except BaseException as exc:
+            try:
+                self.api.remove(cid)
+            except CubbiError:
+                pass
+            if isinstance(exc, APIError):
+                raise _start_error(exc) from None
+            raise
+        return self.resolve(sid)
+
+    def _archive(self, req, image_meta):
+        env = dict(req.env)
+        files = {
+            f"{INIT_DIR}/init.sh": (_init_script(), 0o755, 0, 0),
+            f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),
+            f"{INIT_DIR}/image.json": (json.dumps(image_meta or {}).encode(), 0o644, 0, 0),
+        }
+        for path, (text, mode) in req.files.items():
+            data = text.encode() if isinstance(text, str) else text
+            files[path] = (data, mode, req.uid, req.gid)
+        return _tar(files)
+
+    # -- using -----------------------------------------------------------
+    def close(self, ref, records=None):
+        rec = self.resolve(ref, records)
+        try:
+            self.api.remove(rec["container_id"])
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+        return rec
+
+    def logs(self, rec, follow=False, tail=None, since=None):
+        """Yield {session, stream, time, line} for each log line."""
+        pending = {"stdout": "", "stderr": ""}
+        for stream, data in self.api.logs(rec["container_id"], follow=follow, tail=tail,
+                                          since=since, timestamps=True):
+            text = pending[stream] + data.decode(errors="replace")
+            *lines, pending[stream] = text.split("\n")
+            for line in lines:
+                yield _log_record(rec, stream, line)
+        for stream, rest in pending.items():
+            if rest:
+                yield _log_record(rec, stream, rest)
+
+    def wait_ready(self, rec, timeout=600):
+        """Block until the session's init reports ready; raise if it failed."""
+        if rec["status"] == "running":
+            return rec
+        if rec["status"] not in ("initializing",):
+            raise CubbiError(_not_running(rec))
+        deadline = time.time() + timeout
+        for item in self.logs(rec, follow=True):
+            status, reason = S.init_state([item["line"]])
+            if status == "running":
+                return self.resolve(rec["id"])
+            if status == "failed":
+                raise CubbiError(f"session {rec['id']} failed: {reason}; see cubbi-logs {rec['id']}")
+            if time.time() > deadline:
+                break
+        rec = self.resolve(rec["id"])
+        if rec["status"] == "running":
+            return rec
+        raise CubbiError(_not_running(rec))
+
+    def exec_argv(self, rec, command=None, tty=False, interactive=True):
+        """The docker CLI argv that runs command (or a login shell) in the
+        session as its user, with the session's environment loaded."""
+        info = self.api.inspect_container(rec["container_id"])
+        labels = info["Config"].get("Labels") or {}
+        uid, gid = labels.get(S.L_UID, "0"), labels.get(S.L_GID, "0")
+        argv = ["docker", "exec"]
+        if interactive:
+            argv.append("-i")
+        if tty:
+            argv.append("-t")
+        argv += ["-u", f"{uid}:{gid}", "-w", "/app"]
+        term = os.environ.get("TERM")
+        if tty and term:
+            argv += ["-e", f"TERM={term}"]
+        argv.append(rec["container_id"])
+        if command:
+            argv += ["/bin/sh", "-c", f'. {INIT_DIR}/env 2>/dev/null; exec "$@"', "cubbi"] + list(command)
+        else:
+            argv += ["/bin/sh", "-c", f"{INIT_DIR}/login 2>/dev/null || exec /bin/sh -l"]
+        return argv
+
+    def docker_env(self):
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.api.host
+        return env
+
+
+def _log_record(rec, stream, line):
+    ts, sep, rest = line.partition(" ")
+    if sep and len(ts) >= 20 and ts[4:5] == "-" and "T" in ts:
+        when, text = ts, rest
+    else:
+        when, text = None, line
+    return {"session": rec["id"], "stream": stream, "time": _trim_ts(when), "line": text}
+
+
+def _trim_ts(ts):
+    if not ts:
+        return None
+    # 2026-11-27T08:01:02.123456789Z -> 2026-11-27T08:01:02.123456Z
+    if "." in ts:
+        head, frac = ts.rstrip("Z").split(".", 1)
+        return f"{head}.{frac[:6]}Z"
+    return ts
+
+
+def _matches(rec, filters):
+    for key, value in (filters or {}).items():
+        if key == "name" and value.endswith("*"):
+            if not str(rec.get("name") or "").startswith(value[:-1]):
+                return False
+        elif str(rec.get(key) or "") != value:
+            return False
+    return True
+
+
+def _short_image(image):
+    base = str(image).rstrip("/").split("/")[-1].split("@")[0].split(":")[0]
+    out = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-.")
+    return out or "session"
+
+
+def _valid_name(name):
+    import re
+
+    return bool(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}", name))
+
+
+def _not_running(rec):
+    if rec["status"] == "failed":
+        return f"session {rec['id']} failed: {rec.get('reason') or 'see its logs'}; see cubbi-logs {rec['id']}"
+    return f"session {rec['id']} is {rec['status']}; create a new one with cubbi-create"
+
+
+def _start_error(exc):
+    msg = str(exc)
+    low = msg.lower()
+    if "port is already allocated" in low or "address already in use" in low:
+        return CubbiError(f"a published port is already in use on the host ({msg}); "
+                          "choose another with --port HOST:CONTAINER")
+    if "no such file" in low or "not found" in low and "exec" in low:
+        return CubbiError(f"the image cannot run cubbi's init, it needs /bin/sh ({msg})")
+    return exc

@@ -1,0 +1,49 @@
+"""The session environment and its precedence:
+`-e KEY=VALUE` > `--env-file FILE` > the config's services > defaults."""
+
+import os
+import re
+
+from .errors import CubbiError, UsageError
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def parse_assignments(items):
+    env = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"-e {key!r}: expected KEY=VALUE")
+        if not _KEY.match(key):
+            raise UsageError(f"-e {key}=...: {key!r} is not a valid variable name")
+        env[key] = value
+    return env
+
+
+def read_env_file(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            fh.read(1)
+    except FileNotFoundError:
+        raise UsageError(f"--env-file {path}: no such file") from None
+    except OSError as exc:
+        raise CubbiError(f"--env-file {path}: {exc.strerror}") from None
+    from dotenv import dotenv_values
+
+    values = dotenv_values(path)
+    env = {}
+    for key, value in values.items():
+        if not _KEY.match(key or ""):
+            raise UsageError(f"--env-file {path}: {key!r} is not a valid variable name")
+        env[key] = "" if value is None else value
+    return env
+
+
+def session_env(cli_items=(), env_files=(), config_env=None, defaults=None):
+    env = dict(defaults or {})
+    env.update(config_env or {})
+    for path in env_files or []:
+        env.update(read_env_file(os.path.expanduser(path)))
+    env.update(parse_assignments(cli_items))
+    return env

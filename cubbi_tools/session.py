@@ -1,0 +1,143 @@
+"""The session record: its labels on the container and its JSON schema.
+
+Docker is the source of truth: a session is a container labelled
+`cubbi.session=true`; every field below comes from the container list entry
+(no per-container inspect).  The schema is a promise (man/cubbi-ls.1):
+
+  id            short session id (8 hex digits)            string
+  name          session name (unique)                       string
+  image         image definition name or Docker reference   string
+  status        initializing | running | failed | stopped | created | paused | restarting | dead
+  reason        why a session failed, else null             string|null
+  created       creation time, ISO-8601 UTC                 string
+  created_epoch the same, seconds since the epoch           integer
+  container_id  the full Docker container id                string
+  project       project URL, or null                        string|null
+  mount         host directory mounted at /app, or null     string|null
+  networks      Docker networks joined                      [string]
+  ports         published ports                             [{container, host, host_ip, protocol}]
+  owner         user who created it                         string|null
+  remote        the remote serving it, null when local      string|null
+"""
+
+import datetime
+
+LABEL = "cubbi.session"
+L_ID = "cubbi.session.id"
+L_NAME = "cubbi.session.name"
+L_IMAGE = "cubbi.image"
+L_PROJECT = "cubbi.project"
+L_OWNER = "cubbi.owner"
+L_MOUNT = "cubbi.mount"
+L_NETWORKS = "cubbi.networks"
+L_UID = "cubbi.uid"
+L_GID = "cubbi.gid"
+L_STATE = "cubbi.state"  # host directory of the project's persistent tool state
+
+FIELDS = ["id", "name", "image", "status", "reason", "created", "created_epoch",
+          "container_id", "project", "mount", "networks", "ports", "owner", "remote"]
+
+TABLE_COLUMNS = [("id", "ID"), ("name", "NAME"), ("image", "IMAGE"), ("status", "STATUS"),
+                 ("created_short", "CREATED"), ("ports_short", "PORTS"), ("project", "PROJECT")]
+
+READY_MARK = "cubbi-init: ready"
+FAILED_MARK = "cubbi-init: failed: "
+
+
+def iso(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_of(entry):
+    """(status, needs_log_check) from a /containers/json entry."""
+    state = entry.get("State", "")
+    text = entry.get("Status", "")
+    if state == "running":
+        if "(healthy)" in text:
+            return "running", False
+        if "(health: starting)" in text or "(unhealthy)" in text:
+            return "initializing", True
+        return "running", False  # no health check: a session made elsewhere
+    if state == "exited":
+        return "stopped", False
+    return state or "unknown", False
+
+
+def ports_of(entry):
+    seen = set()
+    ports = []
+    for p in entry.get("Ports") or []:
+        if not p.get("PublicPort"):
+            continue
+        key = (p.get("PrivatePort"), p.get("PublicPort"), p.get("Type"))
+        if key in seen:
+            continue
+        seen.add(key)
+        ports.append({"container": p.get("PrivatePort"), "host": p.get("PublicPort"),
+                      "host_ip": p.get("IP") or None, "protocol": p.get("Type", "tcp")})
+    ports.sort(key=lambda p: (p["container"] or 0, p["protocol"]))
+    return ports
+
+
+def from_entry(entry, remote=None):
+    """A session record from a container list entry."""
+    labels = entry.get("Labels") or {}
+    cid = entry.get("Id", "")
+    sid = labels.get(L_ID) or cid[:8]
+    name = labels.get(L_NAME) or ((entry.get("Names") or ["/" + sid])[0].lstrip("/"))
+    status, _ = status_of(entry)
+    nets = sorted(((entry.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+    created = int(entry.get("Created") or 0)
+    return {
+        "id": sid,
+        "name": name,
+        "image": labels.get(L_IMAGE) or entry.get("Image"),
+        "status": status,
+        "reason": None,
+        "created": iso(created),
+        "created_epoch": created,
+        "container_id": cid,
+        "project": labels.get(L_PROJECT) or None,
+        "mount": labels.get(L_MOUNT) or None,
+        "networks": nets,
+        "ports": ports_of(entry),
+        "owner": labels.get(L_OWNER) or None,
+        "remote": remote,
+    }
+
+
+def init_state(lines):
+    """(status, reason) from the init's marker lines in a log tail."""
+    for line in reversed(lines):
+        line = line.rstrip()
+        if line.endswith(READY_MARK) or line == READY_MARK:
+            return "running", None
+        idx = line.find(FAILED_MARK)
+        if idx != -1:
+            return "failed", line[idx + len(FAILED_MARK):].strip() or "init failed"
+    return "initializing", None
+
+
+def human(record):
+    """Extra columns for the table view."""
+    r = dict(record)
+    r["created_short"] = _ago(record.get("created_epoch"))
+    r["ports_short"] = ",".join(f"{p['host']}->{p['container']}" for p in record.get("ports") or []) or None
+    if record.get("status") == "failed" and record.get("reason"):
+        r["status"] = "failed"
+    return r
+
+
+def _ago(epoch):
+    if not epoch:
+        return None
+    import time
+
+    secs = int(time.time() - epoch)
+    if secs < 60:
+        return f"{max(secs, 0)}s ago"
+    if secs < 3600:
+        return f"{secs // 60}m ago"
+    if secs < 86400:
+        return f"{secs // 3600}h ago"
+    return f"{secs // 86400}d ago"
