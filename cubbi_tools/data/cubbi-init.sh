@@ -75,7 +75,23 @@ exec $user_shell -l
 LOGIN
 chmod 0755 "$C/login"
 
-# -- image and project hooks ---------------------------------------------
+# as_user CMD...: run CMD as the session user, with its environment loaded
+as_user() {
+    if [ "$CUBBI_UID" = 0 ]; then
+        (cd /app 2>/dev/null; HOME="$user_home"; export HOME; [ -r $C/env ] && . $C/env; "$@")
+    elif setpriv --help 2>&1 | grep -q reuid; then
+        (cd /app 2>/dev/null; [ -r $C/env ] && . $C/env; HOME="$user_home" USER="$user_name" \
+            setpriv --reuid="$CUBBI_UID" --regid="$CUBBI_GID" --clear-groups "$@")
+    else
+        _q=""
+        for _a in "$@"; do _q="$_q '$(printf '%s' "$_a" | sed "s/'/'\\\\''/g")'"; done
+        (cd /app 2>/dev/null; su -s /bin/sh "$user_name" -c ". $C/env 2>/dev/null; export HOME='$user_home'; $_q")
+    fi
+}
+
+# -- image and project hooks (sourced in name order, as root) ---------------
+# 20-29 image checks, 50-59 project clone, 60-69 persistent configs,
+# 70-79 the project's own .cubbi/init.sh
 for hook in "$C"/hooks/*.sh; do
     [ -f "$hook" ] || continue
     . "$hook" || fail "setup step $(basename "$hook") failed"
