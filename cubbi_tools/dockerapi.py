@@ -206,6 +206,52 @@ class DockerAPI:
     def connect_network(self, net, cid):
         self.post(f"/networks/{quote(net)}/connect", body={"Container": cid})
 
+    # -- exec (connect over the API: the server's terminal and exec mode) --
+    def exec_create(self, cid, cmd, user=None, workdir=None, env=None, tty=False, stdin=True):
+        body = {"Cmd": list(cmd), "AttachStdin": bool(stdin), "AttachStdout": True,
+                "AttachStderr": True, "Tty": bool(tty)}
+        if user:
+            body["User"] = user
+        if workdir:
+            body["WorkingDir"] = workdir
+        if env:
+            body["Env"] = [f"{k}={v}" for k, v in env.items()]
+        return self.post(f"/containers/{quote(cid)}/exec", body=body)["Id"]
+
+    def exec_start(self, exec_id, tty=False):
+        """Start an exec and return its hijacked connection: raw bytes with a
+        TTY, else multiplexed frames (Hijacked.frames()).  Write stdin with
+        sendall(); shutdown_write() sends EOF."""
+        body = json.dumps({"Detach": False, "Tty": bool(tty)}).encode()
+        conn = self._connection(None)
+        try:
+            conn.connect()
+            sock = conn.sock
+            sock.sendall((f"POST /exec/{quote(exec_id)}/start HTTP/1.1\r\nHost: docker\r\n"
+                          "Content-Type: application/json\r\nConnection: Upgrade\r\n"
+                          f"Upgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise OSError("connection closed during exec start")
+                head += chunk
+        except OSError as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+        head, rest = head.split(b"\r\n\r\n", 1)
+        status = int(head.split(b" ", 2)[1])
+        if status >= 400:
+            conn.close()
+            raise APIError(status, rest.decode(errors="replace").strip() or f"HTTP {status}")
+        return Hijacked(sock, rest)
+
+    def exec_resize(self, exec_id, rows, cols):
+        self.post(f"/exec/{quote(exec_id)}/resize", params={"h": int(rows), "w": int(cols)})
+
+    def exec_inspect(self, exec_id):
+        return self.get(f"/exec/{quote(exec_id)}/json")
+
     def logs(self, cid, follow=False, tail=None, since=None, timestamps=True):
         """Yield (stream, bytes) frames of a container's log, stream being
         'stdout' or 'stderr'; with follow=True until the container stops."""
@@ -216,7 +262,7 @@ class DockerAPI:
             params["since"] = str(since)
         resp = self.get(f"/containers/{quote(cid)}/logs", params=params,
                         stream=True, timeout=None if follow else self.timeout)
-        return _frames(resp)
+        return _frames(resp, self)
 
     def build(self, context, params, headers=None):
         """POST /build with a tar context; return the open progress stream."""
@@ -224,15 +270,51 @@ class DockerAPI:
                             headers={"Content-Type": "application/x-tar", **(headers or {})},
                             stream=True, timeout=None)
 
-    def import_image(self, tar_fileobj, repo, tag):
-        return self.request("POST", "/images/create",
-                            params={"fromSrc": "-", "repo": repo, "tag": tag},
+    def import_image(self, tar_fileobj, repo, tag, changes=()):
+        """POST /images/create?fromSrc=- with a root filesystem tar; changes
+        are Dockerfile instructions (CMD, ENV...) applied to the image."""
+        query = urlencode([("fromSrc", "-"), ("repo", repo), ("tag", tag)]
+                          + [("changes", c) for c in changes])
+        return self.request("POST", "/images/create?" + query,
                             body=tar_fileobj,
                             headers={"Content-Type": "application/x-tar"},
                             stream=True, timeout=None)
 
 
 _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+class Hijacked:
+    """The raw stream of a started exec (after the HTTP upgrade)."""
+
+    def __init__(self, sock, pending=b""):
+        self.sock = sock
+        self._pending = pending
+
+    def read(self, n=65536):
+        if self._pending:
+            data, self._pending = self._pending[:n], self._pending[n:]
+            return data
+        return self.sock.recv(n)
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def shutdown_write(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def frames(self):
+        """(stream, bytes) frames of a non-TTY exec, until it ends."""
+        return _frames(self)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 def _read_exact(resp, n):
@@ -245,8 +327,10 @@ def _read_exact(resp, n):
     return buf
 
 
-def _frames(resp):
-    """Demultiplex the Engine API's stream format (8-byte frame headers)."""
+def _frames(resp, api):
+    """Demultiplex the Engine API's stream format (8-byte frame headers).
+    The engine ends the stream cleanly when the container stops; a stream
+    cut short (the engine stopped, the socket closed) is EngineUnreachable."""
     try:
         while True:
             header = _read_exact(resp, 8)
@@ -257,8 +341,11 @@ def _frames(resp):
             if data is None:
                 return
             yield _STREAMS.get(kind, "stdout"), data
-    except (OSError, http.client.HTTPException):
-        return
+    except (OSError, http.client.HTTPException) as exc:
+        raise EngineUnreachable(
+            f"lost the connection to the Docker engine at {api.host} "
+            f"({getattr(exc, 'strerror', None) or type(exc).__name__}); check that it is running"
+        ) from None
     finally:
         resp.close()
         conn = getattr(resp, "_cubbi_conn", None)

@@ -22,6 +22,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
 BUSYBOX_IMAGE = "cubbi-test/busybox:latest"
+DEBIAN_IMAGE = "cubbi/base-os:bookworm"
 
 
 def cubbi_env(extra=None):
@@ -120,6 +121,20 @@ def busybox_image(engine):
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def debian_image(engine):
+    """A minimal Debian bookworm image made locally (debootstrap + import, ~35 s,
+    no registry), once per host: reused while the tag exists."""
+    from cubbi_tools import images
+    from cubbi_tools.errors import CubbiError
+
+    try:
+        return images.ensure_base_os(engine, DEBIAN_IMAGE,
+                                     progress=lambda m: sys.stderr.write(f"debian_image: {m}\n"))
+    except CubbiError as exc:
+        pytest.fail(f"cannot make the Debian base image {DEBIAN_IMAGE}: {exc}")
 
 
 @pytest.fixture
