@@ -127,7 +127,7 @@ class Command:
 
 def run_main(command, argv=None):
     """Run a command and return its exit code, mapping errors to codes."""
-    debug = os.environ.get("CUBBI_DEBUG") not in (None, "", "0")
+    debug = debugging()
     try:
         args = command.parser().parse_args(argv)
         code = command.run(args) or 0
@@ -157,6 +157,46 @@ def run_main(command, argv=None):
         sys.stderr.write(f"{command.name}: internal error: {type(exc).__name__}: {exc} "
                          "(run again with CUBBI_DEBUG=1 for details)\n")
         return 1
+
+
+def debugging():
+    return os.environ.get("CUBBI_DEBUG") not in (None, "", "0")
+
+
+class Tally:
+    """The failures of a command that carries on after each one (cubbi-close
+    ID..., cubbi-logs ID...): each is reported as one stderr line when it
+    happens, and code() sums them up for the exit status: 0 with none, their
+    common code when they share one (3: every session was unknown), else 1.
+    on_fail(ref, exc) is called too, e.g. to print a JSON result line."""
+
+    def __init__(self, prog, on_fail=None):
+        self.prog = prog
+        self.on_fail = on_fail
+        self.codes = set()
+
+    def failed(self, ref, exc):
+        if isinstance(exc, CubbiError):
+            code, text = exc.code, str(exc)
+        else:  # a bug: still one line unless debugging
+            code, text = 1, f"internal error: {type(exc).__name__}: {exc}"
+        self.codes.add(code)
+        if self.on_fail:
+            self.on_fail(ref, exc)
+        if debugging():
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        _flush_quietly()
+        if ref and str(ref) not in text:
+            text = f"{ref}: {text}"
+        sys.stderr.write(f"{self.prog}: {text}\n")
+        sys.stderr.flush()
+
+    def code(self):
+        if not self.codes:
+            return 0
+        return next(iter(self.codes)) if len(self.codes) == 1 else 1
 
 
 def _silence_stdout():

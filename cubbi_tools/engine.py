@@ -90,7 +90,8 @@ def parse_port(text):
         if proto not in ("tcp", "udp", "sctp") or not 0 < cport < 65536:
             raise ValueError
     except ValueError:
-        raise UsageError(f"invalid port {text!r}: use PORT, HOST:PORT or IP:HOST:PORT") from None
+        raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
+                         "(PORT a number, optionally /udp)") from None
     return ip, host, cport, proto
 
 
@@ -289,10 +290,17 @@ class LocalEngine:
                 self.api.connect_network(net, cid)
             self.api.start(cid)
         except BaseException as exc:
+            # no half-created container left behind: remove it, or say how
             try:
                 self.api.remove(cid)
             except CubbiError:
-                pass
+                if isinstance(exc, CubbiError):
+                    exc = _start_error(exc) if isinstance(exc, APIError) else exc
+                    err = CubbiError(f"{exc}; the unfinished session's container {cid[:12]} "
+                                     f"could not be removed: run 'cubbi-close {sid}' when the "
+                                     "engine answers again")
+                    err.code = exc.code
+                    raise err from None
             if isinstance(exc, APIError):
                 raise _start_error(exc) from None
             raise
@@ -432,8 +440,12 @@ def _start_error(exc):
     msg = str(exc)
     low = msg.lower()
     if "port is already allocated" in low or "address already in use" in low:
-        return CubbiError(f"a published port is already in use on the host ({msg}); "
-                          "choose another with --port HOST:CONTAINER")
+        import re
+
+        m = re.search(r"(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]*\]):(\d+)", msg)
+        where = f"host port {m.group(1)}:{m.group(2)}" if m else "a published host port"
+        return CubbiError(f"{where} is already in use; choose another with --port "
+                          "HOST:CONTAINER, or give only the container port for a free one")
     if "no such file" in low or "not found" in low and "exec" in low:
         return CubbiError(f"the image cannot run cubbi's init, it needs /bin/sh ({msg})")
     return exc

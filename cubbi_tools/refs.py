@@ -48,3 +48,21 @@ def refs_from(args_ids, stdin=None, allow_empty=False, what="session ids"):
             yield BadLine(n, text, "expected a session id or a JSON object with \"id\"")
         else:
             yield text
+
+
+def each_session(engine, ids, tally, stdin=None):
+    """The session records that ids (or stdin) name, listing the engine
+    once.  A bad stdin line or an unknown/ambiguous id goes to
+    tally.failed(ref, exc) and the rest carry on."""
+    from .errors import CubbiError
+
+    refs = list(refs_from(ids, stdin))
+    records = engine.list(all=True)
+    for ref in refs:
+        if isinstance(ref, BadLine):
+            tally.failed(None, CubbiError(str(ref)))
+            continue
+        try:
+            yield engine.resolve(ref, records)
+        except CubbiError as exc:
+            tally.failed(ref, exc)

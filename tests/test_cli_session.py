@@ -1,19 +1,496 @@
-"""Session lifecycle against the real engine, run as a user types it."""
+"""Session lifecycle against the real engine, run as a user types it:
+create, ls, close, connect, logs, and what each does with bad input."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
 
 import pytest
+
+from conftest import cubbi_env
+from engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.engine
 
 
-def test_create_ls_close_roundtrip(cubbi, busybox_image, prefix):
-    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-a",
-              "--no-mount", "--json")
+def create(cubbi, image, name, *extra, ok=True, **kw):
+    """cubbi-create --no-connect --json; the record (or the Result when ok=False)."""
+    args = list(extra)
+    if "--mount" not in args and "-m" not in args:
+        args.append("--no-mount")
+    r = cubbi("cubbi-create", "--image", image, "--name", name, "--json", *args, **kw)
+    if not ok:
+        return r
     assert r.exit_code == 0, r
     (rec,) = r.json()
+    return rec
+
+
+def one_line_error(r, code, *words):
+    """The bad-input contract: the exit code, one stderr line naming the
+    problem, no traceback."""
+    assert r.exit_code == code, r
+    assert "Traceback" not in r.stderr, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r
+    for w in words:
+        assert w in r.stderr, r
+
+
+def containers_named(engine, prefix):
+    """Every container, session or not, running or not, whose name starts
+    with cubbi-PREFIX (what `docker ps -a --filter name=...` shows)."""
+    names = []
+    for c in engine.get("/containers/json", params={"all": "1"}):
+        for n in c.get("Names") or []:
+            if n.lstrip("/").startswith(f"cubbi-{prefix}"):
+                names.append(n.lstrip("/"))
+    return names
+
+
+def ls_ids(cubbi, prefix, *extra):
+    r = cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*", *extra)
+    assert r.exit_code == 0, r
+    return r.stdout.split()
+
+
+def inspect(engine, rec):
+    return engine.inspect_container(rec["container_id"])
+
+
+# -- the round trip and the record ----------------------------------------
+
+def test_create_ls_close_roundtrip(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-a")
     assert rec["name"] == f"{prefix}-a"
+    assert rec["image"] == busybox_image
+    assert rec["status"] in ("running", "initializing")
+    assert rec["networks"] == ["cubbi-network"]
+    assert rec["remote"] is None and rec["mount"] is None
+    assert rec["created"].endswith("Z") and isinstance(rec["created_epoch"], int)
     ls = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}*")
     assert ls.exit_code == 0, ls
     assert [x["id"] for x in ls.json()] == [rec["id"]]
+    table = cubbi("cubbi-ls", "--filter", f"name={prefix}*")
+    assert table.stdout.splitlines()[0].split()[:4] == ["ID", "NAME", "IMAGE", "STATUS"]
+    assert rec["id"] in table.stdout and "{" not in table.stdout
     c = cubbi("cubbi-close", rec["id"])
     assert c.exit_code == 0, c
-    assert cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*").stdout == ""
+    assert c.stdout == "" and rec["id"] in c.stderr  # messages on stderr only
+    assert ls_ids(cubbi, prefix) == []
+
+
+def test_ids_prefix_and_name_are_accepted_everywhere(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-p", "--wait")
+    for ref in (rec["id"], rec["id"][:6], rec["name"], rec["container_id"][:12]):
+        r = cubbi("cubbi-connect", ref, "--", "echo", "hi")
+        assert (r.exit_code, r.stdout) == (0, "hi\n"), (ref, r)
+        r = cubbi("cubbi-logs", "--json", ref)
+        assert r.exit_code == 0 and r.json()[-1]["session"] == rec["id"], (ref, r)
+
+
+def test_wait_returns_a_ready_session_and_init_log(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-w", "--wait")
+    assert rec["status"] == "running"
+    r = cubbi("cubbi-logs", "--json", rec["id"])
+    assert r.exit_code == 0, r
+    (line,) = [x for x in r.json() if x["line"] == "cubbi-init: ready"]
+    assert line["session"] == rec["id"] and line["stream"] == "stderr"
+    assert line["time"].endswith("Z")
+
+
+def test_duplicate_name_is_refused_and_the_first_kept(cubbi, busybox_image, prefix):
+    first = create(cubbi, busybox_image, f"{prefix}-dup")
+    r = create(cubbi, busybox_image, f"{prefix}-dup", ok=False)
+    one_line_error(r, 1, f"{prefix}-dup", "--name")
+    assert ls_ids(cubbi, prefix) == [first["id"]]
+
+
+# -- switches reach the container -----------------------------------------
+
+def test_port_shows_its_host_port(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-port", "--port", "8000", "-p", "127.0.0.1::9000/udp")
+    ports = {p["container"]: p for p in rec["ports"]}
+    assert set(ports) == {8000, 9000}, rec
+    assert ports[8000]["protocol"] == "tcp" and ports[9000]["protocol"] == "udp"
+    for p in ports.values():
+        assert p["host_ip"] == "127.0.0.1" and isinstance(p["host"], int) and p["host"] > 0
+    ls = cubbi("cubbi-ls", "--filter", f"name={prefix}*")
+    assert f"{ports[8000]['host']}->8000" in ls.stdout
+
+
+def _listening_socket():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def test_port_taken_on_the_host_leaves_no_container(cubbi, busybox_image, prefix, engine):
+    with _listening_socket() as s:
+        port = s.getsockname()[1]
+        r = create(cubbi, busybox_image, f"{prefix}-taken", "--port", f"{port}:80", ok=False)
+    one_line_error(r, 1, f"127.0.0.1:{port}", "already in use", "--port")
+    assert containers_named(engine, prefix) == []
+
+
+def test_port_taken_by_another_session_leaves_no_container(cubbi, busybox_image, prefix, engine):
+    first = create(cubbi, busybox_image, f"{prefix}-p1", "--port", "80")
+    host = first["ports"][0]["host"]
+    r = create(cubbi, busybox_image, f"{prefix}-p2", "--port", f"{host}:80", ok=False)
+    one_line_error(r, 1, str(host), "already in use")
+    assert containers_named(engine, prefix) == [f"cubbi-{prefix}-p1"]
+
+
+def test_network_joined_besides_cubbi_network(cubbi, busybox_image, prefix, engine):
+    net = f"{prefix}-net"
+    engine.post("/networks/create", body={"Name": net, "Driver": "bridge"})
+    try:
+        rec = create(cubbi, busybox_image, f"{prefix}-n", "--network", net)
+        assert rec["networks"] == sorted(["cubbi-network", net])
+        attached = inspect(engine, rec)["NetworkSettings"]["Networks"]
+        assert set(attached) == {"cubbi-network", net}
+        r = create(cubbi, busybox_image, f"{prefix}-n2", "--network", f"{prefix}-nonet", ok=False)
+        one_line_error(r, 3, f"{prefix}-nonet")
+        assert containers_named(engine, f"{prefix}-n2") == []
+        assert cubbi("cubbi-close", rec["id"]).exit_code == 0
+    finally:
+        engine.delete(f"/networks/{net}")
+
+
+def test_mount_and_volumes(cubbi, busybox_image, prefix, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "hello.txt").write_text("from the host\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ro.txt").write_text("read only\n")
+    rec = create(cubbi, busybox_image, f"{prefix}-m", "--mount", str(work),
+                 "-v", f"{data}:/data:ro", "--wait")
+    assert rec["mount"] == str(work)
+    r = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c",
+              "cat /app/hello.txt /data/ro.txt && echo new > /app/new.txt && pwd")
+    assert r.exit_code == 0, r
+    assert r.stdout == "from the host\nread only\n/app\n"
+    assert (work / "new.txt").read_text() == "new\n"
+    r = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c", "echo x > /data/nope")
+    assert r.exit_code != 0 and not (data / "nope").exists()
+
+
+def test_mount_defaults_to_the_current_directory(cubbi, busybox_image, prefix, tmp_path):
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-cwd", "--json",
+              cwd=str(tmp_path))
+    assert r.exit_code == 0, r
+    assert r.json()[0]["mount"] == str(tmp_path)
+
+
+def test_limits_reach_the_host_config(cubbi, busybox_image, prefix, engine):
+    rec = create(cubbi, busybox_image, f"{prefix}-l", "--cpus", "0.5", "--memory", "64m",
+                 "--pids-limit", "50")
+    hc = inspect(engine, rec)["HostConfig"]
+    assert hc["NanoCpus"] == 500_000_000
+    assert hc["Memory"] == 64 * 1024 * 1024
+    assert hc["PidsLimit"] == 50
+    assert hc["Privileged"] is False
+    assert not any("docker.sock" in b for b in hc.get("Binds") or [])
+
+
+def test_env_and_env_file_reach_the_session_not_docker_inspect(cubbi, busybox_image, prefix,
+                                                               engine, tmp_path):
+    envf = tmp_path / "s.env"
+    envf.write_text('# a comment\nFROM_FILE="quoted value"\nBOTH=file\nSECRET_TOKEN=sk-do-not-show\n')
+    rec = create(cubbi, busybox_image, f"{prefix}-e", "--env-file", str(envf),
+                 "-e", "BOTH=cli", "-e", "EMPTY=", "--wait")
+    r = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c",
+              'echo "$FROM_FILE|$BOTH|${EMPTY-unset}|$SECRET_TOKEN"')
+    assert (r.exit_code, r.stdout) == (0, "quoted value|cli||sk-do-not-show\n"), r
+    assert "sk-do-not-show" not in json.dumps(inspect(engine, rec))
+
+
+def test_run_runs_once_ready_and_passes_its_status(cubbi, busybox_image, prefix, tmp_path):
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-r", "--mount",
+              str(tmp_path), "-q", "--run", "echo ran > /app/ran.txt; echo to-stderr; exit 3")
+    assert r.exit_code == 3, r
+    sid = r.stdout.strip()
+    assert len(sid) == 8 and "to-stderr" in r.stderr
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"
+    assert ls_ids(cubbi, prefix) == [sid]  # kept after a failing --run
+
+
+def test_connect_passes_stdin_stdout_stderr_and_status(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-c")
+    r = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c", "tr a-z A-Z; echo oops >&2; exit 7",
+              input="hello\n")
+    assert (r.exit_code, r.stdout, r.stderr) == (7, "HELLO\n", "oops\n"), r
+
+
+# -- logs -------------------------------------------------------------------
+
+def _say(cubbi, rec, text, fd=1):
+    """Write a line to the session's own log (its PID 1's stdout/stderr)."""
+    r = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c", f"echo {text} > /proc/1/fd/{fd}")
+    assert r.exit_code == 0, r
+
+
+def test_logs_streams_tail_since_and_several_sessions(cubbi, busybox_image, prefix):
+    a = create(cubbi, busybox_image, f"{prefix}-a", "--wait")
+    b = create(cubbi, busybox_image, f"{prefix}-b", "--wait")
+    _say(cubbi, a, "out-a")
+    _say(cubbi, a, "err-a", fd=2)
+    _say(cubbi, b, "out-b")
+    r = cubbi("cubbi-logs", a["id"])
+    assert r.exit_code == 0, r
+    assert r.stdout.splitlines()[-1:] == ["out-a"]
+    assert r.stderr.splitlines()[-2:] == ["cubbi-init: ready", "err-a"]
+    r = cubbi("cubbi-logs", "--tail", "1", "--json", a["id"])
+    assert [(x["stream"], x["line"]) for x in r.json()] == [("stderr", "err-a")]
+    r = cubbi("cubbi-logs", "--since", "1d", a["id"])
+    assert "out-a" in r.stdout
+    r = cubbi("cubbi-logs", "--since", str(int(time.time()) + 3600), a["id"])
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "", "")
+    # several ids: each session's lines, prefixed with its name
+    r = cubbi("cubbi-logs", a["id"], b["name"])
+    assert r.exit_code == 0, r
+    assert [x for x in r.stdout.splitlines() if "out-" in x] == \
+        [f"{prefix}-a | out-a", f"{prefix}-b | out-b"]
+    # ids on stdin, as cubbi-close takes them: JSON lines from cubbi-ls
+    ls = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}*")
+    r = cubbi("cubbi-logs", "--json", input=ls.stdout)
+    assert r.exit_code == 0, r
+    got = [(x["session"], x["line"]) for x in r.json() if x["stream"] == "stdout"]
+    assert got == [(a["id"], "out-a"), (b["id"], "out-b")]
+    # an unknown one among them: reported, the others shown, exit 3
+    r = cubbi("cubbi-logs", a["id"], f"{prefix}-nosuch")
+    assert r.exit_code == 3 and "out-a" in r.stdout and f"{prefix}-nosuch" in r.stderr, r
+
+
+def test_logs_follow_interleaves_several_sessions(cubbi, busybox_image, prefix):
+    a = create(cubbi, busybox_image, f"{prefix}-fa", "--wait")
+    b = create(cubbi, busybox_image, f"{prefix}-fb", "--wait")
+    proc = subprocess.Popen(["cubbi-logs", "-f", "--json", "--tail", "0", a["id"], b["id"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(cubbi))
+    try:
+        time.sleep(1.0)
+        got = []
+        for rec, text in ((a, "one"), (b, "two"), (a, "three")):
+            _say(cubbi, rec, text)
+            got.append(json.loads(_readline(proc, 15)))  # flushed per line, as it happens
+        assert [(x["session"], x["line"]) for x in got] == \
+            [(a["id"], "one"), (b["id"], "two"), (a["id"], "three")]
+        assert cubbi("cubbi-close", a["id"], b["id"]).exit_code == 0
+        assert proc.wait(timeout=30) == 0  # the streams end with their sessions
+        assert proc.stderr.read() == ""
+    finally:
+        proc.kill()
+
+
+def _env(cubbi):
+    return cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir)})
+
+
+def _readline(proc, timeout):
+    box = []
+    t = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert box and box[0], f"no line within {timeout}s"
+    return box[0]
+
+
+# -- closing from pipes --------------------------------------------------------
+
+def test_close_reads_json_lines_and_bare_ids_and_reports_bad_lines(cubbi, busybox_image, prefix):
+    a = create(cubbi, busybox_image, f"{prefix}-a")
+    b = create(cubbi, busybox_image, f"{prefix}-b")
+    c = create(cubbi, busybox_image, f"{prefix}-c")
+    stdin = "\n".join([
+        json.dumps(a),                 # a record from cubbi-ls --json
+        "not an id at all",            # malformed: reported, skipped
+        '{"no": "id"}',                # malformed
+        "{broken json",                # malformed
+        b["id"][:7],                   # a bare id prefix
+        "",                            # blank: ignored
+    ]) + "\n"
+    r = cubbi("cubbi-close", "--json", input=stdin)
+    assert r.exit_code == 1, r
+    out = r.json()
+    assert [(x["id"], x["closed"]) for x in out] == [
+        (a["id"], True), (None, False), (None, False), (None, False), (b["id"], True)]
+    assert [x["error"].split(":")[0] for x in out if not x["closed"]] == \
+        ["stdin line 2", "stdin line 3", "stdin line 4"]
+    assert r.stderr.count("\n") == 3 and "Traceback" not in r.stderr
+    assert ls_ids(cubbi, prefix) == [c["id"]]
+
+
+def test_close_carries_on_after_unknown_ids(cubbi, busybox_image, prefix):
+    a = create(cubbi, busybox_image, f"{prefix}-a")
+    r = cubbi("cubbi-close", "-q", f"{prefix}-nosuch", a["id"])
+    one_line_error(r, 3, f"{prefix}-nosuch", "cubbi-ls")
+    assert r.stdout == a["id"] + "\n"
+    assert ls_ids(cubbi, prefix) == []
+    r = cubbi("cubbi-close", "-q", input="")
+    assert (r.exit_code, r.stdout) == (0, "")
+
+
+def test_close_all_with_ids_is_a_usage_error(cubbi):
+    one_line_error(cubbi("cubbi-close", "--all", "abc"), 2, "--all")
+
+
+# -- bad input -------------------------------------------------------------
+
+def test_unknown_ids_exit_3(cubbi, prefix, engine):
+    for argv in (["cubbi-close", f"{prefix}-x"], ["cubbi-logs", f"{prefix}-x"],
+                 ["cubbi-connect", f"{prefix}-x", "--", "true"], ["cubbi-connect", f"{prefix}-x"]):
+        one_line_error(cubbi(*argv), 3, f"{prefix}-x", "cubbi-ls")
+
+
+def test_ambiguous_prefix_exit_2(cubbi, busybox_image, prefix, engine):
+    # two sessions whose ids share a prefix (made as the original cubbi made
+    # them: a container with cubbi labels) -- cubbi's own ids are random
+    stem = prefix[1:] + "ab"
+    for n in ("1", "2"):
+        engine.post("/containers/create", params={"name": f"cubbi-{prefix}-amb{n}"}, body={
+            "Image": busybox_image, "Cmd": ["sleep", "600"],
+            "Labels": {"cubbi.session": "true", "cubbi.session.id": stem + n,
+                       "cubbi.session.name": f"{prefix}-amb{n}", "cubbi.image": "legacy"}})
+    for argv in (["cubbi-close", stem], ["cubbi-logs", stem], ["cubbi-connect", stem, "--", "true"]):
+        one_line_error(cubbi(*argv), 2, "ambiguous", stem + "1", stem + "2")
+    r = cubbi("cubbi-ls", "--all", "--json", "--filter", f"name={prefix}*")
+    assert sorted(x["id"] for x in r.json()) == [stem + "1", stem + "2"]
+    assert {x["status"] for x in r.json()} == {"created"}
+    assert cubbi("cubbi-close", stem + "1", f"{prefix}-amb2").exit_code == 0
+
+
+@pytest.mark.parametrize("argv,code,words", [
+    (["-e", "NOEQUALS"], 2, ["NOEQUALS", "KEY=VALUE"]),
+    (["-e", "1BAD=x"], 2, ["1BAD"]),
+    (["--port", "http"], 2, ["http", "--port"]),
+    (["--memory", "lots"], 2, ["lots"]),
+    (["--cpus", "-1"], 2, ["--cpus"]),
+    (["--pids-limit", "many"], 2, ["many"]),
+    (["-v", "relative-no-colon"], 2, ["-v"]),
+    (["--mount", "/nonexistent/dir"], 3, ["/nonexistent/dir"]),
+    (["--env-file", "/nonexistent/env"], 2, ["/nonexistent/env"]),
+    (["--bogus"], 2, ["--bogus"]),
+    (["--name", "bad name!"], 2, ["bad name!"]),
+])
+def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, words):
+    extra = [] if "--name" in argv else ["--name", f"{prefix}-bad"]
+    r = cubbi("cubbi-create", "--image", busybox_image, "--no-connect", *extra, *argv)
+    one_line_error(r, code, *words)
+    assert containers_named(engine, prefix) == []
+
+
+def test_unknown_image_exit_3(cubbi, prefix, engine):
+    r = cubbi("cubbi-create", "--image", f"{prefix}/no-such-image:1", "--name", f"{prefix}-i",
+              "--no-mount", "--no-connect")
+    one_line_error(r, 3, f"{prefix}/no-such-image:1")
+    assert containers_named(engine, prefix) == []
+
+
+def test_image_without_sh_fails_clearly(cubbi, prefix, engine, tmp_path):
+    img = f"cubbi-test/{prefix}-nosh:latest"
+    (tmp_path / "rootfs" / "etc").mkdir(parents=True)
+    tar = subprocess.Popen(["tar", "-C", str(tmp_path / "rootfs"), "-c", "."], stdout=subprocess.PIPE)
+    assert subprocess.run(["docker", "import", "-", img], stdin=tar.stdout,
+                          capture_output=True).returncode == 0
+    tar.wait()
+    try:
+        r = create(cubbi, img, f"{prefix}-nosh", ok=False)
+        one_line_error(r, 1, "/bin/sh")
+        assert containers_named(engine, prefix) == []
+    finally:
+        subprocess.run(["docker", "rmi", "-f", img], capture_output=True)
+
+
+UNREACHABLE = "unix:///nonexistent/cubbi-test/docker.sock"
+
+
+@pytest.mark.parametrize("argv", [
+    ["cubbi-ls"], ["cubbi-ls", "--json"], ["cubbi-close", "abc"], ["cubbi-logs", "abc"],
+    ["cubbi-connect", "abc", "--", "true"],
+    ["cubbi-create", "--image", "x", "--no-mount", "--no-connect"],
+])
+def test_engine_unreachable_exit_4(cubbi, argv):
+    r = cubbi(*argv, env={"DOCKER_HOST": UNREACHABLE})
+    one_line_error(r, 4, UNREACHABLE, "DOCKER_HOST")
+
+
+def test_debug_shows_the_traceback(cubbi, prefix):
+    r = cubbi("cubbi-ls", env={"DOCKER_HOST": UNREACHABLE, "CUBBI_DEBUG": "1"})
+    assert r.exit_code == 4 and "Traceback" in r.stderr, r
+    r = cubbi("cubbi-close", f"{prefix}-nosuch", env={"CUBBI_DEBUG": "1"})
+    assert r.exit_code == 3 and "Traceback" in r.stderr and "NotFound" in r.stderr, r
+
+
+def test_engine_stops_while_following_logs(cubbi, busybox_image, prefix, tmp_path):
+    rec = create(cubbi, busybox_image, f"{prefix}-s", "--wait")
+    proxy = EngineProxy(str(tmp_path / "engine.sock"))
+    proc = subprocess.Popen(["cubbi-logs", "-f", rec["id"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=_env(cubbi) | {"DOCKER_HOST": proxy.url})
+    try:
+        assert _readline_err(proc, 15) == "cubbi-init: ready\n"
+        proxy.stop()
+        assert proc.wait(timeout=15) == 4
+        err = proc.stderr.read()
+        assert "lost the connection to the Docker engine" in err and "Traceback" not in err
+        assert err.count("\n") == 1, err
+    finally:
+        proc.kill()
+        proxy.stop()
+
+
+def _readline_err(proc, timeout):
+    box = []
+    t = threading.Thread(target=lambda: box.append(proc.stderr.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert box, f"no line within {timeout}s"
+    return box[0]
+
+
+def test_engine_stops_mid_create_leaves_no_container(cubbi, busybox_image, prefix, engine, tmp_path):
+    proxy = EngineProxy(str(tmp_path / "engine.sock"))
+    proxy.drop = r"^POST /containers/[^/]+/start"  # the engine goes away as it starts it
+    try:
+        r = create(cubbi, busybox_image, f"{prefix}-mid", ok=False,
+                   env={"DOCKER_HOST": proxy.url})
+        one_line_error(r, 4, "Docker engine")
+        assert proxy.dropped and any(s.startswith("DELETE /containers/") for s in proxy.seen)
+        assert containers_named(engine, prefix) == []
+        # it stays away: the create fails and says how to clean up after it
+        proxy.drop = r"^(POST /containers/[^/]+/start|DELETE )"
+        r = create(cubbi, busybox_image, f"{prefix}-mid2", ok=False,
+                   env={"DOCKER_HOST": proxy.url})
+        one_line_error(r, 4, "could not be removed", "cubbi-close")
+        (left,) = containers_named(engine, prefix)
+        sid = r.stderr.split("cubbi-close ")[1].split("'")[0]
+        assert cubbi("cubbi-close", sid).exit_code == 0
+        assert containers_named(engine, prefix) == []
+    finally:
+        proxy.stop()
+
+
+def test_ls_into_a_closed_pipe_exits_0(cubbi, busybox_image, prefix):
+    for n in range(3):
+        create(cubbi, busybox_image, f"{prefix}-{n}")
+    for pipe in ("cubbi-ls | head -1", "cubbi-ls --json | head -1", "cubbi-ls -q | true",
+                 "cubbi-ls --json --all | (exec 0<&-; sleep 0.2)"):
+        r = cubbi("bash", "-c", f"set -o pipefail; {pipe}")
+        assert r.exit_code == 0, (pipe, r)
+        assert r.stderr == "", (pipe, r)
+
+
+def test_ls_filters(cubbi, busybox_image, prefix):
+    a = create(cubbi, busybox_image, f"{prefix}-a")
+    r = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}-a", "--filter", "image=" + busybox_image)
+    assert [x["id"] for x in r.json()] == [a["id"]]
+    r = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}-a", "--filter", "image=other")
+    assert (r.exit_code, r.stdout) == (0, "")
+    one_line_error(cubbi("cubbi-ls", "--filter", "colour=red"), 2, "colour=red")
+    one_line_error(cubbi("cubbi-ls", "--bogus"), 2, "--bogus")

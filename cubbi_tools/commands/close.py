@@ -1,30 +1,31 @@
 import sys
 
 from .. import backend, cli
-from ..errors import FAILURE, CubbiError
+from ..errors import CubbiError, UsageError
 from ..output import json_line, message
-from ..refs import BadLine, refs_from
 
 
 def run(args):
+    if args.all and args.ids:
+        raise UsageError("give session ids or --all, not both")
     engine = backend.get(args)
-    records = engine.list(all=True)
+
+    def json_failure(ref, exc):
+        if args.json:
+            json_line({"id": ref, "closed": False, "error": str(exc)})
+
+    tally = cli.Tally("cubbi-close", on_fail=json_failure)
     if args.all:
-        refs = [r["id"] for r in records]
+        recs = engine.list(all=True)
     else:
-        refs = refs_from(args.ids)
-    codes = set()
-    for ref in refs:
+        from ..refs import each_session
+
+        recs = each_session(engine, args.ids, tally)
+    for rec in recs:
         try:
-            if isinstance(ref, BadLine):
-                raise CubbiError(str(ref))
-            rec = engine.close(ref, records)
+            engine.close(rec["id"], [rec])
         except CubbiError as exc:
-            codes.add(exc.code)
-            if args.json:
-                json_line({"id": ref if isinstance(ref, str) else None, "closed": False,
-                           "error": str(exc)})
-            message(str(exc), "cubbi-close")
+            tally.failed(rec["id"], exc)
             continue
         if args.json:
             json_line({"id": rec["id"], "name": rec["name"], "closed": True})
@@ -33,9 +34,7 @@ def run(args):
             sys.stdout.flush()
         else:
             message(f"closed {rec['id']} ({rec['name']})", "cubbi-close")
-    if not codes:
-        return 0
-    return codes.pop() if len(codes) == 1 else FAILURE
+    return tally.code()
 
 
 COMMAND = cli.Command(

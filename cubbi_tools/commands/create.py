@@ -84,7 +84,9 @@ def run(args):
     fmt = cli.output_format(args)
     if connect:
         message(f"created session {rec['id']} ({rec['name']}); connecting", PROG)
-    else:
+    if args.run or connect or args.wait:
+        rec = engine.wait_ready(rec)  # the record printed below says "running"
+    if not connect:
         out = Printer(fmt, S.TABLE_COLUMNS)
         out.add(S.human(rec) if fmt == "table" else rec)
         out.close()

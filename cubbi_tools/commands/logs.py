@@ -28,38 +28,111 @@ def parse_since(text):
                          "or an ISO-8601 time") from None
 
 
+class _Out:
+    """Prints log records: JSON lines, or the bare line on stdout/stderr
+    (prefixed with the session's name when several sessions are shown)."""
+
+    def __init__(self, as_json, prefixed):
+        self.as_json = as_json
+        self.prefixed = prefixed
+
+    def __call__(self, rec, item):
+        if self.as_json:
+            json_line(item)
+            return
+        stream = sys.stdout if item["stream"] == "stdout" else sys.stderr
+        prefix = f"{rec['name']} | " if self.prefixed else ""
+        stream.write(prefix + item["line"] + "\n")
+        stream.flush()
+
+
+def _follow_many(engine, recs, kw, out, failed):
+    """Interleave the followed streams of several sessions as lines arrive:
+    one reader thread per session, one writer (this thread)."""
+    import queue
+    import threading
+
+    from ..errors import CubbiError
+
+    q = queue.Queue(maxsize=1000)
+    done = object()
+
+    def reader(rec):
+        try:
+            for item in engine.logs(rec, **kw):
+                q.put((rec, item))
+        except CubbiError as exc:
+            q.put((rec, exc))
+        except Exception as exc:  # a bug: report it in the writer
+            q.put((rec, exc))
+        finally:
+            q.put((rec, done))
+
+    for rec in recs:
+        threading.Thread(target=reader, args=(rec,), daemon=True).start()
+    left = len(recs)
+    while left:
+        try:
+            rec, item = q.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+        except queue.Empty:
+            continue
+        if item is done:
+            left -= 1
+        elif isinstance(item, BaseException):
+            failed(rec["id"], item)
+        else:
+            out(rec, item)
+
+
 def run(args):
+    from ..errors import CubbiError
+    from ..refs import each_session
+
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be 0 or more")
-    engine = backend.get(args)
-    rec = engine.resolve(args.id)
     since = parse_since(args.since)
-    for item in engine.logs(rec, follow=args.follow, tail=args.tail, since=since):
-        if args.json:
-            json_line(item)
-        else:
-            stream = sys.stdout if item["stream"] == "stdout" else sys.stderr
-            stream.write(item["line"] + "\n")
-            stream.flush()
-    return 0
+    engine = backend.get(args)
+    kw = {"follow": args.follow, "tail": args.tail, "since": since}
+    tally = cli.Tally("cubbi-logs")
+    recs = list(each_session(engine, args.ids, tally))
+    out = _Out(args.json, prefixed=len(recs) > 1)
+    if args.follow and len(recs) > 1:
+        _follow_many(engine, recs, kw, out, tally.failed)
+    else:
+        for rec in recs:
+            try:
+                for item in engine.logs(rec, **kw):
+                    out(rec, item)
+            except CubbiError as exc:
+                tally.failed(rec["id"], exc)
+    return tally.code()
 
 
 COMMAND = cli.Command(
-    "cubbi-logs", "show a session's log", run,
+    "cubbi-logs", "show sessions' logs", run,
     description="Prints what the session's init and main process wrote: stdout lines to "
                 "stdout, stderr lines to stderr. With --json, one object per line on "
-                "stdout: {session, stream, time, line}, flushed per line.",
+                "stdout: {session, stream, time, line}, flushed per line. Several sessions "
+                "can be named, or piped on stdin like cubbi-close takes them (bare ids or "
+                "JSON lines with an \"id\" field); their lines are prefixed with the "
+                "session name (the \"session\" field with --json), and with --follow they "
+                "are interleaved as they arrive. A session that cannot be shown is "
+                "reported on stderr and the others carry on; the exit status is then "
+                "non-zero (3 when every failure was an unknown session).",
     options=[
-        cli.Opt("-f", "--follow", help="keep printing new lines until the session ends"),
+        cli.Opt("-f", "--follow", help="keep printing new lines until the sessions end"),
         cli.Opt("-n", "--tail", kind="value", metavar="N", type=int,
-                help="only the last N lines"),
+                help="only the last N lines of each session"),
         cli.Opt("--since", kind="value", metavar="WHEN",
                 help="only lines since WHEN: a duration (10m), epoch seconds or ISO-8601"),
         cli.Opt("--json", help="one JSON object per log line: {session, stream, time, line}"),
     ],
-    args=[cli.Arg("id", "the session (id, prefix or name)", complete="session", metavar="ID")],
+    args=[cli.Arg("ids", "sessions (id, prefix or name); none: read them from stdin",
+                  nargs="*", complete="session", metavar="ID")],
     examples=[("cubbi-logs -f 3fa1", "follow a session's log"),
-              ("cubbi-logs --json 3fa1 | jq -r .line", "the lines alone")],
+              ("cubbi-logs --json 3fa1 | jq -r .line", "the lines alone"),
+              ("cubbi-ls -q --filter image=aider | cubbi-logs -f --json",
+               "follow every aider session, one JSON line per log line")],
     see_also=["cubbi-ls", "cubbi-connect"],
 )
 
