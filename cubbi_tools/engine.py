@@ -24,6 +24,21 @@ def _init_script():
         return fh.read()
 
 
+def _hooks():
+    """The init's setup steps, cubbi_tools/data/hooks/NN-name.sh: (name, bytes),
+    sourced by the init in name order (each a no-op when not relevant)."""
+    here = os.path.join(os.path.dirname(__file__), "data", "hooks")
+    try:
+        names = sorted(n for n in os.listdir(here) if n.endswith(".sh"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        with open(os.path.join(here, name), "rb") as fh:
+            out.append((name, fh.read()))
+    return out
+
+
 def env_file(env):
     """The session's environment as a POSIX sh file of export lines."""
     lines = []
@@ -313,6 +328,8 @@ class LocalEngine:
             f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),
             f"{INIT_DIR}/image.json": (json.dumps(image_meta or {}).encode(), 0o644, 0, 0),
         }
+        for name, data in _hooks():
+            files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
         for path, (text, mode) in req.files.items():
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)

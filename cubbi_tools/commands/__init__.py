@@ -7,6 +7,7 @@ COMMANDS = {
     "cubbi-close": "close",
     "cubbi-connect": "connect",
     "cubbi-logs": "logs",
+    "cubbi-project": "project",
 }
 
 

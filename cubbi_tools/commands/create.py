@@ -50,10 +50,19 @@ def build_request(args):
     networks = list(dict.fromkeys((defaults.get("networks") or []) + args.network))
     env = envs.session_env(args.env, args.env_file, config_env=config.session_env(cfg)
                            if hasattr(config, "session_env") else None)
+    project, files = None, {}
+    if getattr(args, "project", None):
+        from .. import projects
+
+        if args.mount:
+            raise UsageError("--project and --mount exclude each other: the repository is /app")
+        project, _, project_env, files = projects.session_setup(args.project)
+        env.update(project_env)
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
         volumes=volumes, ports=args.port, cpus=args.cpus, memory=args.memory,
         pids_limit=args.pids_limit, owner=_owner(), hardened=args.hardened,
+        project=project, files=files,
     )
 
 
@@ -128,6 +137,9 @@ COMMAND = cli.Command(
         cli.Opt("-m", "--mount", kind="value", metavar="DIR", complete="dir",
                 help="mount DIR at /app (default: the current directory)"),
         cli.Opt("--no-mount", help="mount nothing at /app"),
+        cli.Opt("--project", kind="value", metavar="URL", complete="project",
+                help="clone this git repository into /app (with its stored credential, see "
+                     "cubbi-project; anonymously when none); mounts nothing"),
         cli.Opt("-v", "--volume", kind="multi", metavar="HOST:CONTAINER[:ro]", complete="file",
                 help="bind-mount a host path or named volume; repeatable"),
         cli.Opt("-p", "--port", kind="multi", metavar="[[IP:]HOST:]PORT",

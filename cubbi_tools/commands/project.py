@@ -1,0 +1,165 @@
+import os
+import sys
+
+from .. import cli
+from ..output import Printer, message
+
+PROG = "cubbi-project"
+COLUMNS = [("id", "ID"), ("auth", "AUTH"), ("url", "URL")]
+SHOW_COLUMNS = [("id", "ID"), ("auth", "AUTH"), ("url", "URL"), ("credential_store", "STORE")]
+
+
+def _token(args):
+    from ..errors import UsageError
+    from ..projects import check_token
+
+    if args.token is not None and args.token_env:
+        raise UsageError("give --token or --token-env, not both")
+    if args.token_env:
+        value = os.environ.get(args.token_env)
+        if value is None:
+            raise UsageError(f"--token-env {args.token_env}: no such environment variable")
+        return check_token(value, f"--token-env {args.token_env}")
+    if args.token == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            message("reading the token from stdin (one line)", PROG)
+        line = sys.stdin.readline() if sys.stdin else ""
+        return check_token(line, "--token - (stdin)")
+    if args.token is not None:
+        return check_token(args.token)
+    return None
+
+
+def _add(args):
+    from .. import projects
+    from ..errors import UsageError
+
+    token = _token(args)
+    if args.ssh_key and token:
+        raise UsageError("give one credential: --ssh-key or --token")
+    key = projects.read_ssh_key(args.ssh_key) if args.ssh_key else None
+    rec, replaced = projects.add(args.url, ssh_key=key, token=token)
+    if token and rec["url"].startswith("http://"):
+        message(f"warning: {rec['url']} is plain http: the token travels unencrypted", PROG)
+    if not args.json and not args.quiet:
+        message(f"{'updated' if replaced else 'added'} project {rec['id']} "
+                f"({_auth_text(rec['auth'])})", PROG)
+    _print(args, [rec])
+    return 0
+
+
+def _auth_text(auth):
+    return {"ssh_key": "SSH key", "token": "token", "none": "no credential"}[auth]
+
+
+def _print(args, recs, columns=COLUMNS):
+    out = Printer(cli.output_format(args), columns)
+    for rec in recs:
+        out.add(rec)
+    out.close()
+
+
+def _list(args):
+    from .. import projects
+
+    _print(args, projects.all_projects())
+    return 0
+
+
+def _show(args):
+    from .. import projects
+
+    _print(args, [projects.get(args.id, detail=True)], SHOW_COLUMNS)
+    return 0
+
+
+def _remove(args):
+    from .. import projects
+    from ..errors import CubbiError
+    from ..refs import BadLine, refs_from
+
+    codes = set()
+    for ref in refs_from(args.ids, what="project ids"):
+        try:
+            if isinstance(ref, BadLine):
+                from ..errors import UsageError
+
+                raise UsageError(str(ref))
+            rec = projects.remove(ref)
+        except CubbiError as exc:
+            codes.add(exc.code)
+            sys.stderr.write(f"{PROG}: {exc}\n")
+            continue
+        if args.json:
+            _print(args, [dict(rec, removed=True)])
+        elif args.quiet:
+            _print(args, [rec])
+        else:
+            message(f"removed project {rec['id']} and its credential", PROG)
+    if not codes:
+        return 0
+    return codes.pop() if len(codes) == 1 else 1
+
+
+def run(args):
+    return {"add": _add, "list": _list, "ls": _list, "show": _show,
+            "remove": _remove, "rm": _remove}[args.subcommand](args)
+
+
+_OUT = [cli.JSON, cli.Opt("-q", "--quiet", help="print project ids only, one per line")]
+_ID = cli.Arg("id", "a project id or any form of its URL", complete="project", metavar="ID")
+
+COMMAND = cli.Command(
+    PROG, "manage projects: git repositories and their credentials", run,
+    description="A project is a git repository that sessions clone into /app "
+                "(cubbi-create --project URL, or cubbi URL). Every form of a URL names the "
+                "same project: github.com/hello/private, git@github.com:hello/private.git, "
+                "https://github.com/hello/private and ssh://git@github.com/hello/private "
+                "are all github.com/hello/private (host[:port]/path). The project's "
+                "metadata is kept in projects.yaml in the config directory (mode 0600); its "
+                "credential, an SSH private key or an access token, only in the secret "
+                "store (keyring, or a 0600 file) and never printed. A URL with no stored "
+                "project is cloned anonymously.",
+    subcommands={
+        "add": ("add a project (or replace its credential)", [
+            cli.Opt("--ssh-key", kind="value", metavar="FILE", complete="file",
+                    help="an SSH private key without passphrase (a deploy key); the clone "
+                         "uses ssh with the server's host key scanned at session start"),
+            cli.Opt("--token", kind="value", metavar="TOKEN",
+                    help="an access token for https; '-' reads it from stdin, which keeps "
+                         "it out of your shell history and of ps"),
+            cli.Opt("--token-env", kind="value", metavar="VAR",
+                    help="read the access token from environment variable VAR"),
+        ] + _OUT, [cli.Arg("url", "the repository URL, in any form", metavar="URL")]),
+        "list": ("list projects", _OUT, []),
+        "show": ("show a project and the kind of credential it has", [cli.JSON], [_ID]),
+        "remove": ("remove projects and their credentials; ids from arguments or stdin",
+                   _OUT, [cli.Arg("ids", "project ids or URLs", nargs="*",
+                                  complete="project", metavar="ID")]),
+    },
+    sections=[
+        ("CREDENTIALS", "Into a session the credential travels as a 0600 file owned by the "
+         "session user under /cubbi/project/, never as an environment variable or a "
+         "label. An SSH key is used with the host key that ssh-keyscan reads from the "
+         "project's own host and port at session start (then StrictHostKeyChecking=yes); "
+         "a token is answered to git by a credential helper scoped to the project's "
+         "scheme://host[:port] only. Both stay configured in /app/.git/config for pull "
+         "and push. A token given as --token TOKEN lands in your shell history: prefer "
+         "--token - (stdin) or --token-env VAR."),
+        ("FILES", "$CUBBI_CONFIG_DIR/projects.yaml (default ~/.config/cubbi/projects.yaml): "
+         "id, clone URL and kind of credential of each project."),
+    ],
+    examples=[
+        ("cubbi-project add git@github.com:hello/private.git --ssh-key ~/.ssh/deploy_key",
+         "a private repository cloned over SSH"),
+        ("pass show gitlab | cubbi-project add https://gitlab.example.com/team/app --token -",
+         "a repository cloned over https with a token read from stdin"),
+        ("cubbi git@github.com:hello/private", "a session with the repository in /app"),
+        ("cubbi-project list -q | cubbi-project remove", "remove every project"),
+    ],
+    see_also=["cubbi-create", "cubbi-config"],
+)
+
+
+def main():
+    COMMAND.main()
