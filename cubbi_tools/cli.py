@@ -74,6 +74,9 @@ class Arg:
 
 JSON = Opt("--json", help="print one JSON object per line (JSON Lines), nothing else on stdout")
 QUIET = Opt("-q", "--quiet", help="print session ids only, one per line")
+REMOTE = Opt("-r", "--remote", kind="value", metavar="NAME", complete="remote",
+             help="work against the Cubbi Service NAME (see cubbi-remote); default: "
+                  "$CUBBI_REMOTE, else remote.default, else the local engine (-r local)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -244,7 +244,7 @@ class DockerAPI:
         if status >= 400:
             conn.close()
             raise APIError(status, rest.decode(errors="replace").strip() or f"HTTP {status}")
-        return Hijacked(sock, rest)
+        return Hijacked(sock, rest, self)
 
     def exec_resize(self, exec_id, rows, cols):
         self.post(f"/exec/{quote(exec_id)}/resize", params={"h": int(rows), "w": int(cols)})
@@ -287,8 +287,9 @@ _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
 class Hijacked:
     """The raw stream of a started exec (after the HTTP upgrade)."""
 
-    def __init__(self, sock, pending=b""):
+    def __init__(self, sock, pending=b"", api=None):
         self.sock = sock
+        self.api = api
         self._pending = pending
 
     def read(self, n=65536):
@@ -308,7 +309,7 @@ class Hijacked:
 
     def frames(self):
         """(stream, bytes) frames of a non-TTY exec, until it ends."""
-        return _frames(self)
+        return _frames(self, self.api)
 
     def close(self):
         try:

@@ -381,24 +381,37 @@ class LocalEngine:
     def exec_argv(self, rec, command=None, tty=False, interactive=True):
         """The docker CLI argv that runs command (or a login shell) in the
         session as its user, with the session's environment loaded."""
-        info = self.api.inspect_container(rec["container_id"])
-        labels = info["Config"].get("Labels") or {}
-        uid, gid = labels.get(S.L_UID, "0"), labels.get(S.L_GID, "0")
+        user, workdir, cmd = self.exec_spec(rec, command)
         argv = ["docker", "exec"]
         if interactive:
             argv.append("-i")
         if tty:
             argv.append("-t")
-        argv += ["-u", f"{uid}:{gid}", "-w", "/app"]
+        argv += ["-u", user, "-w", workdir]
         term = os.environ.get("TERM")
         if tty and term:
             argv += ["-e", f"TERM={term}"]
-        argv.append(rec["container_id"])
+        return argv + [rec["container_id"]] + cmd
+
+    def exec_spec(self, rec, command=None):
+        """(user, workdir, cmd) running command (or a login shell) in the
+        session as its user, with the session's environment loaded."""
+        info = self.api.inspect_container(rec["container_id"])
+        labels = info["Config"].get("Labels") or {}
+        uid, gid = labels.get(S.L_UID, "0"), labels.get(S.L_GID, "0")
         if command:
-            argv += ["/bin/sh", "-c", f'. {INIT_DIR}/env 2>/dev/null; exec "$@"', "cubbi"] + list(command)
+            cmd = ["/bin/sh", "-c", f'. {INIT_DIR}/env 2>/dev/null; exec "$@"', "cubbi"] + list(command)
         else:
-            argv += ["/bin/sh", "-c", f"{INIT_DIR}/login 2>/dev/null || exec /bin/sh -l"]
-        return argv
+            cmd = ["/bin/sh", "-c", f"{INIT_DIR}/login 2>/dev/null || exec /bin/sh -l"]
+        return f"{uid}:{gid}", "/app", cmd
+
+    def exec_open(self, rec, command=None, tty=False, env=None):
+        """Start command (or a login shell) in the session over the API:
+        (exec id, dockerapi.Hijacked).  The server's terminal and exec mode."""
+        user, workdir, cmd = self.exec_spec(rec, command)
+        eid = self.api.exec_create(rec["container_id"], cmd, user=user, workdir=workdir,
+                                   env=env, tty=tty, stdin=True)
+        return eid, self.api.exec_start(eid, tty=tty)
 
     def docker_env(self):
         env = dict(os.environ)

@@ -7,6 +7,8 @@ COMMANDS = {
     "cubbi-close": "close",
     "cubbi-connect": "connect",
     "cubbi-logs": "logs",
+    "cubbi-remote": "remote",
+    "cubbi-server": "server",
     "cubbi-project": "project",
 }
 

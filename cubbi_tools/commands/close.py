@@ -45,6 +45,7 @@ COMMAND = cli.Command(
                 "Carries on after a failure and exits non-zero at the end: 3 when every "
                 "failure was an unknown session, else 1.",
     options=[
+        cli.REMOTE,
         cli.Opt("-a", "--all", help="close every session"),
         cli.Opt("--json", help="print one result object per input line: {id, name, closed, error}"),
         cli.Opt("-q", "--quiet", help="print the ids closed, one per line"),

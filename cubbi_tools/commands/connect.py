@@ -9,6 +9,9 @@ def run(args):
     rec = engine.wait_ready(engine.resolve(args.id))
     command = args.command
     tty = not command and sys.stdin.isatty() and sys.stdout.isatty()
+    if engine.remote:
+        sys.stdout.flush()
+        return engine.connect(rec, command or None, tty=tty)
     argv = engine.exec_argv(rec, command or None, tty=tty, interactive=True)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, engine.docker_env())
@@ -19,6 +22,7 @@ COMMAND = cli.Command(
     description="With only ID: an interactive login shell in /app as the session user, "
                 "once the session is ready. With -- CMD ARGS: runs CMD without a TTY, "
                 "passing stdin, stdout, stderr and the exit status through.",
+    options=[cli.REMOTE],
     args=[
         cli.Arg("id", "the session (id, prefix or name)", complete="session", metavar="ID"),
         cli.Arg("command", "command and arguments to run instead of a shell (after --)",

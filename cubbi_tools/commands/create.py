@@ -102,14 +102,20 @@ def run(args):
     code = 0
     if args.run or connect or args.wait:
         rec = engine.wait_ready(rec)
-    if args.run:
+    if args.run and engine.remote:
+        code = engine.connect(rec, ["/bin/sh", "-lc", args.run], use_stdin=False,
+                              stdout=sys.stderr.buffer)
+    elif args.run:
         import subprocess
 
         argv = engine.exec_argv(rec, ["/bin/sh", "-lc", args.run], interactive=False)
         code = subprocess.call(argv, stdout=sys.stderr, stdin=subprocess.DEVNULL,
                                env=engine.docker_env())
-        if code:
-            message(f"--run command exited with status {code}; session {rec['id']} kept", PROG)
+    if args.run and code:
+        message(f"--run command exited with status {code}; session {rec['id']} kept", PROG)
+    if connect and engine.remote:
+        sys.stdout.flush()
+        return engine.connect(rec, tty=True)
     if connect:
         sys.stdout.flush()
         argv = engine.exec_argv(rec, tty=True)
@@ -125,6 +131,7 @@ COMMAND = cli.Command(
                 "user has your uid/gid. On a terminal it connects once the session is "
                 "ready; otherwise it prints the session record and returns.",
     options=[
+        cli.REMOTE,
         cli.Opt("-i", "--image", kind="value", metavar="NAME", complete="image",
                 help="image definition name, directory, or Docker image (default: defaults.image)"),
         cli.Opt("-n", "--name", kind="value", help="session name (default: IMAGE-ID)"),

@@ -120,6 +120,7 @@ COMMAND = cli.Command(
                 "reported on stderr and the others carry on; the exit status is then "
                 "non-zero (3 when every failure was an unknown session).",
     options=[
+        cli.REMOTE,
         cli.Opt("-f", "--follow", help="keep printing new lines until the sessions end"),
         cli.Opt("-n", "--tail", kind="value", metavar="N", type=int,
                 help="only the last N lines of each session"),

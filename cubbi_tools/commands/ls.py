@@ -28,6 +28,7 @@ COMMAND = cli.Command(
                 "object per session per line with --json, ids only with -q. Sessions "
                 "are read from container labels; nothing else is stored.",
     options=[
+        cli.REMOTE,
         cli.JSON, cli.QUIET,
         cli.Opt("-a", "--all", help="include stopped sessions"),
         cli.Opt("-f", "--filter", kind="multi", metavar="KEY=VALUE",

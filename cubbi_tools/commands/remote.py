@@ -1,0 +1,159 @@
+import sys
+
+from .. import cli
+from ..errors import NotFound, UsageError
+from ..output import Printer, json_line, message
+
+PROG = "cubbi-remote"
+COLUMNS = [("name", "NAME"), ("url", "URL"), ("default", "DEFAULT"), ("token", "TOKEN")]
+
+
+def _check_name(name):
+    import re
+
+    from ..remote import LOCAL
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
+        raise UsageError(f"invalid remote name {name!r}: use letters, digits, '_', '.', '-'")
+    if name == LOCAL:
+        raise UsageError(f"{LOCAL!r} is reserved: -r {LOCAL} means the local engine")
+    return name
+
+
+def _read_token(args):
+    if args.token != "-":
+        return args.token
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"token for {args.name}: ").strip()
+    return sys.stdin.readline().strip()
+
+
+def add(args):
+    from .. import config, secrets
+    from ..remote import token_secret
+
+    name = _check_name(args.name)
+    url = (args.url or "").rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise UsageError(f"invalid URL {args.url!r}: use http(s)://HOST[:PORT]")
+    token = _read_token(args) if args.token is not None else None
+    if args.token is not None and not token:
+        raise UsageError("empty token")
+    with config.edit() as data:
+        config.set_in(data, f"remote.endpoints.{name}.url", url)
+        config.set_in(data, f"remote.endpoints.{name}.auth_method", "token")
+        if args.default:
+            config.set_in(data, "remote.default", name)
+    if token:
+        secrets.put(token_secret(name), token)
+    rec = _record(name, url, config.load(fresh=True))
+    if args.json:
+        json_line(rec)
+    else:
+        message(f"added remote {name} ({url})" + ("; token stored in " + secrets.where()
+                                                 if token else "; no token yet"), PROG)
+    return 0
+
+
+def _record(name, url, data):
+    from .. import config, secrets
+    from ..remote import token_secret
+
+    return {"name": name, "url": url,
+            "default": config.lookup(data, "remote.default") == name,
+            "token": bool(secrets.get(token_secret(name)))}
+
+
+def list_(args):
+    from .. import config
+
+    data = config.load()
+    endpoints = config.lookup(data, "remote.endpoints") or {}
+    out = Printer(cli.output_format(args), COLUMNS, key="name")
+    for name in sorted(endpoints):
+        out.add(_record(name, (endpoints[name] or {}).get("url"), data))
+    out.close()
+    return 0
+
+
+def remove(args):
+    from .. import config, secrets
+    from ..remote import token_secret
+
+    name = args.name
+    with config.edit() as data:
+        if name not in (config.lookup(data, "remote.endpoints") or {}):
+            raise NotFound(f"no remote {name!r}; see cubbi-remote list")
+        config.unset_in(data, f"remote.endpoints.{name}")
+        if config.lookup(data, "remote.default") == name:
+            config.unset_in(data, "remote.default")
+    secrets.delete(token_secret(name))
+    if args.json:
+        json_line({"name": name, "removed": True})
+    else:
+        message(f"removed remote {name}", PROG)
+    return 0
+
+
+def default(args):
+    from .. import config
+    from ..remote import LOCAL
+
+    name = args.name
+    with config.edit() as data:
+        if name == LOCAL:
+            if config.lookup(data, "remote.default") is not None:
+                config.unset_in(data, "remote.default")
+        else:
+            if name not in (config.lookup(data, "remote.endpoints") or {}):
+                raise NotFound(f"no remote {name!r}; see cubbi-remote list")
+            config.set_in(data, "remote.default", name)
+    if args.json:
+        json_line({"default": None if name == LOCAL else name})
+    else:
+        message("commands now use the local engine" if name == LOCAL else
+                f"commands now use remote {name} (override with -r local)", PROG)
+    return 0
+
+
+def run(args):
+    return {"add": add, "list": list_, "ls": list_, "remove": remove, "rm": remove,
+            "default": default}[args.subcommand](args)
+
+
+_NAME = cli.Arg("name", "the remote's name", complete="remote", metavar="NAME")
+COMMAND = cli.Command(
+    PROG, "manage the Cubbi Services that -r NAME talks to", run,
+    description="Remotes live in the config's remote section (remote.endpoints.NAME.url, "
+                "remote.default); their API tokens go to the secret store, never the "
+                "config file. Every command takes -r NAME (or CUBBI_REMOTE=NAME, or "
+                "cubbi -r NAME SUB) to work against that service instead of the local engine; "
+                "with remote.default set, that remote is used unless -r local.",
+    subcommands={
+        "add": ("add a remote: add NAME URL [--token TOKEN | --token -]", [
+            cli.Opt("--token", kind="value", metavar="TOKEN",
+                    help="the API token (from cubbi-server token create); - reads it from "
+                         "stdin (or asks on a terminal), so it stays out of shell history"),
+            cli.Opt("--default", help="also make it the default remote"),
+            cli.JSON], [_NAME, cli.Arg("url", "the service URL, http(s)://HOST[:PORT]",
+                                       metavar="URL")]),
+        "list": ("list the remotes (never their tokens)", [cli.JSON, cli.Opt(
+            "-q", "--quiet", help="print remote names only")], []),
+        "remove": ("remove a remote and its token", [cli.JSON], [_NAME]),
+        "default": ("use NAME when no -r is given (local: the local engine)", [cli.JSON],
+                    [_NAME]),
+    },
+    examples=[
+        ("cubbi-server token create alice | cubbi-remote add team https://cubbi.example --token -",
+         "add a remote with a token from stdin"),
+        ("cubbi -r team ls", "list your sessions there"),
+        ("cubbi-remote default team", "use it by default; -r local goes back to the local engine"),
+    ],
+    see_also=["cubbi-server", "cubbi-config"],
+)
+
+
+def main():
+    COMMAND.main()

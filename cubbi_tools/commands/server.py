@@ -1,0 +1,155 @@
+import os
+import sys
+
+from .. import cli
+from ..errors import UsageError
+from ..output import Printer, json_line, message
+
+PROG = "cubbi-server"
+SUBS = ("serve", "token", "user")
+
+CONFIG = cli.Opt("-c", "--config", kind="value", metavar="FILE", complete="file",
+                 default=os.environ.get("CUBBI_SERVER_CONFIG"),
+                 help="the service config, cubbi-service.yaml (default: $CUBBI_SERVER_CONFIG, "
+                      "else built-in defaults with the database in the current directory)")
+DATABASE = cli.Opt("--database", kind="value", metavar="FILE", complete="file",
+                   help="the SQLite database (overrides state.database)")
+
+
+def _conf(args):
+    from ..service import load_config
+
+    conf = load_config(args.config)
+    if args.database:
+        conf["state"]["database"] = os.path.abspath(args.database)
+    return conf
+
+
+def serve(args, conf):
+    from gevent import monkey
+
+    monkey.patch_all()
+    import signal
+
+    import gevent
+    from gevent import pywsgi
+    from geventwebsocket.handler import WebSocketHandler
+
+    from cubbi_server.app import make_app
+
+    from ..service import Service
+
+    host = args.host or conf["server"]["host"]
+    port = conf["server"]["port"] if args.port is None else args.port
+    app = make_app(Service(conf), conf)
+    log = None if args.quiet else sys.stderr
+    server = pywsgi.WSGIServer((host, int(port)), app, handler_class=WebSocketHandler,
+                               log=log, error_log=sys.stderr)
+    try:
+        server.init_socket()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    gevent.signal_handler(signal.SIGTERM, server.stop)
+    gevent.signal_handler(signal.SIGINT, server.stop)
+    bound = server.socket.getsockname()
+    message(f"listening on http://{bound[0]}:{bound[1]} (database {conf['state']['database']})",
+            PROG)
+    server.serve_forever()
+    return 0
+
+
+def run(args):
+    conf = _conf(args)
+    if args.subcommand == "serve":
+        return serve(args, conf)
+    from ..serverstate import State
+
+    state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
+    if args.subcommand == "token":
+        if args.action == "create":
+            if not args.user:
+                raise UsageError("token create needs a USER")
+            tok = state.create_token(args.user, label=args.label)
+            if args.json:
+                json_line(tok)
+            else:
+                sys.stdout.write(tok["token"] + "\n")
+                message(f"token {tok['id']} for {tok['user']}: shown once, keep it safe", PROG)
+            return 0
+        if args.action == "list":
+            out = Printer(cli.output_format(args), [("id", "ID"), ("user", "USER"),
+                                                    ("label", "LABEL"), ("created", "CREATED")])
+            for tok in state.tokens(args.user):
+                out.add(tok)
+            out.close()
+            return 0
+        if args.action == "revoke":
+            if not args.user:
+                raise UsageError("token revoke needs a token ID (see cubbi-server token list)")
+            rec = state.revoke_token(args.user)
+            if args.json:
+                json_line(rec)
+            else:
+                message(f"revoked token {rec['id']}", PROG)
+            return 0
+        raise UsageError(f"unknown token action {args.action!r}: use create, list or revoke")
+    if args.action == "list":
+        out = Printer(cli.output_format(args), [("user", "USER"), ("tokens", "TOKENS"),
+                                                ("created", "CREATED")], key="user")
+        for u in state.users():
+            out.add(u)
+        out.close()
+        return 0
+    if args.action == "remove":
+        if not args.user:
+            raise UsageError("user remove needs a USER")
+        rec = state.remove_user(args.user)
+        if args.json:
+            json_line(rec)
+        else:
+            message(f"removed user {rec['user']} and their tokens", PROG)
+        return 0
+    raise UsageError(f"unknown user action {args.action!r}: use list or remove")
+
+
+_HOST = cli.Opt("--host", kind="value", metavar="ADDR",
+                help="address to listen on (default: server.host, else 127.0.0.1)")
+_PORT = cli.Opt("-p", "--port", kind="value", metavar="PORT", type=int,
+                help="port to listen on, 0 for any free port (default: server.port, else 3000)")
+_QUIET = cli.Opt("-q", "--quiet", help="no access log on stderr")
+
+COMMAND = cli.Command(
+    PROG, "run the Cubbi Service, and manage its users and API tokens", run,
+    description="Without a subcommand, or with serve: runs the REST service (Bottle on gevent, "
+                "with WebSocket terminals) that lets cubbi commands work with -r REMOTE. "
+                "Sessions stay in Docker labels; users, tokens (stored hashed) and projects "
+                "(credentials encrypted) live in a SQLite database, so a restart loses "
+                "nothing. token create USER prints a new API token once; give it to the user, "
+                "who runs cubbi-remote add NAME URL --token -.",
+    subcommands={
+        "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
+        "token": ("token create USER [--label L] | token list [USER] | token revoke ID",
+                  [CONFIG, DATABASE, cli.Opt("--label", kind="value", help="a note on the token"),
+                   cli.JSON, cli.QUIET],
+                  [cli.Arg("action", "create, list or revoke", metavar="ACTION"),
+                   cli.Arg("user", "the user (create, list) or token id (revoke)", nargs="?",
+                           metavar="USER|ID")]),
+        "user": ("user list | user remove USER (and their tokens)",
+                 [CONFIG, DATABASE, cli.JSON, cli.QUIET],
+                 [cli.Arg("action", "list or remove", metavar="ACTION"),
+                  cli.Arg("user", "the user", nargs="?", metavar="USER")]),
+    },
+    examples=[
+        ("cubbi-server --config cubbi-service.yaml --port 3000", "run the service"),
+        ("cubbi-server token create alice --config cubbi-service.yaml", "issue a token for alice"),
+        ("cubbi-server token list --json", "the tokens (ids, never secrets)"),
+    ],
+    see_also=["cubbi-remote", "cubbi-connect"],
+)
+
+
+def main():
+    argv = sys.argv[1:]
+    if not argv or (argv[0] not in SUBS and argv[0] not in ("-h", "--help")):
+        argv = ["serve"] + argv
+    sys.exit(cli.run_main(COMMAND, argv))

@@ -1,0 +1,228 @@
+"""RemoteService: the sessions of a Cubbi Service, with the interface of
+engine.LocalEngine (list, resolve, create, close, logs, wait_ready), plus
+connect() in place of exec_argv (there is no local docker CLI to exec).
+
+Stdlib only (http.client, json): a command using a remote must start as
+fast as a local one.  The endpoint comes from the config's
+remote.endpoints.NAME.url, its token from the secret store
+(`remote:NAME:token`, written by cubbi-remote add).  Server errors come back
+as JSON with a `kind` that maps onto the exception (and so the exit code)
+the local command would raise.
+"""
+
+import http.client
+import json
+import os
+from urllib.parse import quote, urlencode, urlsplit
+
+from .errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+
+KINDS = {"usage": UsageError, "not_found": NotFound, "auth": AuthError,
+         "engine": EngineUnreachable}
+LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
+
+
+def token_secret(name):
+    return f"remote:{name}:token"
+
+
+def endpoint(name):
+    """The URL of remote NAME, from the config."""
+    from . import config
+
+    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
+    if not url:
+        raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
+                       "(see cubbi-remote list)")
+    return str(url).rstrip("/")
+
+
+def raise_for(status, body, remote=None):
+    """The CubbiError for an error response of the service."""
+    try:
+        data = json.loads(body)
+        message, kind = data.get("error"), data.get("kind")
+    except (ValueError, AttributeError):
+        message, kind = None, None
+    if not message:
+        message = f"HTTP {status} from remote {remote!r}"
+    if kind is None:
+        kind = {400: "usage", 401: "auth", 403: "auth", 404: "not_found", 503: "engine"}.get(status)
+    if kind == "auth" and remote:
+        message = f"remote {remote!r}: {message}"
+    raise KINDS.get(kind, CubbiError)(message)
+
+
+class RemoteService:
+    def __init__(self, name, url=None, token=None):
+        self.remote = name
+        self.url = url or endpoint(name)
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"remote {name!r}: invalid URL {self.url!r}; use http(s)://HOST[:PORT]")
+        self._parts = parts
+        self._base = parts.path.rstrip("/")
+        self._token = token
+        self._conn = None
+
+    # -- transport -------------------------------------------------------
+    def token(self):
+        if self._token is None:
+            tok = os.environ.get("CUBBI_REMOTE_TOKEN")
+            if not tok:
+                from . import secrets
+
+                tok = secrets.get(token_secret(self.remote))
+            if not tok:
+                raise AuthError(f"no token for remote {self.remote!r}; store one with "
+                                f"cubbi-remote add {self.remote} {self.url} --token -")
+            self._token = tok
+        return self._token
+
+    def _connection(self, timeout):
+        p = self._parts
+        if p.scheme == "https":
+            return http.client.HTTPSConnection(p.hostname, p.port or 443, timeout=timeout)
+        return http.client.HTTPConnection(p.hostname, p.port or 80, timeout=timeout)
+
+    def _unreachable(self, exc):
+        return EngineUnreachable(f"cannot reach remote {self.remote!r} at {self.url} "
+                                 f"({getattr(exc, 'strerror', None) or exc}); is cubbi-server "
+                                 "running there?")
+
+    def request(self, method, path, params=None, body=None, stream=False, timeout=60):
+        """JSON of a 2xx answer; with stream=True the open response (its own
+        connection).  Error answers raise the matching CubbiError."""
+        if params:
+            params = {k: v for k, v in params.items() if v not in (None, False, "")}
+            if params:
+                path += "?" + urlencode(params)
+        headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        reuse = not stream and timeout == 60
+        for attempt in (0, 1):
+            conn = self._conn if reuse and self._conn else self._connection(timeout)
+            try:
+                conn.request(method, self._base + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if conn is self._conn:
+                    self._conn = None
+                    if attempt == 0 and not isinstance(exc, ConnectionRefusedError):
+                        continue  # a kept-alive connection the server closed: retry once
+                raise self._unreachable(exc) from None
+        if stream and resp.status < 300:
+            resp._cubbi_conn = conn
+            return resp
+        try:
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+        if reuse and not resp.will_close:
+            self._conn = conn
+        else:
+            conn.close()
+        if resp.status >= 300:
+            raise_for(resp.status, raw, self.remote)
+        return json.loads(raw) if raw else None
+
+    def _mark(self, rec):
+        rec["remote"] = self.remote
+        return rec
+
+    # -- the engine interface ------------------------------------------------
+    def list(self, all=False, filters=None):
+        params = {"all": "1" if all else None}
+        params.update(filters or {})
+        return [self._mark(r) for r in self.request("GET", "/sessions", params)["sessions"]]
+
+    def resolve(self, ref, records=None):
+        ref = (ref or "").strip()
+        if not ref:
+            raise UsageError("empty session id")
+        return self._mark(self.request("GET", "/sessions/" + quote(ref, safe="")))
+
+    def create(self, req, progress=None):
+        if req.volumes:
+            raise UsageError("-v/--volume is not available with a remote: paths on this "
+                             "machine do not exist on the server")
+        body = req.to_dict()
+        if body.get("mount"):
+            if os.path.realpath(body["mount"]) != os.path.realpath(os.getcwd()):
+                raise UsageError("--mount is not available with a remote: this directory is "
+                                 "not on the server; use --project URL to clone a repository")
+            body["mount"] = None  # the default (current directory): nothing to mount there
+        for key in ("uid", "gid", "owner", "state_dir", "volumes"):
+            body.pop(key, None)
+        body["files"] = {p: [t if isinstance(t, str) else t.decode(), m]
+                         for p, (t, m) in (req.files or {}).items()}
+        if progress:
+            progress(f"creating the session on remote {self.remote!r}")
+        return self._mark(self.request("POST", "/sessions", body=body, timeout=None))
+
+    def close(self, ref, records=None):
+        return self._mark(self.request("DELETE", "/sessions/" + quote(ref.strip(), safe="")))
+
+    def logs(self, rec, follow=False, tail=None, since=None):
+        """Yield {session, stream, time, line}, as LocalEngine.logs."""
+        resp = self.request("GET", f"/sessions/{quote(rec['id'], safe='')}/logs",
+                            {"follow": "1" if follow else None,
+                             "tail": None if tail is None else str(tail),
+                             "since": None if since is None else str(since)},
+                            stream=True, timeout=None)
+        try:
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._unreachable(exc) from None
+                if not line:
+                    return
+                if not line.strip():
+                    continue  # heartbeat
+                item = json.loads(line)
+                if "error" in item and "line" not in item:
+                    raise KINDS.get(item.get("kind"), CubbiError)(item["error"])
+                yield item
+        finally:
+            resp.close()
+            resp._cubbi_conn.close()
+
+    def wait_ready(self, rec, timeout=600):
+        if rec.get("status") == "running":
+            return rec
+        return self._mark(self.request("GET", f"/sessions/{quote(rec['id'], safe='')}",
+                                       {"wait": str(timeout)}, timeout=timeout + 30))
+
+    # -- connect ---------------------------------------------------------
+    def connect(self, rec, command=None, tty=False, use_stdin=True, stdout=None):
+        """Run command (or a login shell) in the session over the service's
+        WebSocket terminal; stdin (unless use_stdin=False), stdout (or the
+        binary stream given) and stderr pass through.  Returns the exit status."""
+        from . import terminal
+
+        return terminal.run(self, rec, command, tty, use_stdin=use_stdin, stdout=stdout)
+
+    def websocket(self, rec, command=None, tty=False, size=None):
+        from .wsclient import HandshakeError, WebSocket
+
+        q = {"tty": "1" if tty else None, "term": os.environ.get("TERM") if tty else None,
+             "cmd": json.dumps(list(command)) if command else None}
+        if size:
+            q["rows"], q["cols"] = str(size[0]), str(size[1])
+        query = urlencode({k: v for k, v in q.items() if v})
+        scheme = "wss" if self._parts.scheme == "https" else "ws"
+        url = (f"{scheme}://{self._parts.netloc}{self._base}/sessions/"
+               f"{quote(rec['id'], safe='')}/connect" + (f"?{query}" if query else ""))
+        try:
+            return WebSocket(url, headers={"Authorization": f"Bearer {self.token()}"})
+        except HandshakeError as exc:
+            raise_for(exc.status, exc.body, self.remote)
+        except OSError as exc:
+            raise self._unreachable(exc) from None

@@ -1,0 +1,259 @@
+"""The service's own state in SQLite (stdlib sqlite3): users, API tokens,
+projects.  Sessions are not here: Docker labels stay their only store.
+
+- Tokens are shown once at creation and stored as HMAC-SHA256(salt, secret)
+  with a per-token random salt; a token is `cubbi_<id>_<secret>` so the row is
+  found by id and compared in constant time.
+- Project credentials (SSH key, token) are encrypted at rest with Fernet
+  (AES-128-CBC + HMAC, from `cryptography`) under a key derived from the
+  service config's projects.storage.key.  Without one, a random key is made
+  once in DB.key (mode 0600) beside the database, so a restart loses nothing.
+
+One short-lived connection per call: the server runs in gevent greenlets on
+one thread, and every statement here takes well under a millisecond.
+"""
+
+import base64
+import datetime
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+
+from .errors import AuthError, CubbiError, NotFound, UsageError
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    label TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projects (
+    owner TEXT NOT NULL,
+    id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    type TEXT NOT NULL DEFAULT 'git',
+    auth_type TEXT NOT NULL DEFAULT 'none',
+    secret BLOB,
+    public_key TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (owner, id)
+);
+"""
+
+TOKEN_PREFIX = "cubbi_"
+USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _digest(salt, secret):
+    return hmac.new(salt, secret.encode(), hashlib.sha256).digest()
+
+
+def check_user_name(name):
+    if not name or len(name) > 64 or not set(name) <= USER_CHARS:
+        raise UsageError(f"invalid user name {name!r}: use letters, digits, '_', '.', '@', '-'")
+    return name
+
+
+class State:
+    def __init__(self, path, key=None):
+        self.path = path
+        self._key = key
+        self._fernet = None
+        d = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(d, exist_ok=True)
+            with self._db() as db:
+                db.executescript(SCHEMA)
+            os.chmod(path, 0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise CubbiError(f"cannot open the server database {path}: {exc}") from None
+
+    def _db(self):
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute("PRAGMA foreign_keys=ON")
+        db.row_factory = sqlite3.Row
+        return _Closing(db)
+
+    # -- users and tokens ------------------------------------------------
+    def add_user(self, name):
+        check_user_name(name)
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO users (name, created) VALUES (?, ?)", (name, _now()))
+        return {"user": name}
+
+    def users(self):
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT u.name, u.created, COUNT(t.id) AS tokens FROM users u "
+                "LEFT JOIN tokens t ON t.user = u.name GROUP BY u.name ORDER BY u.name").fetchall()
+        return [{"user": r["name"], "created": r["created"], "tokens": r["tokens"]} for r in rows]
+
+    def remove_user(self, name):
+        with self._db() as db:
+            if not db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no user {name!r}; see cubbi-server user list")
+            db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+        return {"user": name, "removed": True}
+
+    def create_token(self, user, label=None):
+        """A new token for user (created on demand); the secret is returned
+        once and never stored."""
+        self.add_user(user)
+        tid = secrets.token_hex(6)
+        secret = secrets.token_hex(32)
+        salt = secrets.token_bytes(16)
+        with self._db() as db:
+            db.execute("INSERT INTO tokens (id, user, salt, hash, label, created) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (tid, user, salt, _digest(salt, secret), label, _now()))
+        return {"id": tid, "user": user, "label": label,
+                "token": f"{TOKEN_PREFIX}{tid}_{secret}"}
+
+    def tokens(self, user=None):
+        q = "SELECT id, user, label, created FROM tokens"
+        args = ()
+        if user:
+            q += " WHERE user = ?"
+            args = (user,)
+        with self._db() as db:
+            rows = db.execute(q + " ORDER BY created, id", args).fetchall()
+        return [dict(r) for r in rows]
+
+    def revoke_token(self, tid):
+        with self._db() as db:
+            if not db.execute("DELETE FROM tokens WHERE id = ?", (tid,)).rowcount:
+                raise NotFound(f"no token {tid!r}; see cubbi-server token list")
+        return {"id": tid, "revoked": True}
+
+    def user_for_token(self, token):
+        """The user a bearer token belongs to; AuthError when it is unknown."""
+        if not token or not token.startswith(TOKEN_PREFIX):
+            raise AuthError("invalid token")
+        tid, sep, secret = token[len(TOKEN_PREFIX):].partition("_")
+        if not sep or not secret:
+            raise AuthError("invalid token")
+        with self._db() as db:
+            row = db.execute("SELECT user, salt, hash FROM tokens WHERE id = ?", (tid,)).fetchone()
+        if row is None or not hmac.compare_digest(_digest(row["salt"], secret), row["hash"]):
+            raise AuthError("invalid token")
+        return row["user"]
+
+    # -- projects ----------------------------------------------------------
+    def _cipher(self):
+        if self._fernet is None:
+            from cryptography.fernet import Fernet
+
+            key = self._key
+            if not key:
+                key = self._key_file()
+            raw = hashlib.sha256(b"cubbi-projects\0" + key.encode()).digest()
+            self._fernet = Fernet(base64.urlsafe_b64encode(raw))
+        return self._fernet
+
+    def _key_file(self):
+        path = self.path + ".key"
+        try:
+            with open(path, encoding="ascii") as fh:
+                return fh.read().strip()
+        except FileNotFoundError:
+            pass
+        key = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+
+    def encrypt(self, text):
+        return self._cipher().encrypt(text.encode()) if text else None
+
+    def decrypt(self, blob):
+        if not blob:
+            return None
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._cipher().decrypt(blob).decode()
+        except InvalidToken:
+            raise CubbiError("a project credential cannot be decrypted: the server's "
+                             "projects.storage.key changed; set it back or store the "
+                             "credential again") from None
+
+    def put_project(self, owner, pid, url, type="git", auth_type="none", secret=None,
+                    public_key=None, replace=True):
+        now = _now()
+        with self._db() as db:
+            exists = db.execute("SELECT created FROM projects WHERE owner = ? AND id = ?",
+                                (owner, pid)).fetchone()
+            if exists and not replace:
+                raise CubbiError(f"project {pid!r} exists; update it with PUT /projects/{pid}")
+            db.execute(
+                "INSERT OR REPLACE INTO projects (owner, id, url, type, auth_type, secret, "
+                "public_key, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (owner, pid, url, type, auth_type, self.encrypt(secret), public_key,
+                 exists["created"] if exists else now, now))
+        return self.project(owner, pid)
+
+    def project(self, owner, pid, with_secret=False):
+        with self._db() as db:
+            row = db.execute("SELECT * FROM projects WHERE owner = ? AND id = ?",
+                             (owner, pid)).fetchone()
+        if row is None:
+            raise NotFound(f"no project {pid!r}; see cubbi-project list")
+        return self._project_record(row, with_secret)
+
+    def projects(self, owner):
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM projects WHERE owner = ? ORDER BY id",
+                              (owner,)).fetchall()
+        return [self._project_record(r) for r in rows]
+
+    def delete_project(self, owner, pid):
+        rec = self.project(owner, pid)
+        with self._db() as db:
+            db.execute("DELETE FROM projects WHERE owner = ? AND id = ?", (owner, pid))
+        rec["removed"] = True
+        return rec
+
+    def _project_record(self, row, with_secret=False):
+        auth = {"type": row["auth_type"]}
+        if row["public_key"]:
+            auth["public_key"] = row["public_key"]
+        rec = {"id": row["id"], "url": row["url"], "type": row["type"], "auth": auth,
+               "created": row["created"], "updated": row["updated"]}
+        if with_secret:
+            rec["secret"] = self.decrypt(row["secret"])
+        return rec
+
+    def raw_project_secret(self, owner, pid):
+        """The stored ciphertext (for tests proving encryption at rest)."""
+        with self._db() as db:
+            row = db.execute("SELECT secret FROM projects WHERE owner = ? AND id = ?",
+                             (owner, pid)).fetchone()
+        return row["secret"] if row else None
+
+
+class _Closing:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        return self.db
+
+    def __exit__(self, *exc):
+        self.db.close()
+        return False

@@ -1,0 +1,299 @@
+"""The Cubbi Service's behaviour, below the HTTP layer (server/app.py).
+
+`load_config` reads cubbi-service.yaml (the spec's sections: server, docker,
+auth, logging, images, projects; plus `state.database`), resolving
+`${ENV_VAR}` references.  `Service` is what every route calls: the same
+LocalEngine the commands use, scoped to the authenticated user (a session is
+its creator's: another user's is "not found"), and the SQLite state.
+
+Requests from remote clients are sanitised here, once: no host paths (a
+client's directories mean nothing on the server, and a bind mount of the
+server's own disk would be a hole), a fixed session uid/gid, the owner from
+the authenticated user, no `cubbi.*` labels from the client.
+"""
+
+import copy
+import os
+import re
+
+from .errors import CubbiError, UsageError
+
+SESSION_UID = 1000
+SESSION_GID = 1000
+
+DEFAULTS = {
+    "server": {"host": "127.0.0.1", "port": 3000, "max_body": 4 * 1024 * 1024,
+               "heartbeat": 15},
+    "docker": {"socket": None, "network": "cubbi-network"},
+    "auth": {"provider": "token"},
+    "logging": {"providers": []},
+    "images": [],
+    "projects": {"storage": {"type": "encrypted", "key": None}, "default_ssh_scan": []},
+    "state": {"database": "cubbi-server.db"},
+}
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+FILTER_KEYS = ("image", "name", "status", "project")
+
+
+def resolve_refs(node, where="", environ=None):
+    """A copy of node with ${VAR} references replaced from the environment;
+    an unset one is an error naming the key that holds it."""
+    environ = os.environ if environ is None else environ
+    if isinstance(node, dict):
+        return {k: resolve_refs(v, f"{where}.{k}" if where else str(k), environ)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_refs(v, f"{where}[{i}]", environ) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m):
+            if m.group(1) not in environ:
+                raise CubbiError(f"{where}: ${{{m.group(1)}}} is not set in the environment; "
+                                 "export it or change the service config")
+            return environ[m.group(1)]
+
+        return _REF.sub(sub, node)
+    return node
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path=None, environ=None):
+    """The service config: DEFAULTS, then the file (when given), resolved."""
+    data = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise CubbiError(f"cannot read the service config {path}: {exc.strerror}") from None
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+            raise CubbiError(f"{path}{where}: invalid YAML: "
+                             f"{getattr(exc, 'problem', None) or exc}") from None
+        if not isinstance(data, dict):
+            raise CubbiError(f"{path}: the top level must be a mapping of sections")
+        base = os.path.dirname(os.path.abspath(path))
+    else:
+        base = os.getcwd()
+    conf = _merge(DEFAULTS, resolve_refs(data, environ=environ))
+    db = conf["state"].get("database") or DEFAULTS["state"]["database"]
+    conf["state"]["database"] = os.path.join(base, os.path.expanduser(db))
+    return conf
+
+
+class Service:
+    """Every route's library call, scoped to a user."""
+
+    def __init__(self, conf):
+        from .engine import LocalEngine
+        from .serverstate import State
+
+        self.conf = conf
+        sock = conf["docker"].get("socket")
+        if sock and "://" not in sock:
+            sock = "unix://" + sock
+        self.engine = LocalEngine(sock or None)
+        self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
+        self.images_conf = {i["name"]: i for i in conf.get("images") or []
+                            if isinstance(i, dict) and i.get("name")}
+
+    # -- sessions --------------------------------------------------------
+    def sessions(self, user, all=False, filters=None):
+        filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
+        filters["owner"] = user
+        return self.engine.list(all=all, filters=filters)
+
+    def session(self, user, ref):
+        return self.engine.resolve(ref, records=self.sessions(user, all=True))
+
+    def create(self, user, payload):
+        from .engine import CreateRequest
+
+        req = CreateRequest(**check_create(payload))
+        req.owner = user
+        req.uid, req.gid = SESSION_UID, SESSION_GID
+        req.labels = {k: v for k, v in req.labels.items() if not k.startswith("cubbi.")}
+        conf_image = self.images_conf.get(req.image)
+        if conf_image and conf_image.get("image"):
+            req.image = conf_image["image"]
+        return self.engine.create(req)
+
+    def close(self, user, ref):
+        rec = self.session(user, ref)
+        return self.engine.close(rec["id"], records=[rec])
+
+    def logs(self, user, ref, follow=False, tail=None, since=None):
+        return self.engine.logs(self.session(user, ref), follow=follow, tail=tail, since=since)
+
+    def wait_ready(self, user, ref, timeout):
+        return self.engine.wait_ready(self.session(user, ref), timeout=timeout)
+
+    def exec_open(self, user, ref, command=None, tty=False, env=None):
+        rec = self.engine.wait_ready(self.session(user, ref))
+        return self.engine.exec_open(rec, command, tty=tty, env=env)
+
+    def run(self, user, ref, command, stdin=b""):
+        """Run command without a TTY: {exit_code, stdout, stderr}."""
+        eid, conn = self.exec_open(user, ref, command)
+        out = {"stdout": [], "stderr": []}
+        try:
+            if stdin:
+                conn.sendall(stdin)
+            conn.shutdown_write()
+            for stream, data in conn.frames():
+                if stream in out:
+                    out[stream].append(data)
+        finally:
+            conn.close()
+        code = self.engine.api.exec_inspect(eid).get("ExitCode")
+        return {"exit_code": code, "stdout": b"".join(out["stdout"]),
+                "stderr": b"".join(out["stderr"])}
+
+    # -- images ------------------------------------------------------------
+    def images(self):
+        from . import images
+
+        if hasattr(images, "list_images"):
+            return list(images.list_images(self.engine))
+        return [self._conf_image(name) for name in sorted(self.images_conf)]
+
+    def image(self, name):
+        from . import images
+        from .errors import NotFound
+
+        if hasattr(images, "show_image"):
+            return images.show_image(self.engine, name)
+        if name in self.images_conf:
+            return self._conf_image(name)
+        raise NotFound(f"no image {name!r}; see cubbi-image list")
+
+    def _conf_image(self, name):
+        from .dockerapi import APIError
+
+        entry = self.images_conf[name]
+        try:
+            self.engine.api.inspect_image(entry.get("image") or name)
+            built = True
+        except APIError:
+            built = False
+        return {"name": name, "image": entry.get("image"), "description": entry.get("description"),
+                "built": built}
+
+    # -- projects ----------------------------------------------------------
+    def projects(self, user):
+        return self.state.projects(user)
+
+    def project(self, user, pid):
+        return self.state.project(user, project_id(pid))
+
+    def put_project(self, user, payload, pid=None):
+        url = payload.get("url") or pid
+        if not isinstance(url, str) or not url:
+            raise UsageError('a project needs a "url"')
+        new_id = project_id(url)
+        if pid is not None and project_id(pid) != new_id:
+            raise UsageError(f"the url {url!r} names project {new_id!r}, not {pid!r}")
+        auth = payload.get("auth") or {}
+        if not isinstance(auth, dict):
+            raise UsageError('"auth" must be an object: {type, key|token, public_key}')
+        kind = auth.get("type") or "none"
+        if kind not in ("none", "ssh", "token"):
+            raise UsageError(f'auth type {kind!r}: expected "ssh", "token" or "none"')
+        secret = auth.get("key") if kind == "ssh" else auth.get("token") if kind == "token" else None
+        if kind != "none" and (not isinstance(secret, str) or not secret):
+            raise UsageError(f'auth type {kind!r} needs its "{"key" if kind == "ssh" else "token"}"')
+        return self.state.put_project(user, new_id, url, type=payload.get("type") or "git",
+                                      auth_type=kind, secret=secret,
+                                      public_key=auth.get("public_key"),
+                                      replace=pid is not None)
+
+    def delete_project(self, user, pid):
+        return self.state.delete_project(user, project_id(pid))
+
+
+def project_id(url):
+    """The normalised project id (cubbi_tools.projects.normalise when there)."""
+    try:
+        from .projects import normalise
+    except ImportError:
+        normalise = _normalise
+    return normalise(url)
+
+
+def _normalise(url):
+    u = url.strip()
+    for p in ("ssh://", "https://", "http://", "git://"):
+        if u.startswith(p):
+            u = u[len(p):]
+            break
+    if "@" in u.split("/", 1)[0]:
+        u = u.split("@", 1)[1]
+    if ":" in u.split("/", 1)[0]:
+        host, _, rest = u.partition(":")
+        u = f"{host}/{rest}" if not rest.isdigit() else host
+    if u.endswith(".git"):
+        u = u[:-4]
+    return u.strip("/").lower()
+
+
+_TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
+          "project": str, "hardened": bool, "files": dict, "labels": dict,
+          "pids_limit": int}
+
+
+def check_create(payload):
+    """The CreateRequest fields of a client's JSON body, type-checked, with
+    everything that names a path on the client's machine refused."""
+    if not isinstance(payload, dict):
+        raise UsageError("the request body must be a JSON object (a CreateRequest)")
+    if payload.get("volumes"):
+        raise UsageError("-v/--volume is not available on a remote service: host paths of "
+                         "your machine do not exist there")
+    if payload.get("mount"):
+        raise UsageError("--mount is not available on a remote service: your directory "
+                         "is not on the server; use --project URL to clone a repository")
+    out = {}
+    for key, kind in _TYPES.items():
+        value = payload.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UsageError(f'"{key}" must be a {kind.__name__}')
+        out[key] = value
+    for key in ("cpus", "memory"):
+        value = payload.get(key)
+        if value is not None:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise UsageError(f'"{key}" must be a string or a number')
+            out[key] = value
+    if not out.get("image"):
+        raise UsageError('"image" is required')
+    for key in ("networks", "ports"):
+        if not all(isinstance(v, str) for v in out.get(key, [])):
+            raise UsageError(f'"{key}" must be a list of strings')
+    for key in ("env", "labels"):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in out.get(key, {}).items()):
+            raise UsageError(f'"{key}" must map strings to strings')
+    files = {}
+    for path, spec in out.get("files", {}).items():
+        if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
+                and isinstance(spec[1], int)):
+            raise UsageError('"files" must map a path to [text, mode]')
+        files[path] = tuple(spec)
+    if files:
+        out["files"] = files
+    return out

@@ -1,0 +1,116 @@
+"""The client side of the service's WebSocket terminal (cubbi-connect -r).
+
+With a TTY: the local terminal in raw mode, keystrokes out, output in, the
+window size sent at start and on every SIGWINCH.  Without (`-- CMD`):
+stdin is streamed then closed (EOF), stdout and stderr come back on their
+own streams, and the command's exit status is returned.
+"""
+
+import json
+import os
+import select
+import signal
+import sys
+import threading
+
+from .errors import CubbiError
+
+
+def _size():
+    try:
+        sz = os.get_terminal_size(sys.stdout.fileno())
+        return sz.lines, sz.columns
+    except OSError:
+        return None
+
+
+def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
+    from .remote import KINDS
+
+    ws = remote.websocket(rec, command, tty=tty, size=_size() if tty else None)
+    result = {"code": None, "error": None}
+    done = threading.Event()
+    out = {1: stdout or sys.stdout.buffer, 2: sys.stderr.buffer}
+
+    def reader():
+        try:
+            while True:
+                msg = ws.recv()
+                if msg is None:
+                    return
+                if isinstance(msg, bytes):
+                    if msg:
+                        stream = out.get(msg[0], out[1])
+                        stream.write(msg[1:])
+                        stream.flush()
+                    continue
+                try:
+                    ctl = json.loads(msg)
+                except ValueError:
+                    continue
+                if ctl.get("type") == "exit":
+                    result["code"] = ctl.get("code")
+                elif ctl.get("type") == "error":
+                    result["error"] = ctl
+        except (OSError, ValueError):
+            pass
+        finally:
+            done.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    fd = sys.stdin.fileno() if use_stdin and sys.stdin is not None else None
+    saved = None
+    winch = {"changed": False}
+    if tty and fd is not None and os.isatty(fd):
+        import termios
+        import tty as ttymod
+
+        saved = termios.tcgetattr(fd)
+        ttymod.setraw(fd)
+        signal.signal(signal.SIGWINCH, lambda *_: winch.__setitem__("changed", True))
+    try:
+        stdin_open = fd is not None
+        if not stdin_open:
+            ws.send_text(json.dumps({"type": "eof"}))
+        while not done.is_set():
+            if winch["changed"]:
+                winch["changed"] = False
+                size = _size()
+                if size:
+                    ws.send_text(json.dumps({"type": "resize", "rows": size[0], "cols": size[1]}))
+            if not stdin_open:
+                done.wait(0.2)
+                continue
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+            except (OSError, ValueError):
+                ready = []
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            try:
+                if data:
+                    ws.send_binary(data)
+                else:
+                    stdin_open = False
+                    ws.send_text(json.dumps({"type": "eof"}))
+            except OSError:
+                break
+        done.wait(10)
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+        ws.close()
+    err = result["error"]
+    if err:
+        raise KINDS.get(err.get("kind"), CubbiError)(err.get("error") or "connect failed")
+    if result["code"] is None:
+        raise CubbiError(f"the connection to remote {remote.remote!r} ended without an exit status")
+    return result["code"]

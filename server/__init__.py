@@ -1,0 +1,1 @@
+"""The Cubbi Service (Bottle app), installed as the package cubbi_server."""

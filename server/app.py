@@ -1,0 +1,336 @@
+"""The Cubbi Service as a Bottle application.
+
+Each route parses its request, calls cubbi_tools.service.Service (the same
+library the commands use) and returns JSON.  Errors are JSON too, always:
+{"error": message, "kind": usage|not_found|engine|auth|failure|http,
+"status": code}; the remote client turns `kind` back into the exception the
+local commands raise, so exit codes match.
+
+Served by gevent's WSGI server with gevent-websocket (cubbi_tools/commands/
+server.py patches the standard library first): log streams and terminals are
+greenlets, and a client that goes away is noticed within one heartbeat.
+"""
+
+import functools
+import json
+import sys
+import traceback
+
+import bottle
+from bottle import HTTPResponse, request, response
+
+from cubbi_tools.errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+
+from . import openapi
+
+KINDS = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (AuthError, 401, "auth"),
+         (EngineUnreachable, 503, "engine")]
+HTTP_MESSAGES = {
+    400: "bad request", 401: "missing or invalid token: send Authorization: Bearer TOKEN",
+    403: "forbidden", 404: "no such endpoint; see /openapi.json",
+    405: "method not allowed; see /openapi.json", 413: "request body too large",
+    500: "internal server error", 503: "service unavailable",
+}
+
+
+class Stats:
+    """Open log streams and terminals, shown by /health (leak checks)."""
+
+    def __init__(self):
+        self.streams = 0
+        self.terminals = 0
+
+
+class TokenAuth:
+    """Bearer API tokens from the state database.  An OAuth provider plugs in
+    the same way: an object whose user(request) returns a user name or raises
+    AuthError."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def user(self, req):
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("missing token: send Authorization: Bearer TOKEN "
+                            "(add it with cubbi-remote add NAME URL --token -)")
+        try:
+            return self.state.user_for_token(token.strip())
+        except AuthError:
+            raise AuthError("invalid or revoked token; ask the service admin for a new one "
+                            "(cubbi-server token create USER)") from None
+
+
+def error_body(status, message, kind="http"):
+    return json.dumps({"error": message, "kind": kind, "status": status})
+
+
+def json_error(status, message, kind="http"):
+    headers = {"Content-Type": "application/json"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="cubbi"'
+    return HTTPResponse(error_body(status, message, kind), status=status, headers=headers)
+
+
+def classify(exc):
+    """(HTTP status, kind) for a CubbiError."""
+    from cubbi_tools.dockerapi import APIError
+
+    for cls, status, kind in KINDS:
+        if isinstance(exc, cls):
+            return status, kind
+    if isinstance(exc, APIError):
+        return (exc.status if 400 <= exc.status < 500 else 502), "failure"
+    return 409, "failure"
+
+
+def make_app(service, conf=None):
+    conf = conf or service.conf
+    max_body = int(conf["server"].get("max_body") or 4 * 1024 * 1024)
+    heartbeat = float(conf["server"].get("heartbeat") or 15)
+    auth = TokenAuth(service.state)
+    stats = Stats()
+    app = bottle.Bottle(catchall=True, autojson=True)
+    app.config["cubbi.stats"] = stats
+
+    for status in (400, 401, 403, 404, 405, 413, 500, 502, 503):
+        app.error_handler[status] = _http_error(status)
+
+    def api(authenticated=True):
+        def deco(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kw):
+                try:
+                    if authenticated:
+                        kw["user"] = auth.user(request)
+                    return fn(*args, **kw)
+                except CubbiError as exc:
+                    status, kind = classify(exc)
+                    return json_error(status, str(exc), kind)
+                except HTTPResponse:
+                    raise
+                except Exception as exc:  # a bug: one JSON line out, the traceback in the log
+                    traceback.print_exc(file=sys.stderr)
+                    return json_error(500, f"internal error: {type(exc).__name__}", "failure")
+            return wrapper
+        return deco
+
+    def body():
+        length = request.content_length
+        if length > max_body:
+            raise HTTPResponse(error_body(413, f"request body too large (over {max_body} bytes)"),
+                               status=413, headers={"Content-Type": "application/json"})
+        raw = request.body.read(max_body + 1)
+        if len(raw) > max_body:
+            raise HTTPResponse(error_body(413, f"request body too large (over {max_body} bytes)"),
+                               status=413, headers={"Content-Type": "application/json"})
+        try:
+            data = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"malformed JSON body: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError("the request body must be a JSON object")
+        return data
+
+    # -- service -------------------------------------------------------------
+    @app.get("/health")
+    @api(authenticated=False)
+    def health():
+        engine = "ok"
+        try:
+            service.engine.api.get("/_ping", timeout=5)
+        except CubbiError as exc:
+            engine = str(exc)
+        return {"status": "ok", "engine": engine, "streams": stats.streams,
+                "terminals": stats.terminals}
+
+    @app.get("/openapi.json")
+    def openapi_doc():
+        return openapi.DOCUMENT
+
+    # -- sessions -----------------------------------------------------------
+    @app.get("/sessions")
+    @api()
+    def list_sessions(user):
+        q = request.query
+        filters = {k: q.get(k) for k in ("image", "name", "status", "project") if q.get(k)}
+        return {"sessions": service.sessions(user, all=_flag(q.get("all")), filters=filters)}
+
+    @app.post("/sessions")
+    @api()
+    def create_session(user):
+        rec = service.create(user, body())
+        response.status = 201
+        return rec
+
+    @app.get("/sessions/<ref>")
+    @api()
+    def get_session(user, ref):
+        wait = request.query.get("wait")
+        if wait:
+            return service.wait_ready(user, ref, timeout=_number(wait, "wait"))
+        return service.session(user, ref)
+
+    @app.delete("/sessions/<ref>")
+    @api()
+    def close_session(user, ref):
+        return service.close(user, ref)
+
+    @app.get("/sessions/<ref>/logs")
+    @api()
+    def session_logs(user, ref):
+        q = request.query
+        tail = q.get("tail")
+        since = q.get("since")
+        items = service.logs(user, ref, follow=_flag(q.get("follow")),
+                             tail=_number(tail, "tail", int) if tail else None,
+                             since=_number(since, "since", int) if since else None)
+        response.content_type = "application/x-ndjson"
+        return _stream(items, stats, heartbeat)
+
+    @app.post("/sessions/<ref>/connect")
+    @api()
+    def exec_session(user, ref):
+        data = body()
+        command = data.get("command")
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise UsageError('"command" must be a non-empty list of strings')
+        stdin = data.get("stdin") or ""
+        if not isinstance(stdin, str):
+            raise UsageError('"stdin" must be a string')
+        out = service.run(user, ref, command, stdin.encode())
+        return {"exit_code": out["exit_code"],
+                "stdout": out["stdout"].decode(errors="replace"),
+                "stderr": out["stderr"].decode(errors="replace")}
+
+    @app.get("/sessions/<ref>/connect")
+    @api(authenticated=False)
+    def terminal(ref):
+        ws = request.environ.get("wsgi.websocket")
+        if ws is None:
+            raise UsageError("GET /sessions/{id}/connect is a WebSocket terminal: send an "
+                             "Upgrade: websocket request (or POST a command for exec mode)")
+        from . import terminal as term
+
+        stats.terminals += 1
+        try:
+            term.serve(ws, request, auth, service, ref)
+        finally:
+            stats.terminals -= 1
+        return ""
+
+    # -- images ---------------------------------------------------------------
+    @app.get("/images")
+    @api()
+    def list_images(user):
+        return {"images": service.images()}
+
+    @app.get("/images/<name:path>")
+    @api()
+    def show_image(user, name):
+        return service.image(name)
+
+    # -- projects -------------------------------------------------------------
+    @app.get("/projects")
+    @api()
+    def list_projects(user):
+        return {"projects": service.projects(user)}
+
+    @app.post("/projects")
+    @api()
+    def add_project(user):
+        rec = service.put_project(user, body())
+        response.status = 201
+        return rec
+
+    @app.get("/projects/<pid:path>")
+    @api()
+    def get_project(user, pid):
+        return service.project(user, pid)
+
+    @app.put("/projects/<pid:path>")
+    @api()
+    def update_project(user, pid):
+        return service.put_project(user, body(), pid=pid)
+
+    @app.delete("/projects/<pid:path>")
+    @api()
+    def delete_project(user, pid):
+        return service.delete_project(user, pid)
+
+    return app
+
+
+def _http_error(status):
+    def handler(err):
+        response.content_type = "application/json"
+        message = HTTP_MESSAGES.get(status, "error")
+        if status == 500 and err.exception is not None:
+            traceback.print_exception(type(err.exception), err.exception,
+                                      err.exception.__traceback__, file=sys.stderr)
+        elif status not in (404, 405, 500) and isinstance(err.body, str) and err.body:
+            message = err.body
+        if status == 401:
+            response.set_header("WWW-Authenticate", 'Bearer realm="cubbi"')
+        return error_body(status, message)
+    return handler
+
+
+def _flag(value):
+    return str(value or "").lower() in ("1", "true", "yes", "on")
+
+
+def _number(text, name, kind=float):
+    try:
+        value = kind(text)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        raise UsageError(f"?{name}={text!r}: expected a number >= 0") from None
+
+
+def _stream(items, stats, heartbeat):
+    """JSON lines from a (blocking) iterator, read in its own greenlet so a
+    blank heartbeat line can go out while it waits: a write to a client that
+    went away fails, the response is closed, and the reader (with its Docker
+    connection) is killed.  Nothing outlives the request."""
+    import gevent
+    from gevent.queue import Empty, Queue
+
+    done = object()
+    queue = Queue(maxsize=1000)
+
+    def reader():
+        try:
+            for item in items:
+                queue.put(item)
+        except CubbiError as exc:
+            status, kind = classify(exc)
+            queue.put({"error": str(exc), "kind": kind, "status": status})
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+            queue.put(done)
+
+    stats.streams += 1
+    worker = gevent.spawn(reader)
+
+    def lines():
+        try:
+            while True:
+                try:
+                    item = queue.get(timeout=heartbeat)
+                except Empty:
+                    yield b"\n"
+                    continue
+                if item is done:
+                    return
+                yield (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        finally:
+            worker.kill(block=True, timeout=5)
+            stats.streams -= 1
+
+    return lines()

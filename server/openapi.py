@@ -1,0 +1,145 @@
+"""The OpenAPI document of the service, kept here and nowhere else; served
+at /openapi.json, and tests/test_server.py checks its paths and methods
+against the app's routes."""
+
+_ERR = {"description": "error", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Error"}}}}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "session id, unique id prefix, or name"}]
+_PID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "project id (normalised URL, e.g. github.com/hello/private) or any URL form"}]
+
+
+def _ok(desc, schema=None, ctype="application/json"):
+    body = {"description": desc}
+    if schema:
+        body["content"] = {ctype: {"schema": schema}}
+    return body
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(*codes):
+    return {str(c): _ERR for c in codes}
+
+
+_AUTH = (401,)
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "Cubbi Service", "version": "1",
+             "description": "Sessions (AI tools in ephemeral containers), images and projects. "
+                            "Every endpoint but /health and /openapi.json needs "
+                            "Authorization: Bearer TOKEN. Errors are always JSON."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "kind", "status"], "properties": {
+                "error": {"type": "string"},
+                "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "engine",
+                                                   "failure", "http"]},
+                "status": {"type": "integer"}}},
+            "Session": {"type": "object", "description": "the record of cubbi-ls --json "
+                        "(man cubbi-ls: SESSION RECORD)", "properties": {
+                            k: {} for k in ("id", "name", "image", "status", "reason", "created",
+                                            "created_epoch", "container_id", "project", "mount",
+                                            "networks", "ports", "owner", "remote")}},
+            "CreateRequest": {"type": "object", "required": ["image"], "description":
+                              "cubbi_tools.engine.CreateRequest.to_dict(); mount and volumes "
+                              "are refused, uid/gid/owner are set by the server",
+                              "properties": {k: {} for k in (
+                                  "image", "name", "env", "networks", "ports", "cpus", "memory",
+                                  "pids_limit", "project", "hardened", "files", "labels")}},
+            "LogLine": {"type": "object", "properties": {
+                "session": {"type": "string"}, "stream": {"type": "string"},
+                "time": {"type": "string"}, "line": {"type": "string"}}},
+            "Exec": {"type": "object", "required": ["command"], "properties": {
+                "command": {"type": "array", "items": {"type": "string"}},
+                "stdin": {"type": "string"}}},
+            "ExecResult": {"type": "object", "properties": {
+                "exit_code": {"type": "integer"}, "stdout": {"type": "string"},
+                "stderr": {"type": "string"}}},
+            "Project": {"type": "object", "properties": {
+                "id": {"type": "string"}, "url": {"type": "string"}, "type": {"type": "string"},
+                "auth": {"type": "object", "description": "{type: none|ssh|token, public_key}; "
+                         "the secret is never returned"},
+                "created": {"type": "string"}, "updated": {"type": "string"}}},
+            "ProjectInput": {"type": "object", "required": ["url"], "properties": {
+                "url": {"type": "string"}, "type": {"type": "string"},
+                "auth": {"type": "object", "description": "{type: ssh, key, public_key} or "
+                         "{type: token, token}; stored encrypted"}}},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/health": {"get": {"summary": "liveness and engine status (no auth)", "security": [],
+                            "responses": {"200": _ok("ok")}}},
+        "/openapi.json": {"get": {"summary": "this document", "security": [],
+                                  "responses": {"200": _ok("the document")}}},
+        "/sessions": {
+            "get": {"summary": "list your sessions", "parameters": [
+                {"name": k, "in": "query", "schema": {"type": "string"}}
+                for k in ("all", "image", "name", "status", "project")],
+                "responses": {"200": _ok("{sessions: [Session]}"), **_errors(401, 503)}},
+            "post": {"summary": "create a session",
+                     "requestBody": {"content": {"application/json": {"schema": _ref("CreateRequest")}}},
+                     "responses": {"201": _ok("the session", _ref("Session")),
+                                   **_errors(400, 401, 404, 409, 413, 503)}},
+        },
+        "/sessions/{id}": {
+            "get": {"summary": "one session; ?wait=SECONDS waits until it is ready",
+                    "parameters": _ID + [{"name": "wait", "in": "query",
+                                          "schema": {"type": "number"}}],
+                    "responses": {"200": _ok("the session", _ref("Session")),
+                                  **_errors(401, 404, 409, 503)}},
+            "delete": {"summary": "close a session (remove its container)", "parameters": _ID,
+                       "responses": {"200": _ok("the closed session", _ref("Session")),
+                                     **_errors(401, 404, 503)}},
+        },
+        "/sessions/{id}/logs": {
+            "get": {"summary": "the session's log as JSON lines (blank lines are heartbeats)",
+                    "parameters": _ID + [{"name": k, "in": "query", "schema": {"type": "string"}}
+                                         for k in ("follow", "tail", "since")],
+                    "responses": {"200": _ok("JSON lines", _ref("LogLine"), "application/x-ndjson"),
+                                  **_errors(400, 401, 404, 503)}},
+        },
+        "/sessions/{id}/connect": {
+            "get": {"summary": "WebSocket terminal (Upgrade: websocket): ?tty=1&rows=&cols=&term= "
+                               "for a TTY, ?cmd=JSON-list for a command; binary frames carry "
+                               "stdin, and output prefixed by a stream byte (1 stdout, 2 stderr); "
+                               "text frames carry {type: resize|eof|exit|error}",
+                    "parameters": _ID, "responses": {"101": _ok("switching protocols"),
+                                                     **_errors(400)}},
+            "post": {"summary": "exec mode: run a command without a TTY",
+                     "parameters": _ID,
+                     "requestBody": {"content": {"application/json": {"schema": _ref("Exec")}}},
+                     "responses": {"200": _ok("its result", _ref("ExecResult")),
+                                   **_errors(400, 401, 404, 409, 413, 503)}},
+        },
+        "/images": {"get": {"summary": "available images",
+                            "responses": {"200": _ok("{images: [...]}"), **_errors(401, 503)}}},
+        "/images/{name}": {"get": {"summary": "one image", "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("the image"), **_errors(401, 404, 503)}}},
+        "/projects": {
+            "get": {"summary": "your projects",
+                    "responses": {"200": _ok("{projects: [Project]}"), **_errors(401)}},
+            "post": {"summary": "add a project",
+                     "requestBody": {"content": {"application/json": {"schema": _ref("ProjectInput")}}},
+                     "responses": {"201": _ok("the project", _ref("Project")),
+                                   **_errors(400, 401, 409, 413)}},
+        },
+        "/projects/{id}": {
+            "get": {"summary": "one project", "parameters": _PID,
+                    "responses": {"200": _ok("the project", _ref("Project")), **_errors(401, 404)}},
+            "put": {"summary": "replace a project's details", "parameters": _PID,
+                    "requestBody": {"content": {"application/json": {"schema": _ref("ProjectInput")}}},
+                    "responses": {"200": _ok("the project", _ref("Project")),
+                                  **_errors(400, 401, 413)}},
+            "delete": {"summary": "remove a project and its credentials", "parameters": _PID,
+                       "responses": {"200": _ok("the removed project", _ref("Project")),
+                                     **_errors(401, 404)}},
+        },
+    },
+}
