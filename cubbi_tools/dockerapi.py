@@ -270,6 +270,14 @@ class DockerAPI:
                             headers={"Content-Type": "application/x-tar", **(headers or {})},
                             stream=True, timeout=None)
 
+    def pull(self, ref):
+        """POST /images/create?fromImage=REF; return the open progress stream."""
+        name, tag = ref, "latest"
+        if "@" not in ref and ":" in ref.rsplit("/", 1)[-1]:
+            name, tag = ref.rsplit(":", 1)
+        return self.request("POST", "/images/create", params={"fromImage": name, "tag": tag},
+                            stream=True, timeout=None)
+
     def import_image(self, tar_fileobj, repo, tag, changes=()):
         """POST /images/create?fromSrc=- with a root filesystem tar; changes
         are Dockerfile instructions (CMD, ENV...) applied to the image."""

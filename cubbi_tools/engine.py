@@ -330,6 +330,9 @@ class LocalEngine:
         }
         for name, data in _hooks():
             files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
+        from . import images  # the image's hooks: env checks, persistent configs, command
+
+        files.update(images.session_files(image_meta, req.image))
         for path, (text, mode) in req.files.items():
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)
@@ -402,7 +405,7 @@ class LocalEngine:
         if command:
             cmd = ["/bin/sh", "-c", f'. {INIT_DIR}/env 2>/dev/null; exec "$@"', "cubbi"] + list(command)
         else:
-            cmd = ["/bin/sh", "-c", f"{INIT_DIR}/login 2>/dev/null || exec /bin/sh -l"]
+            cmd = ["/bin/sh", "-c", f"[ -x {INIT_DIR}/login ] && exec {INIT_DIR}/login; exec /bin/sh -l"]
         return f"{uid}:{gid}", "/app", cmd
 
     def exec_open(self, rec, command=None, tty=False, env=None):

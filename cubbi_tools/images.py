@@ -165,15 +165,450 @@ def ensure_base_os(api, tag=BASE_OS_TAG, progress=None):
         return bootstrap_base(api, tag=tag, progress=progress)
 
 
-# -- resolving --image ------------------------------------------------------
-def ensure_image(engine, name, progress=None):
-    """(docker image reference, image metadata) for --image NAME; a plain
-    local Docker image reference works as it is."""
+# -- image definitions ------------------------------------------------------
+DEFAULT_BASE = "debian:bookworm-slim"
+TAG_REPO = "cubbi"
+L_NAME = "cubbi.image.name"
+L_DIGEST = "cubbi.image.digest"
+L_DEFINITION = "cubbi.image.definition"
+L_BASE = "cubbi.image.base"
+CA_DIR = "cubbi-ca"
+
+
+def builtin_dir():
+    """The built-in definitions: images/ beside the package in a checkout,
+    else the copy installed inside the package (cubbi_tools/builtin_images)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(os.path.dirname(here), "images"),
+                 os.path.join(here, "builtin_images")):
+        if os.path.isdir(path) and any(
+                os.path.isfile(os.path.join(path, n, "cubbi_image.yaml"))
+                for n in os.listdir(path)):
+            return path
+    return None
+
+
+def user_dir():
+    from . import config
+
+    return os.path.join(config.config_dir(), "images")
+
+
+def search_dirs():
+    """[(source, directory)]: the user's own definitions shadow built-in ones."""
+    out = [("user", user_dir())]
+    b = builtin_dir()
+    if b:
+        out.append(("builtin", b))
+    return out
+
+
+def _looks_like_path(name):
+    return name.startswith((".", "/", "~")) or os.sep in name and os.path.isdir(name)
+
+
+def find_definition(name):
+    """The definition NAME names: a directory path, or a folder name in the
+    user's or the built-in images; None when it names none."""
+    from . import imagedef
+
+    if _looks_like_path(name):
+        path = os.path.abspath(os.path.expanduser(name))
+        if not os.path.isdir(path):
+            raise NotFound(f"{name}: no such directory")
+        defn = imagedef.load(path)
+        defn["source"] = "path"
+        return defn
+    if not imagedef.valid_name(name):
+        return None
+    for source, root in search_dirs():
+        path = os.path.join(root, name)
+        if imagedef.is_definition_dir(path):
+            defn = imagedef.load(path, expect_name=name)
+            defn["source"] = source
+            return defn
+    return None
+
+
+def definitions(errors=None):
+    """Every definition found by name, user's first (a user one shadows a
+    built-in of the same name).  A broken one raises InvalidDefinition, or
+    is skipped and its error appended to ERRORS when that list is given."""
+    from . import imagedef
+
+    seen, out = set(), []
+    for source, root in search_dirs():
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(root, name)
+            if name in seen or not imagedef.is_definition_dir(path):
+                continue
+            seen.add(name)
+            try:
+                defn = imagedef.load(path, expect_name=name)
+            except imagedef.InvalidDefinition as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
+            defn["source"] = source
+            out.append(defn)
+    return out
+
+
+def tag_for(defn):
+    return f"{TAG_REPO}/{defn['name']}:latest"
+
+
+def _context_files(directory):
+    """Relative paths of the build context, honouring simple .dockerignore
+    patterns (fnmatch on the path and its parent folders); .git never."""
+    import fnmatch
+
+    patterns = []
     try:
-        engine.api.inspect_image(name)
+        with open(os.path.join(directory, ".dockerignore")) as fh:
+            patterns = [ln.strip().strip("/") for ln in fh
+                        if ln.strip() and not ln.startswith("#") and not ln.startswith("!")]
+    except OSError:
+        pass
+
+    def ignored(rel):
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(fnmatch.fnmatch(p, pat) for p in prefixes for pat in patterns)
+
+    out = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = os.path.relpath(os.path.join(root, name), directory).replace(os.sep, "/")
+            if not ignored(rel):
+                out.append(rel)
+    return out
+
+
+def digest(directory):
+    """A hash of the definition's build context: tells a stale image."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for rel in _context_files(directory):
+        full = os.path.join(directory, rel)
+        h.update(rel.encode() + b"\0")
+        if os.path.islink(full):
+            h.update(b"link:" + os.readlink(full).encode())
+        else:
+            with open(full, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _context_tar(directory, ca_certs):
+    """The build context as tar bytes; the extra CA certificates go into
+    cubbi-ca/ (always present, maybe empty), which every Dockerfile copies."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in _context_files(directory):
+            tar.add(os.path.join(directory, rel), arcname=rel, recursive=False)
+        names = set(tar.getnames())
+        if CA_DIR not in names:
+            info = tarfile.TarInfo(CA_DIR)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for i, (path, data) in enumerate(ca_certs):
+            base = os.path.splitext(os.path.basename(path))[0] or "ca"
+            info = tarfile.TarInfo(f"{CA_DIR}/cubbi-extra-{i}-{base}.crt")
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_ca_certs(paths):
+    """[(path, bytes)] for --ca-cert files; NotFound / UsageError when a file
+    is missing or holds no PEM certificate."""
+    from .errors import UsageError
+
+    out = []
+    for path in paths:
+        full = os.path.abspath(os.path.expanduser(path))
+        try:
+            with open(full, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise NotFound(f"--ca-cert {path}: no such file") from None
+        except OSError as exc:
+            raise CubbiError(f"--ca-cert {path}: cannot read: {exc.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise UsageError(f"--ca-cert {path}: not a PEM certificate (no BEGIN CERTIFICATE)")
+        out.append((full, data))
+    return out
+
+
+def _config_list(key):
+    from . import config
+
+    value = config.peek(key)
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def pull(api, ref):
+    """Pull REF; raise CubbiError with the engine's reason when it fails."""
+    error = None
+    for item in json_stream(api.pull(ref)):
+        if item.get("error"):
+            error = (item.get("errorDetail") or {}).get("message") or item["error"]
+    if error:
+        raise CubbiError(error)
+
+
+def resolve_base(api, base=None, progress=None):
+    """The base image to build FROM: --base / images.base when given (it
+    must exist or be pullable), else debian:bookworm-slim, falling back to a
+    locally bootstrapped cubbi/base-os:bookworm when that cannot be pulled."""
+    from . import config
+
+    explicit = base or config.peek("images.base")
+    base = explicit or DEFAULT_BASE
+    if image_exists(api, base):
+        return base
+    if not explicit and image_exists(api, BASE_OS_TAG):
+        _say(progress, f"base image {base} is not here; using {BASE_OS_TAG}, made locally earlier")
+        return BASE_OS_TAG
+    _say(progress, f"base image {base} is not here; pulling it")
+    try:
+        pull(api, base)
+        return base
+    except CubbiError as exc:
+        reason = str(exc)
+    if explicit:
+        raise NotFound(f"base image {base} is not available locally and cannot be pulled "
+                       f"({reason}); make one without a registry with 'cubbi-image "
+                       f"bootstrap-base' and build with --base {BASE_OS_TAG}")
+    _say(progress, f"cannot pull {base} ({reason}); making {BASE_OS_TAG} locally with "
+                   "debootstrap instead")
+    return ensure_base_os(api, progress=progress)
+
+
+def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
+          progress=None, log=None):
+    """Build DEFN through the Engine API; stream its output to log (default
+    stderr).  Returns {name, tag, id, size, base, seconds}."""
+    import time
+
+    started = time.time()
+    tag = tag or tag_for(defn)
+    if ca_certs is None:
+        ca_certs = _config_list("images.ca_cert")
+    certs = read_ca_certs(ca_certs)
+    base = resolve_base(api, base, progress)
+    definition = {k: v for k, v in defn.items() if k not in ("path", "source")}
+    labels = {L_NAME: defn["name"], L_DIGEST: digest(defn["path"]),
+              L_DEFINITION: json.dumps(definition, separators=(",", ":")), L_BASE: base}
+    buildargs = {"BASE_IMAGE": base}
+    for key in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        if os.environ.get(key):
+            buildargs[key] = os.environ[key]
+    params = {"t": tag, "buildargs": json.dumps(buildargs), "labels": json.dumps(labels),
+              "rm": "1", "forcerm": "1", "nocache": "1" if no_cache else None}
+    _say(progress, f"building {tag} from {defn['path']} on {base}"
+                   + (f" with {len(certs)} extra CA certificate file(s)" if certs else ""))
+    write = log or _stderr_raw
+    error, image_id = None, None
+    for item in json_stream(api.build(_context_tar(defn["path"], certs), params)):
+        if item.get("stream"):
+            write(item["stream"])
+        elif item.get("status"):
+            write(item["status"] + ("\n" if not item["status"].endswith("\n") else ""))
+        if item.get("aux", {}).get("ID"):
+            image_id = item["aux"]["ID"]
+        if item.get("error") or item.get("errorDetail"):
+            error = (item.get("errorDetail") or {}).get("message") or item.get("error")
+    if error:
+        raise CubbiError(f"building {tag} failed: {error.strip()}")
+    info = api.inspect_image(tag)
+    return {"name": defn["name"], "tag": tag, "id": image_id or info["Id"],
+            "size": info.get("Size"), "base": base,
+            "seconds": round(time.time() - started, 1)}
+
+
+def _stderr_raw(text):
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _inspect(api, ref):
+    try:
+        return api.inspect_image(ref)
     except APIError as exc:
         if exc.status != 404:
             raise
+        return None
+
+
+def session_meta(defn):
+    """What a session needs of a definition (stored as /cubbi/image.json)."""
+    return {k: v for k, v in defn.items() if k not in ("path", "source")}
+
+
+# -- resolving --image ------------------------------------------------------
+def ensure_image(engine, name, progress=None):
+    """(docker image reference, image metadata) for --image NAME: a
+    definition (name or directory) gives cubbi/<name>:latest, built on first
+    use; a plain local Docker image works as it is; else NotFound."""
+    api = engine.api
+    defn = find_definition(name)
+    if defn is not None:
+        tag = tag_for(defn)
+        info = _inspect(api, tag)
+        if info is None:
+            _say(progress, f"image {tag} is not built yet; building it from {defn['path']} "
+                           "(first use, this can take minutes)")
+            build(api, defn, progress=progress,
+                  log=(lambda text: [_say(progress, ln) for ln in text.rstrip("\n").split("\n")
+                                     if ln.strip()]) if progress else None)
+        else:
+            labels = (info.get("Config") or {}).get("Labels") or {}
+            if labels.get(L_DIGEST) and labels[L_DIGEST] != digest(defn["path"]):
+                _say(progress, f"note: {defn['path']} changed since {tag} was built; "
+                               f"rebuild it with 'cubbi-image build {name}'")
+        return tag, session_meta(defn)
+    info = _inspect(api, name)
+    if info is None:
         raise NotFound(f"unknown image {name!r}: no image definition and no local Docker "
-                       "image by that name; see cubbi-image list or docker images") from None
-    return name, {}
+                       "image by that name; see cubbi-image list or docker images")
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    meta = {}
+    if labels.get(L_DEFINITION):
+        try:
+            meta = json.loads(labels[L_DEFINITION])
+        except ValueError:
+            meta = {}
+    return name, meta
+
+
+# -- the session's image setup, as init hooks -------------------------------
+def _q(text):
+    import shlex
+
+    return shlex.quote(str(text))
+
+
+def session_files(image_meta, image_ref):
+    """{container path: (bytes, mode, uid, gid)} that the init needs for this
+    image: hooks in /cubbi/hooks/ (sourced in name order by cubbi-init.sh)
+    and /cubbi/command (what cubbi-connect starts)."""
+    meta = image_meta or {}
+    name = meta.get("name") or _short_name(image_ref)
+    files = {"/cubbi/hooks/20-image-env.sh": _env_hook(meta, name),
+             "/cubbi/hooks/60-persistent-configs.sh": _persist_hook(meta, name)}
+    init = meta.get("init") or {}
+    if init.get("pre_command"):
+        files["/cubbi/hooks/69-image-pre-command.sh"] = (
+            "# the image's init.pre_command, as the session user\n"
+            "say \"running the image's pre_command\"\n"
+            f"as_user /bin/sh -c {_q(init['pre_command'])} "
+            "|| fail \"the image's init.pre_command exited with status $?\"\n")
+    out = {path: (text.encode(), 0o600, 0, 0) for path, text in files.items()}
+    if init.get("command"):
+        out["/cubbi/command"] = (
+            f"# what cubbi-connect starts (init.command of {name})\n{init['command']}\n".encode(),
+            0o644, 0, 0)
+    return out
+
+
+def _short_name(ref):
+    base = str(ref or "").rstrip("/").split("/")[-1].split("@")[0].split(":")[0]
+    out = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-.")
+    return out or "image"
+
+
+def _env_hook(meta, name):
+    lines = [f"# cubbi: the environment of image {name} (from its cubbi_image.yaml)",
+             "_cubbi_isset() { ( [ -r \"$C/env\" ] && . \"$C/env\" >/dev/null 2>&1; "
+             "eval \"test -n \\\"\\${$1:-}\\\"\" ); }",
+             "if [ -d /cubbi-config ]; then",
+             "    printf 'export CUBBI_CONFIG_DIR=/cubbi-config CUBBI_IMAGE_CONFIG_DIR=%s\\n' "
+             f"{_q('/cubbi-config/' + name)} >> \"$C/env\"",
+             "fi"]
+    for var in meta.get("environment") or []:
+        if var.get("default") is not None:
+            line = f"export {var['name']}={_q(var['default'])}"
+            lines.append(f"_cubbi_isset {var['name']} || printf '%s\\n' {_q(line)} >> \"$C/env\"")
+    for var in meta.get("environment") or []:
+        if var.get("required"):
+            what = f" ({var['description']})" if var.get("description") else ""
+            reason = (f"required variable {var['name']} is not set{what}; pass it with "
+                      f"-e {var['name']}=VALUE or --env-file")
+            lines.append(f"_cubbi_isset {var['name']} || fail {_q(reason)}")
+    return "\n".join(lines) + "\n"
+
+
+_PERSIST_FUNCS = r'''
+# _pc_mkdirs DIR: create DIR and its missing parents; those under the
+# user's home, /app or /cubbi-config belong to the session user
+_pc_mkdirs() {
+    [ -d "$1" ] && return 0
+    _pc_mkdirs "$(dirname "$1")" || return 1
+    mkdir "$1" || return 1
+    case "$1" in
+        "$user_home"/*|/app/*|/cubbi-config/*) chown "$CUBBI_UID:$CUBBI_GID" "$1";;
+    esac
+}
+# _pc_link TYPE SOURCE TARGET: SOURCE becomes a symlink to TARGET (kept in
+# /cubbi-config); the first time, TARGET is seeded with what the image has
+_pc_link() {
+    _pc_s=$2
+    case "$_pc_s" in "~/"*) _pc_s="$user_home/${_pc_s#\~/}";; esac
+    _pc_mkdirs "$(dirname "$3")" || return 1
+    if [ "$1" = directory ]; then
+        if [ ! -d "$3" ]; then
+            _pc_mkdirs "$3" || return 1
+            if [ -d "$_pc_s" ] && [ ! -L "$_pc_s" ]; then
+                cp -a "$_pc_s/." "$3/" && chown -R "$CUBBI_UID:$CUBBI_GID" "$3"
+            fi
+        fi
+    elif [ ! -e "$3" ] && [ -f "$_pc_s" ] && [ ! -L "$_pc_s" ]; then
+        cp -a "$_pc_s" "$3" && chown "$CUBBI_UID:$CUBBI_GID" "$3"
+    fi
+    if [ -L "$_pc_s" ]; then
+        rm -f "$_pc_s"
+    elif [ -e "$_pc_s" ]; then
+        case "$_pc_s" in
+            /app/*) say "kept $_pc_s: it exists in the project, so it is not linked to $3"
+                    return 0;;
+        esac
+        rm -rf "$_pc_s" || return 1
+    fi
+    _pc_mkdirs "$(dirname "$_pc_s")" || return 1
+    ln -s "$3" "$_pc_s" || return 1
+    chown -h "$CUBBI_UID:$CUBBI_GID" "$_pc_s" 2>/dev/null
+    return 0
+}
+'''
+
+
+def _persist_hook(meta, name):
+    lines = [f"# cubbi: the project's persistent tool state for image {name}",
+             _PERSIST_FUNCS.strip(),
+             "if [ -d /cubbi-config ]; then",
+             f"    _pc_mkdirs {_q('/cubbi-config/' + name)} "
+             f"|| fail {_q('cannot create /cubbi-config/' + name)}"]
+    for pc in meta.get("persistent_configs") or []:
+        lines.append(f"    _pc_link {pc['type']} {_q(pc['source'])} {_q(pc['target'])} "
+                     f"|| fail {_q('cannot link ' + pc['source'] + ' to ' + pc['target'])}")
+    if meta.get("persistent_configs"):
+        lines += ["else",
+                  "    say \"no persistent storage (no project and no mount): tool state is not kept\""]
+    lines.append("fi")
+    return "\n".join(lines) + "\n"

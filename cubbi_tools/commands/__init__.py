@@ -10,6 +10,7 @@ COMMANDS = {
     "cubbi-remote": "remote",
     "cubbi-server": "server",
     "cubbi-project": "project",
+    "cubbi-image": "image",
 }
 
 

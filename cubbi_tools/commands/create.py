@@ -9,7 +9,7 @@ PROG = "cubbi-create"
 
 def build_request(args):
     """The CreateRequest for these switches, with config defaults applied."""
-    from .. import config, envs
+    from .. import config, envs, toolstate
     from ..engine import CreateRequest
     from ..errors import NotFound, UsageError
 
@@ -63,6 +63,7 @@ def build_request(args):
         volumes=volumes, ports=args.port, cpus=args.cpus, memory=args.memory,
         pids_limit=args.pids_limit, owner=_owner(), hardened=args.hardened,
         project=project, files=files,
+        state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     )
 
 

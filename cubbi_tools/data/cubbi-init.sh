@@ -68,9 +68,12 @@ if [ -d /etc/profile.d ]; then
 elif ! grep -q "$C/profile.sh" /etc/profile 2>/dev/null; then
     echo ". $C/profile.sh" >> /etc/profile
 fi
+# an interactive cubbi-connect starts the image's init.command (/cubbi/command)
+# in a login shell, else a login shell
 cat > "$C/login" <<LOGIN
 #!/bin/sh
 cd /app 2>/dev/null || cd
+[ -s $C/command ] && exec $user_shell -l $C/command
 exec $user_shell -l
 LOGIN
 chmod 0755 "$C/login"

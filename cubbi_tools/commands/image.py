@@ -1,0 +1,260 @@
+import sys
+
+from .. import cli
+from ..output import Printer, message
+
+PROG = "cubbi-image"
+
+LIST_COLUMNS = [("name", "NAME"), ("source", "SOURCE"), ("version", "VERSION"),
+                ("built", "BUILT"), ("size_mb", "SIZE MB"), ("description", "DESCRIPTION")]
+BUILD_COLUMNS = [("name", "NAME"), ("tag", "TAG"), ("size_mb", "SIZE MB"),
+                 ("seconds", "SECONDS"), ("base", "BASE")]
+
+
+def _api(args):
+    from ..dockerapi import DockerAPI
+
+    return DockerAPI()
+
+
+def _record(defn, info=None):
+    """The JSON record of a definition (sensitive defaults masked)."""
+    from .. import imagedef, images
+
+    rec = imagedef.public(defn)
+    rec["tag"] = images.tag_for(defn)
+    rec["built"] = info is not None
+    rec["image_id"] = info.get("Id") if info else None
+    rec["size"] = info.get("Size") if info else None
+    rec["created"] = info.get("Created") if info else None
+    rec["stale"] = None
+    if info:
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(images.L_DIGEST):
+            rec["stale"] = labels[images.L_DIGEST] != images.digest(defn["path"])
+    return rec
+
+
+def _human(rec):
+    out = dict(rec)
+    if rec.get("size"):
+        out["size_mb"] = round(rec["size"] / 1e6)
+    if rec.get("built") and rec.get("stale"):
+        out["built"] = "stale"
+    return out
+
+
+def _definition(name):
+    from .. import images
+    from ..errors import NotFound
+
+    defn = images.find_definition(name)
+    if defn is None:
+        raise NotFound(f"no image definition {name!r}; see cubbi-image list (or give a "
+                       "directory holding a cubbi_image.yaml)")
+    return defn
+
+
+def do_list(args):
+    from .. import images
+
+    api = None if args.offline else _api(args)
+    out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
+    errors = []
+    for defn in images.definitions(errors=errors):
+        info = images._inspect(api, images.tag_for(defn)) if api else None
+        rec = _record(defn, info)
+        out.add(_human(rec) if out.fmt == "table" else rec)
+    out.close()
+    for err in errors:
+        message(f"skipped: {err}", PROG)
+    return 1 if errors else 0
+
+
+def do_show(args):
+    from .. import images
+
+    defn = _definition(args.name)
+    rec = _record(defn, images._inspect(_api(args), images.tag_for(defn)))
+    fmt = cli.output_format(args)
+    if fmt != "table":
+        Printer(fmt, key="name").add(rec)
+        return 0
+    lines = [f"name:         {rec['name']}",
+             f"description:  {rec.get('description') or '-'}",
+             f"version:      {rec.get('version') or '-'}",
+             f"maintainer:   {rec.get('maintainer') or '-'}",
+             f"source:       {rec['source']} ({rec['path']})",
+             f"image:        {rec['tag']} "
+             + ("(not built)" if not rec["built"] else
+                f"({rec['image_id'][7:19]}, {round((rec['size'] or 0) / 1e6)} MB"
+                + (", older than its definition" if rec.get("stale") else "") + ")"),
+             f"command:      {rec['init'].get('command') or '(a login shell)'}"]
+    if rec["init"].get("pre_command"):
+        lines.append(f"pre_command:  {rec['init']['pre_command']}")
+    if rec["ports"]:
+        lines.append("ports:        " + ", ".join(str(p) for p in rec["ports"]))
+    sys.stdout.write("\n".join(lines) + "\n")
+    if rec["environment"]:
+        sys.stdout.write("\nenvironment:\n")
+        from ..output import table
+
+        table([{"name": e["name"],
+                "req": "required" if e["required"] else "",
+                "default": e["default"] if e["default"] is not None else "",
+                "desc": (e["description"] or "") + (" (sensitive)" if e["sensitive"] else "")}
+               for e in rec["environment"]],
+              [("name", "NAME"), ("req", "REQUIRED"), ("default", "DEFAULT"),
+               ("desc", "DESCRIPTION")])
+    if rec["persistent_configs"]:
+        sys.stdout.write("\npersistent_configs:\n")
+        for pc in rec["persistent_configs"]:
+            sys.stdout.write(f"  {pc['source']} -> {pc['target']} ({pc['type']})"
+                             + (f"  {pc['description']}" if pc.get("description") else "") + "\n")
+    return 0
+
+
+def do_build(args):
+    from .. import images
+
+    defn = _definition(args.name)
+    ca = args.ca_cert or None
+    result = images.build(_api(args), defn, base=args.base, ca_certs=ca,
+                          no_cache=args.no_cache, tag=args.tag,
+                          progress=lambda m: message(m, PROG))
+    message(f"built {result['tag']} in {result['seconds']} s "
+            f"({round((result['size'] or 0) / 1e6)} MB)", PROG)
+    fmt = cli.output_format(args)
+    out = Printer(fmt, BUILD_COLUMNS, key="tag")
+    out.add(_human(result) if fmt == "table" else result)
+    out.close()
+    return 0
+
+
+def do_validate(args):
+    from .. import images
+
+    defn = _definition(args.name)
+    fmt = cli.output_format(args)
+    rec = {"name": defn["name"], "path": defn["path"], "valid": True,
+           "digest": images.digest(defn["path"])}
+    if fmt == "table":
+        sys.stdout.write(f"{defn['path']}: valid image definition {defn['name']!r}\n")
+    else:
+        Printer(fmt, key="name").add(rec)
+    return 0
+
+
+def do_bootstrap(args):
+    import time
+
+    from .. import images
+
+    api = _api(args)
+    started = time.time()
+    if not args.force and images.image_exists(api, args.tag):
+        message(f"{args.tag} exists; use --force to make it again", PROG)
+    else:
+        images.bootstrap_base(api, tag=args.tag, suite=args.suite, mirror=args.mirror,
+                              progress=lambda m: message(m, PROG))
+    info = api.inspect_image(args.tag)
+    rec = {"tag": args.tag, "id": info["Id"], "size": info.get("Size"),
+           "seconds": round(time.time() - started, 1)}
+    fmt = cli.output_format(args)
+    out = Printer(fmt, [("tag", "TAG"), ("size_mb", "SIZE MB"), ("seconds", "SECONDS")], key="tag")
+    out.add(_human(rec) if fmt == "table" else rec)
+    out.close()
+    return 0
+
+
+HANDLERS = {"list": do_list, "show": do_show, "build": do_build, "validate": do_validate,
+            "bootstrap-base": do_bootstrap}
+
+
+def run(args):
+    return HANDLERS[args.subcommand](args)
+
+
+QUIET = cli.Opt("-q", "--quiet", help="print names (build: tags) only, one per line")
+NAME = cli.Arg("name", "an image definition: a name from cubbi-image list, or a directory "
+                       "holding cubbi_image.yaml and a Dockerfile", complete="image",
+               metavar="NAME|DIR")
+
+COMMAND = cli.Command(
+    "cubbi-image", "list, show, validate and build session images", run,
+    description="An image definition is a folder with a Dockerfile and a cubbi_image.yaml "
+                "(name, description, version, maintainer, init {pre_command, command}, "
+                "environment, ports, volumes, persistent_configs). Definitions are found by "
+                "name in ~/.config/cubbi/images/ (yours, first) and in the built-in images "
+                "(base, goose, aider, claude-code, opencode, codex), or given as a directory. "
+                "cubbi-create --image NAME builds cubbi/NAME:latest on first use; "
+                "cubbi-image build rebuilds it. Every built-in Dockerfile starts FROM the "
+                "build argument BASE_IMAGE (--base; default debian:bookworm-slim, or a "
+                "Debian base made locally with bootstrap-base when no registry answers) and "
+                "installs the extra CA certificates of --ca-cert before apt, pip and npm run.",
+    subcommands={
+        "list": ("list image definitions and whether their image is built",
+                 [cli.JSON, QUIET,
+                  cli.Opt("--offline", help="do not ask the Docker engine whether images are built")],
+                 []),
+        "show": ("show one image definition", [cli.JSON], [NAME]),
+        "build": ("build the image of a definition (cubbi/NAME:latest)", [
+            cli.Opt("--base", kind="value", metavar="IMAGE",
+                    help="base image for FROM (build argument BASE_IMAGE; default images.base, "
+                         "else debian:bookworm-slim falling back to cubbi/base-os:bookworm)"),
+            cli.Opt("--ca-cert", kind="multi", metavar="FILE", complete="file",
+                    help="a PEM CA certificate (or bundle) to trust during the build and in the "
+                         "image, for TLS-intercepting proxies; repeatable (default images.ca_cert)"),
+            cli.Opt("--no-cache", help="build every step again"),
+            cli.Opt("-t", "--tag", kind="value", metavar="TAG",
+                    help="tag the image TAG instead of cubbi/NAME:latest"),
+            cli.JSON, QUIET], [NAME]),
+        "validate": ("check a definition's cubbi_image.yaml and Dockerfile (exit 2 when invalid)",
+                     [cli.JSON, QUIET], [NAME]),
+        "bootstrap-base": ("make a Debian base image locally, without a registry "
+                           "(debootstrap, needs root)", [
+            cli.Opt("--tag", kind="value", metavar="TAG", default="cubbi/base-os:bookworm",
+                    help="the image to make (default cubbi/base-os:bookworm)"),
+            cli.Opt("--suite", kind="value", metavar="SUITE", default="bookworm",
+                    help="Debian suite (default bookworm)"),
+            cli.Opt("--mirror", kind="value", metavar="URL",
+                    help="Debian mirror (default images.mirror, else http://deb.debian.org/debian)"),
+            cli.Opt("--force", help="make it again even when the image exists"),
+            cli.JSON, QUIET], []),
+    },
+    examples=[
+        ("cubbi-image list", "definitions, where they come from, and whether they are built"),
+        ("cubbi-image build aider --ca-cert /etc/ssl/certs/ca-certificates.crt",
+         "build aider behind a TLS-intercepting proxy, trusting the host's CA bundle"),
+        ("cubbi-image bootstrap-base && cubbi-image build base --base cubbi/base-os:bookworm",
+         "no registry: make a Debian base locally, then build on it"),
+        ("cubbi-image validate ./my-tool && cubbi-create --image ./my-tool",
+         "check your own definition, then start a session from it"),
+    ],
+    sections=[
+        ("IMAGE DEFINITIONS",
+         "Put your own in ~/.config/cubbi/images/NAME/ (Dockerfile + cubbi_image.yaml, "
+         "NAME equal to the name field) or anywhere and pass the directory. Start the "
+         "Dockerfile with 'ARG BASE_IMAGE=debian:bookworm-slim' and 'FROM ${BASE_IMAGE}'; "
+         "the build context always holds a cubbi-ca/ folder with the --ca-cert files "
+         "(COPY cubbi-ca/ /usr/local/share/ca-certificates/cubbi/, then run "
+         "update-ca-certificates). The image needs /bin/sh; cubbi's init does the rest."),
+        ("SESSION SETUP",
+         "A session of a definition: required variables that are unset fail it (cubbi-ls "
+         "shows failed, the reason names the variable); defaults fill unset variables; "
+         "persistent_configs are symlinked to ~/.cubbi/projects/HASH/config on the host "
+         "(mounted at /cubbi-config, CUBBI_CONFIG_DIR and CUBBI_IMAGE_CONFIG_DIR set) so "
+         "tool state survives across sessions of the same project; init.pre_command runs "
+         "once as the session user; /app/.cubbi/init.sh of the project runs next; "
+         "cubbi-connect with no command starts init.command (else a login shell)."),
+        ("EXIT STATUS",
+         "0 done; 1 the build or bootstrap failed (the build's own error is shown); "
+         "2 usage error or an invalid definition (the message names the file and field); "
+         "3 no such definition, file or base image; 4 the Docker engine is unreachable."),
+    ],
+    see_also=["cubbi-create", "cubbi-config"],
+)
+
+
+def main():
+    COMMAND.main()

@@ -1,0 +1,262 @@
+"""cubbi_image.yaml: load and validate an image definition.
+
+An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
+
+    name: aider                      # [a-z0-9][a-z0-9._-]*, the image is cubbi/<name>:latest
+    description: Aider coding assistant
+    version: 1.0.0
+    maintainer: team@example.com
+    init:
+      pre_command: aider --version   # optional, run once by the init as the session user
+      command: aider                 # optional, what cubbi-connect starts (else a shell)
+    environment:
+      - name: OPENAI_API_KEY
+        description: key for the model API
+        required: false              # true: the session fails, naming it, when unset
+        default: ""                  # applied when the session does not set it
+        sensitive: true              # never shown (cubbi-image show masks the default)
+    ports: [8000]
+    volumes:
+      - mountPath: /app
+        description: the project
+    persistent_configs:
+      - source: ~/.aider             # path in the container (~ is the session user's home)
+        target: /cubbi-config/aider  # path in the project's persistent storage
+        type: directory              # directory | file
+        description: aider history
+
+Every error names the file and the field, and is a UsageError (exit 2).
+"""
+
+import os
+import re
+
+from .errors import UsageError
+
+FILENAME = "cubbi_image.yaml"
+CONFIG_MOUNT = "/cubbi-config"
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOP = ("name", "description", "version", "maintainer", "init", "environment", "ports",
+        "volumes", "persistent_configs")
+_ENV_KEYS = ("name", "description", "required", "default", "sensitive")
+_PC_KEYS = ("source", "target", "type", "description")
+
+
+class InvalidDefinition(UsageError):
+    """A cubbi_image.yaml (or its folder) that cannot be used; exit 2."""
+
+
+def valid_name(name):
+    return bool(_NAME_RE.fullmatch(str(name)))
+
+
+def is_definition_dir(path):
+    return os.path.isfile(os.path.join(path, FILENAME))
+
+
+def load(directory, expect_name=None):
+    """The normalised definition in DIRECTORY (a dict), or InvalidDefinition."""
+    directory = os.path.abspath(directory)
+    path = os.path.join(directory, FILENAME)
+    shown = _shown(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise InvalidDefinition(f"{_shown(directory)}: no {FILENAME} in this directory") from None
+    except OSError as exc:
+        raise InvalidDefinition(f"{shown}: cannot read: {exc.strerror}") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidDefinition(f"{shown}{where}: invalid YAML: {problem}") from None
+    defn = validate(data, shown)
+    if expect_name is not None and defn["name"] != expect_name:
+        raise InvalidDefinition(f"{shown}: name: {defn['name']!r} differs from its folder "
+                                f"name {expect_name!r}; make them the same")
+    if not os.path.isfile(os.path.join(directory, "Dockerfile")):
+        raise InvalidDefinition(f"{_shown(directory)}: no Dockerfile beside {FILENAME}")
+    defn["path"] = directory
+    return defn
+
+
+def validate(data, shown=FILENAME):
+    """Check a parsed cubbi_image.yaml; return it normalised (every field
+    present, lists of dicts, strings where strings are expected)."""
+    def bad(field, problem):
+        raise InvalidDefinition(f"{shown}: {field}: {problem}")
+
+    if not isinstance(data, dict):
+        bad("(top level)", "expected a mapping with at least 'name'")
+    for key in data:
+        if key not in _TOP:
+            bad(key, f"unknown field (known: {', '.join(_TOP)})")
+    name = data.get("name")
+    if name is None:
+        bad("name", "missing; give the image a name like 'aider'")
+    if not isinstance(name, str) or not valid_name(name):
+        bad("name", f"{name!r} is not a valid name: lower-case letters, digits, '.', '_', '-' "
+                    "(starting with a letter or digit, at most 64)")
+    out = {"name": name}
+    for key in ("description", "version", "maintainer"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, (str, int, float)):
+            bad(key, "expected a string")
+        out[key] = None if value is None else str(value)
+
+    init = data.get("init") or {}
+    if not isinstance(init, dict):
+        bad("init", "expected a mapping with pre_command and/or command")
+    out["init"] = {}
+    for key in init:
+        if key not in ("pre_command", "command"):
+            bad(f"init.{key}", "unknown field (known: pre_command, command)")
+    for key in ("pre_command", "command"):
+        out["init"][key] = _command(init.get(key), f"init.{key}", bad)
+
+    env = data.get("environment") or []
+    if not isinstance(env, list):
+        bad("environment", "expected a list of {name, description, required, default, sensitive}")
+    out["environment"] = []
+    seen = set()
+    for i, item in enumerate(env):
+        field = f"environment[{i}]"
+        if not isinstance(item, dict):
+            bad(field, "expected a mapping with at least 'name'")
+        for key in item:
+            if key not in _ENV_KEYS:
+                bad(f"{field}.{key}", f"unknown field (known: {', '.join(_ENV_KEYS)})")
+        vname = item.get("name")
+        if not isinstance(vname, str) or not _VAR_RE.fullmatch(vname):
+            bad(f"{field}.name", f"{vname!r} is not a variable name like API_KEY")
+        if vname in seen:
+            bad(f"{field}.name", f"{vname} is listed twice")
+        seen.add(vname)
+        entry = {"name": vname, "description": _opt_str(item.get("description"),
+                                                         f"{field}.description", bad)}
+        for key in ("required", "sensitive"):
+            value = item.get(key, False)
+            if not isinstance(value, bool):
+                bad(f"{field}.{key}", f"expected true or false, not {value!r}")
+            entry[key] = value
+        default = item.get("default")
+        if default is not None:
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            elif isinstance(default, (int, float)):
+                default = str(default)
+            elif not isinstance(default, str):
+                bad(f"{field}.default", "expected a string")
+            if "\n" in default or "\0" in default:
+                bad(f"{field}.default", "must be one line")
+        if default is not None and entry["sensitive"]:
+            bad(f"{field}.default", "a sensitive variable cannot have a default: defaults are "
+                                    "stored in the image; users pass it with -e or --env-file")
+        entry["default"] = default
+        out["environment"].append(entry)
+
+    ports = data.get("ports") or []
+    if not isinstance(ports, list):
+        bad("ports", "expected a list of port numbers")
+    out["ports"] = []
+    for i, port in enumerate(ports):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            bad(f"ports[{i}]", f"expected a port number 1-65535, not {port!r}")
+        out["ports"].append(port)
+
+    volumes = data.get("volumes") or []
+    if not isinstance(volumes, list):
+        bad("volumes", "expected a list of {mountPath, description}")
+    out["volumes"] = []
+    for i, vol in enumerate(volumes):
+        field = f"volumes[{i}]"
+        if not isinstance(vol, dict):
+            bad(field, "expected a mapping with mountPath")
+        for key in vol:
+            if key not in ("mountPath", "description"):
+                bad(f"{field}.{key}", "unknown field (known: mountPath, description)")
+        mount = vol.get("mountPath")
+        if not isinstance(mount, str) or not mount.startswith("/"):
+            bad(f"{field}.mountPath", f"expected an absolute path, not {mount!r}")
+        out["volumes"].append({"mountPath": mount,
+                               "description": _opt_str(vol.get("description"),
+                                                       f"{field}.description", bad)})
+
+    pcs = data.get("persistent_configs") or []
+    if not isinstance(pcs, list):
+        bad("persistent_configs", "expected a list of {source, target, type, description}")
+    out["persistent_configs"] = []
+    targets = set()
+    for i, pc in enumerate(pcs):
+        field = f"persistent_configs[{i}]"
+        if not isinstance(pc, dict):
+            bad(field, "expected a mapping with source, target and type")
+        for key in pc:
+            if key not in _PC_KEYS:
+                bad(f"{field}.{key}", f"unknown field (known: {', '.join(_PC_KEYS)})")
+        source = pc.get("source")
+        if not isinstance(source, str) or not (source.startswith("/") or source.startswith("~/")):
+            bad(f"{field}.source", f"expected an absolute path or ~/path in the container, "
+                                   f"not {source!r}")
+        target = pc.get("target")
+        if not isinstance(target, str) or not target.startswith(CONFIG_MOUNT + "/") \
+                or "/../" in target + "/" or target.rstrip("/") == CONFIG_MOUNT:
+            bad(f"{field}.target", f"expected a path under {CONFIG_MOUNT}/, not {target!r}")
+        for path in (source, target):
+            if any(c in path for c in "\n\"'`$\\"):
+                bad(field, f"{path!r}: quotes, '$', '`' and backslashes are not allowed in paths")
+        if target in targets:
+            bad(f"{field}.target", f"{target} is used twice")
+        targets.add(target)
+        kind = pc.get("type", "directory")
+        if kind not in ("directory", "file"):
+            bad(f"{field}.type", f"expected directory or file, not {kind!r}")
+        out["persistent_configs"].append({
+            "source": source.rstrip("/") or source, "target": target.rstrip("/"), "type": kind,
+            "description": _opt_str(pc.get("description"), f"{field}.description", bad)})
+    return out
+
+
+def _command(value, field, bad):
+    if value is None or value == "":
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        import shlex
+
+        return " ".join(shlex.quote(v) for v in value)
+    if not isinstance(value, str):
+        bad(field, "expected a shell command line (a string) or a list of words")
+    return value.strip()
+
+
+def _opt_str(value, field, bad):
+    if value is None:
+        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        bad(field, "expected a string")
+    return str(value)
+
+
+def _shown(path):
+    """A path as a user would type it: relative to the cwd when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+def public(defn):
+    """The definition with sensitive defaults masked, for show/list output."""
+    out = dict(defn)
+    out["environment"] = [
+        dict(e, default="********" if e["sensitive"] and e["default"] else e["default"])
+        for e in defn.get("environment", [])]
+    return out
