@@ -131,6 +131,7 @@ class Command:
 def run_main(command, argv=None):
     """Run a command and return its exit code, mapping errors to codes."""
     debug = debugging()
+    _std_streams()
     try:
         args = command.parser().parse_args(argv)
         code = command.run(args) or 0
@@ -200,6 +201,22 @@ class Tally:
         if not self.codes:
             return 0
         return next(iter(self.codes)) if len(self.codes) == 1 else 1
+
+
+def _std_streams():
+    """A closed stdin/stdout/stderr (`cmd <&-`, CI without standard input)
+    becomes /dev/null, so isatty() and writes work and children inherit it."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False))
 
 
 def _silence_stdout():

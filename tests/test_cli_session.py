@@ -494,3 +494,14 @@ def test_ls_filters(cubbi, busybox_image, prefix):
     assert (r.exit_code, r.stdout) == (0, "")
     one_line_error(cubbi("cubbi-ls", "--filter", "colour=red"), 2, "colour=red")
     one_line_error(cubbi("cubbi-ls", "--bogus"), 2, "--bogus")
+
+
+def test_closed_standard_streams(cubbi, busybox_image, prefix):
+    """CI runs without standard input: a closed stdin is no terminal."""
+    r = cubbi("bash", "-c", f'cubbi-create --image {busybox_image} --name {prefix}-x --no-mount <&-')
+    assert r.exit_code == 0, r
+    assert r.stdout.split()[:2] == ["ID", "NAME"]
+    r = cubbi("bash", "-c", f"cubbi-ls --filter name={prefix}-x >&-; echo $?")
+    assert r.stdout == "0\n", r
+    r = cubbi("bash", "-c", f"cubbi-close {prefix}-x <&-")
+    assert r.exit_code == 0, r
