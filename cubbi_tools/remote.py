@@ -27,10 +27,12 @@ def token_secret(name):
 
 
 def endpoint(name):
-    """The URL of remote NAME, from the config."""
+    """The URL of remote NAME: $CUBBI_REMOTE_URL when set (scripts, CI; with
+    $CUBBI_REMOTE_TOKEN no config or secret store is needed), else the config."""
     from . import config
 
-    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
+    url = os.environ.get("CUBBI_REMOTE_URL") or config.lookup(
+        config.load(), f"remote.endpoints.{name}.url")
     if not url:
         raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
                        "(see cubbi-remote list)")

@@ -230,11 +230,10 @@ class State:
         return rec
 
     def _project_record(self, row, with_secret=False):
-        auth = {"type": row["auth_type"]}
-        if row["public_key"]:
-            auth["public_key"] = row["public_key"]
-        rec = {"id": row["id"], "url": row["url"], "type": row["type"], "auth": auth,
-               "created": row["created"], "updated": row["updated"]}
+        """The record of cubbi-project --json (id, url, host, auth, added),
+        never the credential unless with_secret (for the session setup)."""
+        rec = {"id": row["id"], "url": row["url"], "host": row["id"].split("/", 1)[0],
+               "auth": row["auth_type"], "added": row["created"], "updated": row["updated"]}
         if with_secret:
             rec["secret"] = self.decrypt(row["secret"])
         return rec

@@ -207,18 +207,14 @@ class Service:
         new_id = project_id(url)
         if pid is not None and project_id(pid) != new_id:
             raise UsageError(f"the url {url!r} names project {new_id!r}, not {pid!r}")
-        auth = payload.get("auth") or {}
-        if not isinstance(auth, dict):
-            raise UsageError('"auth" must be an object: {type, key|token, public_key}')
-        kind = auth.get("type") or "none"
-        if kind not in ("none", "ssh", "token"):
-            raise UsageError(f'auth type {kind!r}: expected "ssh", "token" or "none"')
-        secret = auth.get("key") if kind == "ssh" else auth.get("token") if kind == "token" else None
+        kind = payload.get("auth") or "none"
+        if kind not in ("none", "ssh_key", "token"):
+            raise UsageError(f'"auth" {kind!r}: expected "ssh_key", "token" or "none"')
+        secret = payload.get(kind) if kind != "none" else None
         if kind != "none" and (not isinstance(secret, str) or not secret):
-            raise UsageError(f'auth type {kind!r} needs its "{"key" if kind == "ssh" else "token"}"')
+            raise UsageError(f'"auth": "{kind}" needs the credential in "{kind}"')
         return self.state.put_project(user, new_id, url, type=payload.get("type") or "git",
                                       auth_type=kind, secret=secret,
-                                      public_key=auth.get("public_key"),
                                       replace=pid is not None)
 
     def delete_project(self, user, pid):
@@ -226,28 +222,10 @@ class Service:
 
 
 def project_id(url):
-    """The normalised project id (cubbi_tools.projects.normalise when there)."""
-    try:
-        from .projects import normalise
-    except ImportError:
-        normalise = _normalise
-    return normalise(url)
+    """The normalised project id, as cubbi-project computes it locally."""
+    from .projects import normalise
 
-
-def _normalise(url):
-    u = url.strip()
-    for p in ("ssh://", "https://", "http://", "git://"):
-        if u.startswith(p):
-            u = u[len(p):]
-            break
-    if "@" in u.split("/", 1)[0]:
-        u = u.split("@", 1)[1]
-    if ":" in u.split("/", 1)[0]:
-        host, _, rest = u.partition(":")
-        u = f"{host}/{rest}" if not rest.isdigit() else host
-    if u.endswith(".git"):
-        u = u[:-4]
-    return u.strip("/").lower()
+    return normalise(url)[0]
 
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,

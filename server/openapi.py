@@ -60,15 +60,16 @@ DOCUMENT = {
             "ExecResult": {"type": "object", "properties": {
                 "exit_code": {"type": "integer"}, "stdout": {"type": "string"},
                 "stderr": {"type": "string"}}},
-            "Project": {"type": "object", "properties": {
-                "id": {"type": "string"}, "url": {"type": "string"}, "type": {"type": "string"},
-                "auth": {"type": "object", "description": "{type: none|ssh|token, public_key}; "
-                         "the secret is never returned"},
-                "created": {"type": "string"}, "updated": {"type": "string"}}},
+            "Project": {"type": "object", "description": "the record of cubbi-project --json; "
+                        "the credential is never returned", "properties": {
+                "id": {"type": "string"}, "url": {"type": "string"}, "host": {"type": "string"},
+                "auth": {"type": "string", "enum": ["ssh_key", "token", "none"]},
+                "added": {"type": "string"}, "updated": {"type": "string"}}},
             "ProjectInput": {"type": "object", "required": ["url"], "properties": {
-                "url": {"type": "string"}, "type": {"type": "string"},
-                "auth": {"type": "object", "description": "{type: ssh, key, public_key} or "
-                         "{type: token, token}; stored encrypted"}}},
+                "url": {"type": "string"},
+                "auth": {"type": "string", "enum": ["ssh_key", "token", "none"]},
+                "ssh_key": {"type": "string", "description": "with auth ssh_key; stored encrypted"},
+                "token": {"type": "string", "description": "with auth token; stored encrypted"}}},
         },
     },
     "security": [{"bearer": []}],

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""A real cubbi-server on loopback for tests: a temp SQLite database, a free
+port, tokens issued with `cubbi-server token create`.
+
+As a script it wraps a command (the bats suite's second run):
+    python3 tests/serverproc.py bats tests/bats
+starts a server, issues a token, adds it as remote `test` in the config dir
+($CUBBI_CONFIG_DIR, made when unset), exports CUBBI_REMOTE=test and runs
+the command; the server stops when the command ends, and its exit code is
+the command's.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.path.join(ROOT, "bin")
+
+
+def _env(extra=None):
+    env = dict(os.environ)
+    env["PATH"] = BIN + os.pathsep + os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("CUBBI_REMOTE", None)
+    env.update(extra or {})
+    return env
+
+
+class ServerProcess:
+    def __init__(self, workdir, env=None, config_text=None):
+        self.workdir = workdir
+        self.config = os.path.join(workdir, "cubbi-service.yaml")
+        with open(self.config, "w") as fh:
+            fh.write(config_text or "server:\n  heartbeat: 1\n  max_body: 65536\n"
+                                    "state:\n  database: server.db\n"
+                                    "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n")
+        self.env = _env({"TEST_PROJECT_KEY": "test-key-" + os.urandom(8).hex(), **(env or {})})
+        self.proc = None
+        self.url = None
+        self.log = os.path.join(workdir, "server.log")
+
+    @property
+    def database(self):
+        return os.path.join(self.workdir, "server.db")
+
+    def start(self, timeout=20):
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "cubbi-server"), "--config", self.config, "--host", "127.0.0.1",
+             "--port", str(getattr(self, "port", 0))],
+            stdout=subprocess.DEVNULL, stderr=self._log, env=self.env, cwd=self.workdir)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log, "rb") as fh:
+                m = re.findall(rb"listening on (http://[\d.]+:(\d+))", fh.read())
+            if m and (self.url is None or self.proc.poll() is None):
+                self.url = m[-1][0].decode()
+                self.port = int(m[-1][1])
+                if self._healthy():
+                    return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"cubbi-server did not start:\n{open(self.log).read()}")
+
+    def _healthy(self):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def token(self, user):
+        out = subprocess.run([os.path.join(BIN, "cubbi-server"), "token", "create", user,
+                              "--config", self.config], capture_output=True, text=True,
+                             env=self.env, cwd=self.workdir, check=True)
+        return out.stdout.strip()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def main(argv):
+    if not argv:
+        sys.stderr.write(__doc__)
+        return 2
+    work = tempfile.mkdtemp(prefix="cubbi-server-test-")
+    server = ServerProcess(work).start()
+    try:
+        cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
+        os.makedirs(cfg, exist_ok=True)
+        env = _env({"CUBBI_CONFIG_DIR": cfg})
+        token = server.token(os.environ.get("USER") or "tester")
+        subprocess.run([os.path.join(BIN, "cubbi-remote"), "add", "test", server.url,
+                        "--token", "-"], input=token,
+                       text=True, env=env, check=True, capture_output=True)
+        env["CUBBI_REMOTE"] = "test"
+        # tests that make their own config dir still reach the server
+        env["CUBBI_REMOTE_URL"] = server.url
+        env["CUBBI_REMOTE_TOKEN"] = token
+        env["CUBBI_TEST_SERVER_URL"] = server.url
+        return subprocess.call(argv, env=env)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

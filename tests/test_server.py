@@ -1,0 +1,390 @@
+"""The Cubbi Service against the real engine: a real cubbi-server on
+127.0.0.1 (free port, temp SQLite), driven over HTTP and WebSocket, and
+through the commands with -r.  Bad input, auth, isolation between users,
+an engine that is down, clients that vanish mid-stream, restarts."""
+
+import http.client
+import json
+import os
+import socket
+import sqlite3
+import time
+import urllib.parse
+
+import pytest
+
+from serverproc import ServerProcess
+
+pytestmark = pytest.mark.engine
+
+
+class Client:
+    def __init__(self, url, token=None):
+        p = urllib.parse.urlsplit(url)
+        self.host, self.port, self.token = p.hostname, p.port, token
+
+    def call(self, method, path, body=None, raw=None, headers=None, token=...):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        hdrs = dict(headers or {})
+        tok = self.token if token is ... else token
+        if tok:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        text = resp.read()
+        conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        assert "json" in ctype, (method, path, resp.status, ctype, text[:200])
+        return resp.status, (json.loads(text) if text.strip() and "ndjson" not in ctype else text)
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(server):
+    return Client(server.url, server.token("alice"))
+
+
+@pytest.fixture(scope="module")
+def bob(server):
+    return Client(server.url, server.token("bob"))
+
+
+@pytest.fixture
+def remote_env(server, cubbi):
+    """cubbi commands talking to the server as alice, through cubbi-remote add."""
+    tok = server.token("alice")
+    r = cubbi("cubbi-remote", "add", "srv", server.url, "--token", "-", input=tok,
+              env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 0, r
+    return {"CUBBI_REMOTE": "srv", "CUBBI_SECRETS": "file"}
+
+
+def _session(client, busybox_image, name, hook=None):
+    body = {"image": busybox_image, "name": name}
+    if hook:  # a setup hook: runs (as root) before the session reports ready
+        body["files"] = {"/cubbi/hooks/90-test.sh": [hook, 0o755]}
+    st, rec = client.call("POST", "/sessions", body)
+    assert st == 201, rec
+    st, rec = client.call("GET", f"/sessions/{rec['id']}?wait=60")
+    assert st == 200 and rec["status"] == "running", rec
+    return rec
+
+
+# -- errors are JSON, with the right codes ------------------------------------
+def test_health_needs_no_token_and_reports_the_engine(server):
+    st, body = Client(server.url).call("GET", "/health")
+    assert st == 200 and body["status"] == "ok" and body["engine"] == "ok"
+
+
+def test_missing_or_wrong_token_is_401_on_every_endpoint(server):
+    anon, wrong = Client(server.url), Client(server.url, "cubbi_000000000000_" + "0" * 64)
+    junk = Client(server.url, "not-a-token")
+    for method, path in [("GET", "/sessions"), ("POST", "/sessions"), ("GET", "/sessions/x"),
+                         ("DELETE", "/sessions/x"), ("GET", "/sessions/x/logs"),
+                         ("POST", "/sessions/x/connect"), ("GET", "/images"),
+                         ("GET", "/images/x"), ("GET", "/projects"), ("POST", "/projects"),
+                         ("GET", "/projects/a/b"), ("PUT", "/projects/a/b"),
+                         ("DELETE", "/projects/a/b")]:
+        for c in (anon, wrong, junk):
+            st, body = c.call(method, path, body={} if method in ("POST", "PUT") else None)
+            assert st == 401 and body["kind"] == "auth", (method, path, st, body)
+
+
+def test_unknown_routes_and_methods_are_json(server, alice):
+    st, body = alice.call("GET", "/nope")
+    assert st == 404 and body["status"] == 404
+    st, body = alice.call("PATCH", "/sessions")
+    assert st == 405 and body["status"] == 405
+
+
+def test_malformed_non_object_and_mistyped_bodies_are_400(alice):
+    for raw in (b"{bad", b"[1,2]", b"\xff\xfe", b'"x"'):
+        st, body = alice.call("POST", "/sessions", raw=raw,
+                              headers={"Content-Type": "application/json"})
+        assert st == 400 and body["kind"] == "usage", (raw, body)
+    for payload in ({"image": 5}, {"image": "x", "env": {"A": 1}}, {"image": "x", "ports": "80"},
+                    {"name": "no-image"}, {"image": "x", "pids_limit": True}):
+        st, body = alice.call("POST", "/sessions", payload)
+        assert st == 400, (payload, body)
+
+
+def test_oversized_body_is_413(alice):
+    st, body = alice.call("POST", "/sessions", raw=b"{" + b" " * 70000 + b"}",
+                          headers={"Content-Type": "application/json"})
+    assert st == 413 and "too large" in body["error"]
+
+
+def test_host_paths_from_a_client_are_refused(alice, busybox_image):
+    st, body = alice.call("POST", "/sessions", {"image": busybox_image, "volumes": ["/:/host"]})
+    assert st == 400 and "volume" in body["error"]
+    st, body = alice.call("POST", "/sessions", {"image": busybox_image, "mount": "/etc"})
+    assert st == 400 and "--mount" in body["error"]
+
+
+def test_unknown_session_is_404_everywhere(alice):
+    for method, path in [("GET", "/sessions/zzzz9999"), ("DELETE", "/sessions/zzzz9999"),
+                         ("GET", "/sessions/zzzz9999/logs")]:
+        st, body = alice.call(method, path)
+        assert st == 404 and body["kind"] == "not_found", (method, path, body)
+    st, body = alice.call("POST", "/sessions/zzzz9999/connect", {"command": ["true"]})
+    assert st == 404
+
+
+# -- one user's sessions are invisible to another -------------------------------
+def test_another_users_session_is_404(server, alice, bob, busybox_image, prefix):
+    rec = _session(alice, busybox_image, f"{prefix}-alice")
+    assert rec["owner"] == "alice"
+    sid = rec["id"]
+    st, body = bob.call("GET", "/sessions?all=1")
+    assert st == 200 and sid not in [r["id"] for r in body["sessions"]]
+    for method, path in [("GET", f"/sessions/{sid}"), ("GET", f"/sessions/{rec['name']}"),
+                         ("DELETE", f"/sessions/{sid}"), ("GET", f"/sessions/{sid}/logs")]:
+        st, body = bob.call(method, path)
+        assert st == 404, (method, path, body)
+    st, body = bob.call("POST", f"/sessions/{sid}/connect", {"command": ["id"]})
+    assert st == 404
+    from cubbi_tools.remote import RemoteService
+
+    with pytest.raises(Exception) as info:
+        RemoteService("b", url=server.url, token=bob.token).connect(rec, ["id"], use_stdin=False)
+    assert "no session" in str(info.value)
+    # still alive for its owner
+    st, body = alice.call("GET", f"/sessions/{sid}")
+    assert st == 200 and body["status"] == "running"
+
+
+def test_owner_comes_from_the_token_not_the_body(alice, busybox_image, prefix):
+    st, rec = alice.call("POST", "/sessions", {
+        "image": busybox_image, "name": f"{prefix}-own", "owner": "bob", "uid": 0,
+        "labels": {"cubbi.owner": "bob", "team": "x"}})
+    assert st == 201, rec
+    assert rec["owner"] == "alice"
+
+
+# -- exec mode, logs ---------------------------------------------------------------
+def test_exec_mode_separates_streams_and_passes_the_status(alice, busybox_image, prefix):
+    rec = _session(alice, busybox_image, f"{prefix}-exec")
+    st, out = alice.call("POST", f"/sessions/{rec['id']}/connect",
+                         {"command": ["sh", "-c", "cat; echo oops >&2; id -u; exit 7"],
+                          "stdin": "from stdin\n"})
+    assert st == 200, out
+    assert out == {"exit_code": 7, "stdout": "from stdin\n1000\n", "stderr": "oops\n"}
+
+
+def _health(client):
+    return client.call("GET", "/health", token=None)[1]
+
+
+def _fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_client_leaving_a_followed_log_stream_leaks_nothing(server, alice, busybox_image, prefix):
+    rec = _session(alice, busybox_image, f"{prefix}-logs")
+    before_fds = _fds(server.proc.pid)
+    socks = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall((f"GET /sessions/{rec['id']}/logs?follow=1 HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: Bearer {alice.token}\r\n\r\n").encode())
+        data = b""
+        while b"cubbi-init: ready" not in data:
+            data += s.recv(4096)
+        socks.append(s)
+    assert _health(alice)["streams"] == 5
+    for s in socks:
+        s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and _health(alice)["streams"]:
+        time.sleep(0.2)
+    assert _health(alice)["streams"] == 0
+    while time.time() < deadline and _fds(server.proc.pid) > before_fds:
+        time.sleep(0.2)  # the last /health connection closing
+    assert _fds(server.proc.pid) <= before_fds, os.listdir(f"/proc/{server.proc.pid}/fd")
+
+
+def test_logs_tail_and_since(alice, busybox_image, prefix):
+    rec = _session(alice, busybox_image, f"{prefix}-tail", hook="for i in 1 2 3; do echo line$i >&2; done\n")
+    st, text = alice.call("GET", f"/sessions/{rec['id']}/logs?tail=3")
+    lines = [json.loads(x) for x in text.splitlines() if x.strip()]
+    assert [x["line"] for x in lines] == ["line2", "line3", "cubbi-init: ready"], lines
+    st, text = alice.call("GET", f"/sessions/{rec['id']}/logs?since={int(time.time()) + 60}")
+    assert st == 200 and not text.strip()
+    assert set(lines[0]) == {"session", "stream", "time", "line"}
+    st, body = alice.call("GET", f"/sessions/{rec['id']}/logs?tail=-1")
+    assert st == 400
+
+
+# -- WebSocket terminal ----------------------------------------------------------
+def test_websocket_terminal_is_a_real_tty_with_resize(server, alice, busybox_image, prefix):
+    from cubbi_tools.remote import RemoteService
+
+    rec = _session(alice, busybox_image, f"{prefix}-tty")
+    svc = RemoteService("t", url=server.url, token=alice.token)
+    ws = svc.websocket(rec, tty=True, size=(33, 101))
+    ws.send_binary(b"stty size; tty; exit 5\n")
+    out, code = b"", None
+    while True:
+        msg = ws.recv()
+        if msg is None:
+            break
+        if isinstance(msg, bytes):
+            out += msg[1:]
+        else:
+            ctl = json.loads(msg)
+            if ctl["type"] == "exit":
+                code = ctl["code"]
+    assert b"33 101" in out, out
+    assert b"/dev/pts/" in out, out
+    assert code == 5
+    assert _health(alice)["terminals"] == 0
+
+
+# -- the engine down -----------------------------------------------------------------
+def test_engine_down_is_503_with_a_clear_message(engine, tmp_path):
+    srv = ServerProcess(str(tmp_path), env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    srv.start()
+    try:
+        c = Client(srv.url, srv.token("alice"))
+        st, body = c.call("GET", "/sessions")
+        assert st == 503 and body["kind"] == "engine"
+        assert "Docker engine" in body["error"]
+        st, body = c.call("GET", "/health", token=None)
+        assert st == 200 and body["engine"] != "ok"
+    finally:
+        srv.stop()
+
+
+# -- state: hashed tokens, encrypted credentials, restarts --------------------------
+def test_secrets_at_rest_and_a_restart_loses_nothing(server, alice, busybox_image, prefix):
+    canary = "ghp_canary" + os.urandom(6).hex()
+    st, proj = alice.call("POST", "/projects", {"url": "git@example.com:team/private.git",
+                                                "auth": "token", "token": canary})
+    assert st == 201, proj
+    assert proj["id"] == "example.com/team/private" and proj["auth"] == "token"
+    assert canary not in json.dumps(proj)
+    st, again = alice.call("GET", "/projects/example.com/team/private")
+    assert st == 200 and canary not in json.dumps(again)
+    rec = _session(alice, busybox_image, f"{prefix}-restart")
+    secret_part = alice.token.rsplit("_", 1)[1]
+    raw = open(server.database, "rb").read()
+    for wal in (server.database + "-wal",):
+        if os.path.exists(wal):
+            raw += open(wal, "rb").read()
+    assert canary.encode() not in raw and secret_part.encode() not in raw
+    db = sqlite3.connect(server.database)
+    assert db.execute("SELECT count(*) FROM projects WHERE secret IS NOT NULL").fetchone()[0] >= 1
+    db.close()
+
+    server.stop()
+    server.start()
+    st, body = alice.call("GET", "/sessions")
+    assert st == 200 and rec["id"] in [r["id"] for r in body["sessions"]]
+    st, body = alice.call("GET", "/projects")
+    assert [p["id"] for p in body["projects"]] == ["example.com/team/private"]
+    from cubbi_tools.serverstate import State
+
+    state = State(server.database, server.env["TEST_PROJECT_KEY"])
+    assert state.project("alice", "example.com/team/private", with_secret=True)["secret"] == canary
+
+
+def test_projects_are_per_user(alice, bob):
+    alice.call("POST", "/projects", {"url": "https://example.org/a/b"})
+    st, body = bob.call("GET", "/projects/example.org/a/b")
+    assert st == 404
+    st, body = bob.call("DELETE", "/projects/example.org/a/b")
+    assert st == 404
+    st, body = alice.call("PUT", "/projects/example.org/a/b",
+                          {"url": "https://example.org/a/b", "auth": "ssh_key"})
+    assert st == 400 and "ssh_key" in body["error"]
+    st, body = alice.call("DELETE", "/projects/example.org/a/b")
+    assert st == 200 and body["removed"]
+
+
+# -- the commands with -r --------------------------------------------------------------
+def test_commands_work_unchanged_with_a_remote(cubbi, remote_env, busybox_image, prefix, tmp_path):
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-cli", "--json",
+              "--wait", env=remote_env, cwd=str(tmp_path))
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    assert rec["remote"] == "srv" and rec["owner"] == "alice" and rec["mount"] is None
+    ls = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}*", env=remote_env)
+    assert ls.exit_code == 0, ls
+    assert [x["id"] for x in ls.json()] == [rec["id"]]
+    assert set(ls.json()[0]) >= {"id", "name", "image", "status", "created", "container_id",
+                                 "project", "mount", "networks", "ports", "remote"}
+    ex = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c", "tr a-z A-Z; echo err >&2; exit 3",
+               input="piped text\n", env=remote_env)
+    assert (ex.exit_code, ex.stdout, ex.stderr) == (3, "PIPED TEXT\n", "err\n"), ex
+    logs = cubbi("cubbi-logs", "--json", rec["id"], env=remote_env)
+    assert logs.exit_code == 0 and any(x["line"] == "cubbi-init: ready" for x in logs.json()), logs
+    # the dispatcher's -r and the shared switch give the same answer
+    d = cubbi("cubbi", "-r", "srv", "ls", "-q", "--filter", f"name={prefix}*",
+              env={"CUBBI_SECRETS": "file"})
+    assert d.stdout.split() == [rec["id"]], d
+    bad = cubbi("cubbi-create", "--image", busybox_image, "-v", f"{tmp_path}:/x", env=remote_env)
+    assert bad.exit_code == 2 and "not available with a remote" in bad.stderr, bad
+    gone = cubbi("cubbi-close", "nope-nope", env=remote_env)
+    assert gone.exit_code == 3 and "Traceback" not in gone.stderr
+    c = cubbi("cubbi-close", rec["id"], env=remote_env)
+    assert c.exit_code == 0, c
+    assert cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*", env=remote_env).stdout == ""
+
+
+def test_remote_errors_map_to_the_documented_exit_codes(cubbi, server, tmp_path):
+    r = cubbi("cubbi-ls", "-r", "nowhere")
+    assert r.exit_code == 3 and "cubbi-remote add" in r.stderr, r
+    r = cubbi("cubbi-remote", "add", "bad", server.url, "--token", "cubbi_x_y",
+              env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-ls", "-r", "bad", env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 5 and "token" in r.stderr, r
+    r = cubbi("cubbi-ls", env={"CUBBI_REMOTE": "x", "CUBBI_REMOTE_URL": "http://127.0.0.1:9",
+                               "CUBBI_REMOTE_TOKEN": "t"})
+    assert r.exit_code == 4 and "cannot reach remote" in r.stderr, r
+
+
+def test_cubbi_remote_list_default_remove(cubbi):
+    env = {"CUBBI_SECRETS": "file"}
+    assert cubbi("cubbi-remote", "add", "one", "http://127.0.0.1:1", "--token", "-",
+                 input="tok1\n", env=env).exit_code == 0
+    assert cubbi("cubbi-remote", "add", "local", "http://x", env=env).exit_code == 2
+    assert cubbi("cubbi-remote", "add", "two", "ftp://x", env=env).exit_code == 2
+    assert cubbi("cubbi-remote", "default", "one", env=env).exit_code == 0
+    rows = cubbi("cubbi-remote", "list", "--json", env=env).json()
+    assert rows == [{"name": "one", "url": "http://127.0.0.1:1", "default": True, "token": True}]
+    cfg = (cubbi.config_dir / "config.yaml").read_text()
+    assert "tok1" not in cfg
+    # the default remote is used without -r; -r local goes back to the engine
+    r = cubbi("cubbi-ls", env=env)
+    assert r.exit_code == 4 and "remote 'one'" in r.stderr, r
+    assert cubbi("cubbi-ls", "-r", "local", "-q", env=env).exit_code == 0
+    assert cubbi("cubbi-remote", "remove", "one", env=env).exit_code == 0
+    assert cubbi("cubbi-remote", "list", "--json", env=env).stdout == ""
+    assert cubbi("cubbi-remote", "remove", "one", env=env).exit_code == 3
+
+
+def test_openapi_document_matches_the_routes(tmp_path):
+    from cubbi_server import openapi
+    from cubbi_server.app import make_app
+    from cubbi_tools.service import Service, load_config
+
+    conf = load_config(None)
+    conf["state"]["database"] = str(tmp_path / "db.sqlite")
+    app = make_app(Service(conf), conf)
+    import re
+
+    routes = set()
+    for r in app.routes:
+        path = re.sub(r"<(\w+)(:\w+)?>", lambda m: "{" + ("id" if m.group(1) in ("ref", "pid")
+                                                          else m.group(1)) + "}", r.rule)
+        routes.add((path, r.method.lower()))
+    documented = {(p, m) for p, ops in openapi.DOCUMENT["paths"].items() for m in ops}
+    assert routes == documented
