@@ -228,3 +228,48 @@ class RemoteService:
             raise_for(exc.status, exc.body, self.remote)
         except OSError as exc:
             raise self._unreachable(exc) from None
+
+    # -- images and projects (cubbi-image -r, cubbi-project -r) -------------
+    def images(self):
+        return self.request("GET", "/images")["images"]
+
+    def image(self, name):
+        return self.request("GET", "/images/" + quote(name, safe=""))
+
+    @property
+    def projects(self):
+        return RemoteProjects(self)
+
+
+class RemoteProjects:
+    """The interface of cubbi_tools.projects (all_projects, get, add,
+    remove) over the service: credentials are stored there, encrypted."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def _path(self, pid):
+        return "/projects/" + quote(pid.strip(), safe="")
+
+    def all_projects(self):
+        return self.service.request("GET", "/projects")["projects"]
+
+    def get(self, url_or_id, detail=False):
+        return self.service.request("GET", self._path(url_or_id))
+
+    def add(self, url, ssh_key=None, token=None):
+        auth = "ssh_key" if ssh_key else "token" if token else "none"
+        body = {"url": url, "auth": auth}
+        if auth != "none":
+            body[auth] = ssh_key or token
+        try:
+            self.service.request("GET", self._path(url))
+            replaced = True
+        except NotFound:
+            replaced = False
+        if replaced:
+            return self.service.request("PUT", self._path(url), body=body), True
+        return self.service.request("POST", "/projects", body=body), False
+
+    def remove(self, url_or_id):
+        return self.service.request("DELETE", self._path(url_or_id))

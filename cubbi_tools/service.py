@@ -129,7 +129,10 @@ class Service:
         req.labels = {k: v for k, v in req.labels.items() if not k.startswith("cubbi.")}
         conf_image = self.images_conf.get(req.image)
         if conf_image and conf_image.get("image"):
-            req.image = conf_image["image"]
+            from .images import image_exists
+
+            if image_exists(self.engine.api, conf_image["image"]):
+                req.image = conf_image["image"]  # else the definition of that name
         return self.engine.create(req)
 
     def close(self, user, ref):
@@ -165,33 +168,35 @@ class Service:
 
     # -- images ------------------------------------------------------------
     def images(self):
+        """The records of cubbi-image list --json: the image definitions the
+        server knows, then the service config's images: entries."""
         from . import images
+        from .commands.image import _record
 
-        if hasattr(images, "list_images"):
-            return list(images.list_images(self.engine))
-        return [self._conf_image(name) for name in sorted(self.images_conf)]
+        out = [_record(d, images._inspect(self.engine.api, images.tag_for(d)))
+               for d in images.definitions()]
+        have = {r["name"] for r in out}
+        return out + [self._conf_image(n) for n in sorted(self.images_conf) if n not in have]
 
     def image(self, name):
         from . import images
+        from .commands.image import _record
         from .errors import NotFound
 
-        if hasattr(images, "show_image"):
-            return images.show_image(self.engine, name)
+        defn = images.find_definition(name) if "/" not in name else None
+        if defn is not None:
+            return _record(defn, images._inspect(self.engine.api, images.tag_for(defn)))
         if name in self.images_conf:
             return self._conf_image(name)
-        raise NotFound(f"no image {name!r}; see cubbi-image list")
+        raise NotFound(f"no image definition {name!r}; see cubbi-image list")
 
     def _conf_image(self, name):
-        from .dockerapi import APIError
+        from .images import image_exists
 
         entry = self.images_conf[name]
-        try:
-            self.engine.api.inspect_image(entry.get("image") or name)
-            built = True
-        except APIError:
-            built = False
-        return {"name": name, "image": entry.get("image"), "description": entry.get("description"),
-                "built": built}
+        built = image_exists(self.engine.api, entry.get("image") or name)
+        return {"name": name, "source": "service", "tag": entry.get("image"),
+                "description": entry.get("description"), "built": built}
 
     # -- projects ----------------------------------------------------------
     def projects(self, user):

@@ -388,3 +388,28 @@ def test_openapi_document_matches_the_routes(tmp_path):
         routes.add((path, r.method.lower()))
     documented = {(p, m) for p, ops in openapi.DOCUMENT["paths"].items() for m in ops}
     assert routes == documented
+
+
+def test_image_and_project_commands_with_a_remote(cubbi, remote_env, tmp_path):
+    local = cubbi("cubbi-image", "list", "--json", "--offline")
+    remote = cubbi("cubbi-image", "list", "--json", env=remote_env)
+    assert remote.exit_code == 0, remote
+    assert {r["name"] for r in remote.json()} >= {r["name"] for r in local.json()}
+    assert set(remote.json()[0]) >= set(local.json()[0])
+    one = cubbi("cubbi-image", "-r", "srv", "show", "--json", local.json()[0]["name"],
+                env={"CUBBI_SECRETS": "file"})
+    assert one.exit_code == 0 and one.json()[0]["name"] == local.json()[0]["name"], one
+    assert cubbi("cubbi-image", "show", "no-such-image", env=remote_env).exit_code == 3
+    canary = "ghp_remote" + os.urandom(5).hex()
+    r = cubbi("cubbi-project", "add", "https://git.example.net/t/repo.git", "--token", "-",
+              "--json", input=canary + "\n", env=remote_env)
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    assert rec["id"] == "git.example.net/t/repo" and rec["auth"] == "token"
+    ls = cubbi("cubbi-project", "list", "--json", env=remote_env)
+    assert "git.example.net/t/repo" in [p["id"] for p in ls.json()]
+    assert canary not in ls.stdout + r.stdout + r.stderr
+    assert cubbi("cubbi-project", "list", "--json").stdout == ""  # nothing stored locally
+    rm = cubbi("cubbi-project", "remove", "git.example.net/t/repo", env=remote_env)
+    assert rm.exit_code == 0, rm
+    assert cubbi("cubbi-project", "show", "git.example.net/t/repo", env=remote_env).exit_code == 3

@@ -55,9 +55,23 @@ def _definition(name):
     return defn
 
 
+def _remote(args):
+    """The remote service (-r NAME / CUBBI_REMOTE), or None for the local engine."""
+    from .. import backend
+
+    return backend.get(args) if backend.remote_name(args) else None
+
+
 def do_list(args):
     from .. import images
 
+    remote = _remote(args)
+    if remote:
+        out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
+        for rec in remote.images():
+            out.add(_human(rec) if out.fmt == "table" else rec)
+        out.close()
+        return 0
     api = None if args.offline else _api(args)
     out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
     errors = []
@@ -74,8 +88,12 @@ def do_list(args):
 def do_show(args):
     from .. import images
 
-    defn = _definition(args.name)
-    rec = _record(defn, images._inspect(_api(args), images.tag_for(defn)))
+    remote = _remote(args)
+    if remote:
+        rec = remote.image(args.name)
+    else:
+        defn = _definition(args.name)
+        rec = _record(defn, images._inspect(_api(args), images.tag_for(defn)))
     fmt = cli.output_format(args)
     if fmt != "table":
         Printer(fmt, key="name").add(rec)
@@ -192,6 +210,7 @@ COMMAND = cli.Command(
                 "build argument BASE_IMAGE (--base; default debian:bookworm-slim, or a "
                 "Debian base made locally with bootstrap-base when no registry answers) and "
                 "installs the extra CA certificates of --ca-cert before apt, pip and npm run.",
+    options=[cli.REMOTE],
     subcommands={
         "list": ("list image definitions and whether their image is built",
                  [cli.JSON, QUIET,

@@ -38,7 +38,7 @@ def _add(args):
     if args.ssh_key and token:
         raise UsageError("give one credential: --ssh-key or --token")
     key = projects.read_ssh_key(args.ssh_key) if args.ssh_key else None
-    rec, replaced = projects.add(args.url, ssh_key=key, token=token)
+    rec, replaced = _projects(args).add(args.url, ssh_key=key, token=token)
     if token and rec["url"].startswith("http://"):
         message(f"warning: {rec['url']} is plain http: the token travels unencrypted", PROG)
     if not args.json and not args.quiet:
@@ -59,22 +59,28 @@ def _print(args, recs, columns=COLUMNS):
     out.close()
 
 
-def _list(args):
+def _projects(args):
+    """cubbi_tools.projects, or the same interface on a remote service (-r)."""
+    from .. import backend
+
+    if backend.remote_name(args):
+        return backend.get(args).projects
     from .. import projects
 
-    _print(args, projects.all_projects())
+    return projects
+
+
+def _list(args):
+    _print(args, _projects(args).all_projects())
     return 0
 
 
 def _show(args):
-    from .. import projects
-
-    _print(args, [projects.get(args.id, detail=True)], SHOW_COLUMNS)
+    _print(args, [_projects(args).get(args.id, detail=True)], SHOW_COLUMNS)
     return 0
 
 
 def _remove(args):
-    from .. import projects
     from ..errors import CubbiError
     from ..refs import BadLine, refs_from
 
@@ -85,7 +91,7 @@ def _remove(args):
                 from ..errors import UsageError
 
                 raise UsageError(str(ref))
-            rec = projects.remove(ref)
+            rec = _projects(args).remove(ref)
         except CubbiError as exc:
             codes.add(exc.code)
             sys.stderr.write(f"{PROG}: {exc}\n")
@@ -120,6 +126,7 @@ COMMAND = cli.Command(
                 "credential, an SSH private key or an access token, only in the secret "
                 "store (keyring, or a 0600 file) and never printed. A URL with no stored "
                 "project is cloned anonymously.",
+    options=[cli.REMOTE],
     subcommands={
         "add": ("add a project (or replace its credential)", [
             cli.Opt("--ssh-key", kind="value", metavar="FILE", complete="file",
