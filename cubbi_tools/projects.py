@@ -38,11 +38,12 @@ _BARE = re.compile(rf"(?P<host>{_HOST})(?P<path>/.*)")
 class Remote:
     """A parsed repository URL: scheme (ssh|https|http|git|None for the bare
     host/path form), user, host, port (None = the default), path (no .git,
-    no leading slash), scp (True for user@host:path)."""
+    no leading slash), scp (True for user@host:path), suffix (".git" when
+    the URL had it: the clone URL keeps the path as it was typed)."""
 
-    def __init__(self, scheme, user, host, port, path, scp=False):
+    def __init__(self, scheme, user, host, port, path, suffix="", scp=False):
         self.scheme, self.user, self.host, self.port = scheme, user, host, port
-        self.path, self.scp = path, scp
+        self.path, self.scp, self.suffix = path, scp, suffix
 
     @property
     def hostport(self):
@@ -56,13 +57,15 @@ class Remote:
         """The clone URL for a transport (default: the one given; https for
         the bare form)."""
         scheme = scheme or self.scheme or "https"
+        same = scheme == (self.scheme or "https")
+        path = self.path + (self.suffix if same or scheme != "ssh" else ".git")
         if scheme == "ssh":
             user = self.user or "git"
             if self.port or not self.scp and self.scheme == "ssh":
-                return f"ssh://{user}@{self.hostport}/{self.path}.git"
-            return f"{user}@{self.host}:{self.path}.git"
-        user = f"{self.user}@" if self.user and self.scheme == scheme else ""
-        return f"{scheme}://{user}{self.hostport}/{self.path}"
+                return f"ssh://{user}@{self.hostport}/{path}"
+            return f"{user}@{self.host}:{path}"
+        user = f"{self.user}@" if self.user and same else ""
+        return f"{scheme}://{user}{self.hostport}/{path}"
 
     def __repr__(self):
         return f"Remote({self.url()!r})"
@@ -90,15 +93,15 @@ def parse(url):
             raise UsageError(f"invalid repository URL {text!r}: port {port} out of range")
         if port == DEFAULT_PORTS[scheme]:
             port = None
-        return Remote(scheme, m["user"], m["host"].lower(), port, _path(text, m["path"]))
+        return Remote(scheme, m["user"], m["host"].lower(), port, *_path(text, m["path"]))
     if "://" in text:
         raise UsageError(f"invalid repository URL {text!r}: expected scheme://[user@]host[:port]/path")
     m = _SCP.fullmatch(text)
     if m:
-        return Remote("ssh", m["user"], m["host"].lower(), None, _path(text, m["path"]), scp=True)
+        return Remote("ssh", m["user"], m["host"].lower(), None, *_path(text, m["path"]), scp=True)
     m = _BARE.fullmatch(text)
     if m:
-        return Remote(None, None, m["host"].lower(), None, _path(text, m["path"]))
+        return Remote(None, None, m["host"].lower(), None, *_path(text, m["path"]))
     raise UsageError(f"invalid repository URL {text!r}: use host/owner/repo, "
                      "user@host:owner/repo.git, https://host/owner/repo or ssh://user@host[:port]/path")
 
@@ -111,14 +114,15 @@ def _bad_char(text):
 
 
 def _path(text, path):
-    path = path.strip("/")
+    """(path without .git, ".git" or "")"""
+    path, suffix = path.strip("/"), ""
     if path.endswith(".git"):
-        path = path[:-4].rstrip("/")
+        path, suffix = path[:-4].rstrip("/"), ".git"
     segs = path.split("/") if path else []
     if not segs or any(not _SEG.fullmatch(s) or s in (".", "..") for s in segs):
         raise UsageError(f"invalid repository URL {text!r}: the repository path must be "
                          "segments of letters, digits and ._~+- (no '..', not starting with '-')")
-    return "/".join(segs)
+    return "/".join(segs), suffix
 
 
 def normalise(url):
@@ -242,13 +246,13 @@ def add(url, ssh_key=None, token=None):
             if r.port:
                 raise UsageError(f"--ssh-key needs an SSH URL (user@host:path or ssh://host:port/path), "
                                  f"not {url}")
-            r = Remote("ssh", None, r.host, None, r.path, scp=True)
+            r = Remote("ssh", None, r.host, None, r.path, scp=True, suffix=".git")
         clone = r.url("ssh")
     elif auth == "token":
         if r.scheme in ("ssh", "git"):
             if r.port:
                 raise UsageError(f"--token needs an https:// URL, not {url}")
-            r = Remote("https", None, r.host, None, r.path)
+            r = Remote("https", None, r.host, None, r.path, suffix=r.suffix)
         clone = r.url()
     else:
         clone = r.url()

@@ -41,7 +41,9 @@ def test_every_url_form_names_one_project(url):
     ("ssh://git@host:2222/x/y.git", "host:2222/x/y", "ssh://git@host:2222/x/y.git"),
     ("https://git.example.com:8443/group/sub/app", "git.example.com:8443/group/sub/app",
      "https://git.example.com:8443/group/sub/app"),
-    ("http://gitsrv:8080/x/y.git", "gitsrv:8080/x/y", "http://gitsrv:8080/x/y"),
+    ("http://gitsrv:8080/x/y.git", "gitsrv:8080/x/y", "http://gitsrv:8080/x/y.git"),
+    ("https://h.example/x/y.git/", "h.example/x/y", "https://h.example/x/y.git"),
+    ("git@github.com:hello/private", "github.com/hello/private", "git@github.com:hello/private"),
     ("alice@host.example:~alice/repo.git", "host.example/~alice/repo",
      "alice@host.example:~alice/repo.git"),
     ("gitlab.example.com/a/b/c", "gitlab.example.com/a/b/c", "https://gitlab.example.com/a/b/c"),
@@ -90,7 +92,7 @@ def test_add_list_show_remove_with_token_on_stdin(cubbi):
     (rec,) = r.json()
     pid = f"git.example.com/{owner}/app"
     assert rec["id"] == pid and rec["auth"] == "token"
-    assert rec["url"] == f"https://git.example.com/{owner}/app"
+    assert rec["url"] == f"https://git.example.com/{owner}/app.git"
     # every form of the URL finds it; show says the kind of credential, never the value
     for form in (pid, f"git@git.example.com:{owner}/app.git", f"git.example.com/{owner}/app.git"):
         r = cubbi("cubbi-project", "show", form, "--json")
