@@ -40,6 +40,8 @@ function __cubbi_valopts --argument-names node
             printf '%s\n' '-r' '--remote'
         case 'cubbi-create'
             printf '%s\n' '-r' '--remote' '-i' '--image' '-n' '--name' '-e' '--env' '--env-file' '--network' '-m' '--mount' '--project' '-v' '--volume' '-p' '--port' '--cpus' '--memory' '--pids-limit' '--run'
+        case 'cubbi-image'
+            printf '%s\n' '-r' '--remote'
         case 'cubbi-image build'
             printf '%s\n' '--base' '--ca-cert' '-t' '--tag'
         case 'cubbi-image bootstrap-base'
@@ -48,6 +50,8 @@ function __cubbi_valopts --argument-names node
             printf '%s\n' '-r' '--remote' '-n' '--tail' '--since'
         case 'cubbi-ls'
             printf '%s\n' '-r' '--remote' '-f' '--filter'
+        case 'cubbi-project'
+            printf '%s\n' '-r' '--remote'
         case 'cubbi-project add'
             printf '%s\n' '--ssh-key' '--token' '--token-env'
         case 'cubbi-remote add'
@@ -306,6 +310,7 @@ complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'h' -l 'help' -d 's
 
 # cubbi-image
 complete -c cubbi-image -f
+complete -c cubbi-image -n '__cubbi_at \'cubbi-image\'' -s 'r' -l 'remote' -x -a '(__cubbi_values remote)' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'list' -d 'list image definitions and whether their image is built'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'show' -d 'show one image definition'
@@ -360,6 +365,7 @@ complete -c cubbi-ls -n '__cubbi_at \'cubbi-ls\'' -s 'h' -l 'help' -d 'show a sh
 
 # cubbi-project
 complete -c cubbi-project -f
+complete -c cubbi-project -n '__cubbi_at \'cubbi-project\'' -s 'r' -l 'remote' -x -a '(__cubbi_values remote)' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'add' -d 'add a project (or replace its credential)'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'list' -d 'list projects'
