@@ -325,11 +325,21 @@ def _context_tar(directory, ca_certs):
             tar.addfile(info)
         for i, (path, data) in enumerate(ca_certs):
             base = os.path.splitext(os.path.basename(path))[0] or "ca"
-            info = tarfile.TarInfo(f"{CA_DIR}/cubbi-extra-{i}-{base}.crt")
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+            # one certificate per file: update-ca-certificates (openssl rehash)
+            # skips a file holding a whole bundle
+            for j, pem in enumerate(_pem_blocks(data)):
+                info = tarfile.TarInfo(f"{CA_DIR}/cubbi-extra-{i}-{base}-{j}.crt")
+                info.size = len(pem)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(pem))
     return buf.getvalue()
+
+
+def _pem_blocks(data):
+    import re
+
+    return [m.group(0) + b"\n" for m in re.finditer(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)]
 
 
 def read_ca_certs(paths):

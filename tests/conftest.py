@@ -59,16 +59,19 @@ def run(args, input=None, env=None, timeout=300, cwd=None):
 
 @pytest.fixture
 def cubbi(tmp_path):
-    """A runner with an isolated config dir (CUBBI_CONFIG_DIR) per test."""
+    """A runner with an isolated config dir (CUBBI_CONFIG_DIR) and per-project
+    state folder (CUBBI_HOME, instead of ~/.cubbi) per test."""
     cfg = tmp_path / "cubbi-config"
     cfg.mkdir()
+    home = tmp_path / "cubbi-home"
 
     def _run(*args, input=None, env=None, **kw):
-        e = {"CUBBI_CONFIG_DIR": str(cfg)}
+        e = {"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_HOME": str(home)}
         e.update(env or {})
         return run(list(args), input=input, env=e, **kw)
 
     _run.config_dir = cfg
+    _run.cubbi_home = home
     return _run
 
 
