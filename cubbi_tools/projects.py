@@ -318,23 +318,24 @@ def remove(url_or_id):
 PROJECT_DIR = "/cubbi/project"
 
 
-def session_setup(url):
+def session_setup(url, found=None):
     """What a session for this project needs: (clone URL, id, env, files).
 
     files are {container path: (text, mode)}, owned by the session user; the
     credential is one of them (0600), never an environment variable.  A URL
-    with no stored project is cloned anonymously."""
+    with no stored project is cloned anonymously.  found=(meta, credential)
+    comes from another store than the local one (the service's database)."""
     import shlex
 
     r = parse(url)
-    pid, meta = r.id, _read().get(r.id)
+    pid, meta = r.id, (found[0] if found else _read().get(r.id))
     files = {}
     auth = "none"
     if meta is not None:
         auth = meta.get("auth") or "none"
         r = parse(meta.get("url") or url)
         if auth in ("ssh_key", "token"):
-            value = _store().get(secret_name(pid, auth))
+            value = found[1] if found else _store().get(secret_name(pid, auth))
             if not value:
                 raise CubbiError(f"the {auth.replace('_', ' ')} of project {pid} is missing from "
                                  f"the secret store ({_store().where()}); add it again with "

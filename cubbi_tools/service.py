@@ -127,6 +127,8 @@ class Service:
         req.owner = user
         req.uid, req.gid = SESSION_UID, SESSION_GID
         req.labels = {k: v for k, v in req.labels.items() if not k.startswith("cubbi.")}
+        if req.project:
+            self._project_setup(user, req)
         conf_image = self.images_conf.get(req.image)
         if conf_image and conf_image.get("image"):
             from .images import image_exists
@@ -134,6 +136,21 @@ class Service:
             if image_exists(self.engine.api, conf_image["image"]):
                 req.image = conf_image["image"]  # else the definition of that name
         return self.engine.create(req)
+
+    def _project_setup(self, user, req):
+        """A project the user stored on the service: its credential goes into
+        the session as the local cubbi-project's would (a 0600 file)."""
+        from . import projects
+        from .errors import NotFound
+
+        try:
+            stored = self.state.project(user, project_id(req.project), with_secret=True)
+        except NotFound:
+            return
+        meta = {"url": stored["url"], "auth": stored["auth"]}
+        req.project, _, env, files = projects.session_setup(req.project, (meta, stored["secret"]))
+        req.env.update(env)
+        req.files.update(files)
 
     def close(self, user, ref):
         rec = self.session(user, ref)

@@ -413,3 +413,21 @@ def test_image_and_project_commands_with_a_remote(cubbi, remote_env, tmp_path):
     rm = cubbi("cubbi-project", "remove", "git.example.net/t/repo", env=remote_env)
     assert rm.exit_code == 0, rm
     assert cubbi("cubbi-project", "show", "git.example.net/t/repo", env=remote_env).exit_code == 3
+
+
+from test_cli_project import servers  # noqa: E402,F401  (real git servers on cubbi-network)
+
+
+def test_a_project_stored_on_the_service_clones_with_its_token(cubbi, remote_env, servers, prefix):
+    r = cubbi("cubbi-project", "add", servers["http_url"], "--token", "-",
+              input=servers["token"], env=remote_env)
+    assert r.exit_code == 0, r
+    assert cubbi("cubbi-project", "list", "-q").stdout == ""  # not in the local store
+    r = cubbi("cubbi-create", "--project", servers["http_url"], "--image", servers["client_image"],
+              "--name", f"{prefix}-rproj", "--no-connect", "--wait", "--json", env=remote_env)
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    out = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c",
+                "cat /app/README; stat -c %a /cubbi/project/token", env=remote_env)
+    assert out.stdout.splitlines() == ["hello from the project", "600"], out
+    assert servers["token"] not in json.dumps(rec)
