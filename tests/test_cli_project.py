@@ -394,3 +394,12 @@ def test_project_and_mount_exclude_each_other(cubbi, tmp_path):
     r = cubbi("cubbi-create", "--project", "github.com/hello/private", "--mount", str(tmp_path),
               "--no-connect", "--image", "none")
     assert r.exit_code == 2 and "exclude" in r.stderr, r
+
+
+@pytest.mark.engine
+def test_an_image_without_git_fails_saying_so(cubbi, busybox_image, prefix):
+    r = cubbi("cubbi-create", "--project", "https://git.example.com/x/y", "--image", busybox_image,
+              "--name", f"{prefix}-nogit", "--no-connect", "--wait", "--json")
+    assert r.exit_code == 1, r
+    rec = _session(cubbi, f"{prefix}-nogit")
+    assert rec["status"] == "failed" and "the image has no git" in rec["reason"], rec

@@ -81,20 +81,17 @@ def _show(args):
 
 
 def _remove(args):
-    from ..errors import CubbiError
+    from ..errors import CubbiError, UsageError
     from ..refs import BadLine, refs_from
 
-    codes = set()
+    tally = cli.Tally(PROG)
     for ref in refs_from(args.ids, what="project ids"):
         try:
             if isinstance(ref, BadLine):
-                from ..errors import UsageError
-
                 raise UsageError(str(ref))
             rec = _projects(args).remove(ref)
         except CubbiError as exc:
-            codes.add(exc.code)
-            sys.stderr.write(f"{PROG}: {exc}\n")
+            tally.failed(None, exc)
             continue
         if args.json:
             _print(args, [dict(rec, removed=True)])
@@ -102,9 +99,7 @@ def _remove(args):
             _print(args, [rec])
         else:
             message(f"removed project {rec['id']} and its credential", PROG)
-    if not codes:
-        return 0
-    return codes.pop() if len(codes) == 1 else 1
+    return tally.code()
 
 
 def run(args):
