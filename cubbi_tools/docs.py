@@ -20,27 +20,46 @@ Sources, so that nothing is listed twice:
 Extra pages (PAGES)
     Each entry is (name, section, module, attribute): the page
     `man/<name>.<section>` is rendered from the string `module.attribute`
-    (a callable is called).  To add `cubbi-config(5)`, put the file format in
-    cubbi_tools/config.py, e.g. `FILE_FORMAT = '''...'''`, and the entry
-    ("cubbi-config", 5, "cubbi_tools.config", "FILE_FORMAT") below.  An entry
-    whose attribute does not exist yet is skipped with a note on stderr.
-    A page with the same name as a command is linked from its SEE ALSO.
+    (a callable is called).  cubbi-config(5) is
+    ("cubbi-config", 5, "cubbi_tools.config", "FORMAT_DOC"); to add another
+    page, write its text next to the code it describes and add one entry to
+    PAGES.  An entry whose attribute does not exist (yet) is skipped with a
+    note on stderr.  A page with the same name as a command is linked from
+    that command's SEE ALSO, and every page from cubbi(1).
+    The text is either man-style (a line "NAME" then an indented
+    "name - summary", then more headings in capitals, bodies indented) or
+    plain (first paragraph = the summary, then the markup below).
 
-Text markup (descriptions, `sections` texts and PAGES texts); indentation
-is removed first as for a docstring:
+Text markup (descriptions, `sections` texts and PAGES texts); a text whose
+first line is flush loses its common indentation first, as a docstring:
     - a blank line separates paragraphs;
     - indented lines are preformatted (tables, schemas, YAML): .nf/.fi;
+      except that one or two flush lines (not ending in ':', '.' or ',')
+      directly above an indented block are a term and its description (.TP);
+      flush lines with columns (3+ spaces inside) are preformatted too, and
+      `key:` lines stay with their indented YAML children;
     - a line starting with "- " is a bullet; lines indented by exactly two
       spaces right after it continue it;
     - `code` is set in bold;
-    - in PAGES texts only: the first paragraph is the one-line summary (NAME),
-      and a line in capitals alone ("FILES", "EXAMPLES") starts a section.
+    - headings, in PAGES texts only: a flush line in capitals ("FILES",
+      "UI") starts a section; its body may be indented.
+    A command's own `sections` named EXIT STATUS or ENVIRONMENT are put at
+    the head of the common sections of that name, not repeated.
 
 Completion hints, `complete=` on an Opt or Arg: file, dir, session, image,
 network, remote, project, command, or "sh:COMMAND" (the words COMMAND prints,
 one per line; COMMAND must be valid in sh, zsh and fish).  An option with
-`choices` completes exactly those words.  An option that takes a value always
+`choices` completes exactly those words; so does an Arg whose metavar lists
+lower-case words ("list|add|remove").  An option that takes a value always
 consumes the next word, and nothing else is offered there.
+
+Files: man/cubbi.1, man/cubbi-<x>.1, man/<PAGES>.<n>; completions/cubbi.bash
+(every command, and `cubbi <sub>` / `cubbi session <form>`), completions/_cubbi
+(zsh, #compdef for every command), completions/cubbi.fish, plus one-line
+loaders completions/bash/<cmd> and completions/fish/<cmd>.fish, because
+bash-completion and fish load completions by command name.  pyproject.toml
+installs them all with globs.  A file that carries the "Generated" mark but is
+no longer generated (a removed command) is reported by --check and deleted.
 
 Output is deterministic (no dates; the version comes from pyproject.toml), so
 regenerating in CI yields no diff; tests/test_docs.py runs --check.
@@ -58,7 +77,7 @@ from . import cli, errors
 
 # (name, section, module, attribute): extra pages, see the docstring.
 PAGES = [
-    ("cubbi-config", 5, "cubbi_tools.config", "FILE_FORMAT"),
+    ("cubbi-config", 5, "cubbi_tools.config", "FORMAT_DOC"),
 ]
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,7 +242,7 @@ def inline(text):
     return re.sub(r"`([^`\n]+)`", lambda m: "\\fB" + m.group(1) + "\\fR", esc(text))
 
 
-HEADING = re.compile(r"^[A-Z][A-Z0-9 ()/.\-]{2,}$")
+HEADING = re.compile(r"^[A-Z][A-Z0-9 ()/.\-]+$")
 
 
 def clean(text):
@@ -235,14 +254,51 @@ def clean(text):
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+def _indent(line):
+    return len(line) - len(line.lstrip())
+
+
+def _dedent(lines):
+    depth = min((_indent(l) for l in lines if l.strip()), default=0)
+    return [l[depth:] for l in lines]
+
+
+def _is_table(lines):
+    return all(re.search(r"\S {3,}\S", l) for l in lines)
+
+
+def _preformatted(lines):
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return [".PP", ".RS 4", ".nf"] + [esc(l) for l in _dedent(lines)] + [".fi", ".RE"]
+
+
 def render_text(text, headings=False):
     """Our small markup (see the module docstring) -> roff lines."""
     lines = clean(text).split("\n")
+    if headings:
+        out, body, head = [], [], None
+        for line in lines + [None]:
+            if line is None or HEADING.match(line):
+                if head is not None or any(b.strip() for b in body):
+                    out += ([f'.SH "{esc(head)}"'] if head else []) + _render_block(_dedent(body))
+                head, body = line, []
+            else:
+                body.append(line)
+        return out
+    return _render_block(lines)
+
+
+def _render_block(lines):
+    """Paragraphs, bullets, preformatted blocks and term/description lists."""
     out, para, i = [], [], 0
 
     def flush():
         if para:
-            out.extend([".PP", inline(" ".join(p.strip() for p in para))])
+            if _is_table(para):
+                out.extend(_preformatted(para))
+            else:
+                out.extend([".PP", inline(" ".join(p.strip() for p in para))])
             para.clear()
 
     while i < len(lines):
@@ -250,20 +306,29 @@ def render_text(text, headings=False):
         if not line.strip():
             flush()
             i += 1
-        elif headings and HEADING.match(line):
-            flush()
-            out.append(f'.SH "{esc(line.strip())}"')
-            i += 1
         elif line[:1] in (" ", "\t"):
-            flush()
             block = []
             while i < len(lines) and (lines[i][:1] in (" ", "\t") or not lines[i].strip()):
                 block.append(lines[i])
                 i += 1
             while block and not block[-1].strip():
                 block.pop()
-            indent = min(len(b) - len(b.lstrip()) for b in block if b.strip())
-            out.extend([".PP", ".RS 4", ".nf"] + [esc(b[indent:]) for b in block] + [".fi", ".RE"])
+            term = para and len(para) <= 2 and not para[-1].rstrip().endswith((":", ".", ","))
+            if para and all(re.match(r"^[\w.-]+:( \S.*)?$", p) for p in para):
+                block = para + block  # YAML: a key and its indented children stay together
+                para.clear()
+                out.extend(_preformatted(block))
+            elif term and not _is_table(block):
+                tag = [inline(p.strip()) for p in para]
+                para.clear()
+                desc = _render_block(_dedent(block))
+                if desc[:1] == [".PP"]:
+                    desc = desc[1:]
+                desc = [".IP" if d == ".PP" else d for d in desc]
+                out.extend([".TP", tag[0]] + [x for t in tag[1:] for x in (".TQ", t)] + desc)
+            else:
+                flush()
+                out.extend(_preformatted(block))
         elif line.startswith("- "):
             flush()
             item = [line[2:]]
@@ -276,7 +341,9 @@ def render_text(text, headings=False):
             para.append(line)
             i += 1
     flush()
-    return out
+    # preformatted blocks separated only by blank lines are one block
+    text = "\n".join(out).replace("\n.fi\n.RE\n.PP\n.RS 4\n.nf\n", "\n\n")
+    return text.split("\n") if out else []
 
 
 def opt_heading(opt):
@@ -485,15 +552,21 @@ def extra_pages():
 
 def man_page(name, section, module, attr, text):
     body = clean(text)
-    first, _, rest = body.partition("\n\n")
     out = th(name, section)
-    out += [".SH NAME", f"{esc(name)} \\- {esc(' '.join(first.split()).rstrip('.'))}"]
+    m = re.match(r"^NAME\n((?:[ \t]+\S.*\n?)+)", body)
+    if m:  # a man-style text names itself
+        out += [".SH NAME", esc(" ".join(m.group(1).split()))]
+        rest = body[m.end():]
+    else:
+        first, _, rest = body.partition("\n\n")
+        out += [".SH NAME", f"{esc(name)} \\- {esc(' '.join(first.split()).rstrip('.'))}"]
     rendered = render_text(rest, headings=True)
     if not rendered or not rendered[0].startswith(".SH"):
         rendered = [".SH DESCRIPTION"] + rendered
     out += rendered
-    out += [".SH \"SEE ALSO\"", ",\n".join(
-        f"\\fB{esc(n)}\\fR({s})" for n, s in [("cubbi", "1")] + ([(name, "1")] if name.startswith("cubbi-") else []))]
+    if '.SH "SEE ALSO"' not in rendered:
+        see = [("cubbi", "1")] + ([(name, "1")] if name.startswith("cubbi-") else [])
+        out += [".SH \"SEE ALSO\"", ",\n".join(f"\\fB{esc(n)}\\fR({s})" for n, s in see)]
     return "\n".join(out) + "\n"
 
 
