@@ -359,8 +359,8 @@ def opt_entry(opt):
         notes.append("One of: " + ", ".join(f"\\fB{esc(c)}\\fR" for c in opt.choices) + ".")
     if opt.kind == "multi":
         notes.append("May be given more than once.")
-    elif opt.kind == "value" and opt.default not in (None, "", [], ()):
-        notes.append(f"Default: {esc(opt.default)}.")
+    # no "Default:" from opt.default: some defaults come from the environment at
+    # import time, and the pages must not depend on who generates them.
     text = inline(opt.help or "")
     if text and not text.endswith("."):
         text += "."

@@ -61,6 +61,16 @@ def test_generated_files_are_current():
         + proc.stdout + proc.stderr)
 
 
+def test_pages_do_not_depend_on_who_generates_them(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "CUBBI_CONFIG_DIR": str(tmp_path / "cfg"),
+           "CUBBI_REMOTE": "elsewhere", "CUBBI_SERVER_CONFIG": str(tmp_path / "svc.yaml"),
+           "DOCKER_HOST": "tcp://127.0.0.1:9", "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+           "LC_ALL": "C", "COLUMNS": "40"}
+    proc = subprocess.run([sys.executable, "-m", "cubbi_tools.docs", "--check"], cwd=str(tmp_path),
+                          capture_output=True, text=True, env={**env, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_check_lists_stale_files_and_writes_nothing(tmp_path):
     out = str(tmp_path)
     gen = [sys.executable, "-m", "cubbi_tools.docs", "--out", out]
