@@ -297,6 +297,8 @@ def digest(directory):
 
     h = hashlib.sha256()
     for rel in _context_files(directory):
+        if rel.rsplit("/", 1)[-1].lower() == "readme.md":  # docs do not change the image
+            continue
         full = os.path.join(directory, rel)
         h.update(rel.encode() + b"\0")
         if os.path.islink(full):
