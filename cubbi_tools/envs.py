@@ -41,9 +41,16 @@ def read_env_file(path):
 
 
 def session_env(cli_items=(), env_files=(), config_env=None, defaults=None):
+    """The one place precedence is decided.  config_env is a dict, or a
+    function of the variable names already set by -e/--env-file (so their
+    ${VAR} and secret references in the config are never resolved)."""
+    stronger = {}
+    for path in env_files or []:
+        stronger.update(read_env_file(os.path.expanduser(path)))
+    stronger.update(parse_assignments(cli_items))
+    if callable(config_env):
+        config_env = config_env(frozenset(stronger))
     env = dict(defaults or {})
     env.update(config_env or {})
-    for path in env_files or []:
-        env.update(read_env_file(os.path.expanduser(path)))
-    env.update(parse_assignments(cli_items))
+    env.update(stronger)
     return env

@@ -14,7 +14,7 @@ def build_request(args):
     from ..errors import NotFound, UsageError
 
     cfg = config.load()
-    defaults = config.lookup(cfg, "defaults", {}) or {}
+    defaults = config.defaults(cfg)
     image = args.image or defaults.get("image") or "goose"
     mount = None
     if args.mount and args.no_mount:
@@ -48,8 +48,8 @@ def build_request(args):
         except ValueError:
             raise UsageError(f"--cpus {args.cpus!r}: expected a positive number") from None
     networks = list(dict.fromkeys((defaults.get("networks") or []) + args.network))
-    env = envs.session_env(args.env, args.env_file, config_env=config.session_env(cfg)
-                           if hasattr(config, "session_env") else None)
+    env = envs.session_env(args.env, args.env_file,
+                           config_env=lambda skip: config.session_env(cfg, skip))
     project, files = None, {}
     if getattr(args, "project", None):
         from .. import projects
@@ -60,8 +60,10 @@ def build_request(args):
         env.update(project_env)
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
-        volumes=volumes, ports=args.port, cpus=args.cpus, memory=args.memory,
-        pids_limit=args.pids_limit, owner=_owner(), hardened=args.hardened,
+        volumes=volumes, ports=args.port, cpus=args.cpus or defaults["cpus"],
+        memory=args.memory or defaults["memory"], owner=_owner(),
+        pids_limit=args.pids_limit or defaults["pids_limit"],
+        hardened=args.hardened or defaults["hardened"],
         project=project, files=files,
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     )
