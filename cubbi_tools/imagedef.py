@@ -95,9 +95,7 @@ def validate(data, shown=FILENAME):
 
     if not isinstance(data, dict):
         bad("(top level)", "expected a mapping with at least 'name'")
-    for key in data:
-        if key not in _TOP:
-            bad(key, f"unknown field (known: {', '.join(_TOP)})")
+    _known(data, _TOP, "", bad)
     name = data.get("name")
     if name is None:
         bad("name", "missing; give the image a name like 'aider'")
@@ -115,24 +113,13 @@ def validate(data, shown=FILENAME):
     if not isinstance(init, dict):
         bad("init", "expected a mapping with pre_command and/or command")
     out["init"] = {}
-    for key in init:
-        if key not in ("pre_command", "command"):
-            bad(f"init.{key}", "unknown field (known: pre_command, command)")
+    _known(init, ("pre_command", "command"), "init.", bad)
     for key in ("pre_command", "command"):
         out["init"][key] = _command(init.get(key), f"init.{key}", bad)
 
-    env = data.get("environment") or []
-    if not isinstance(env, list):
-        bad("environment", "expected a list of {name, description, required, default, sensitive}")
     out["environment"] = []
     seen = set()
-    for i, item in enumerate(env):
-        field = f"environment[{i}]"
-        if not isinstance(item, dict):
-            bad(field, "expected a mapping with at least 'name'")
-        for key in item:
-            if key not in _ENV_KEYS:
-                bad(f"{field}.{key}", f"unknown field (known: {', '.join(_ENV_KEYS)})")
+    for field, item in _entries(data, "environment", _ENV_KEYS, bad):
         vname = item.get("name")
         if not isinstance(vname, str) or not _VAR_RE.fullmatch(vname):
             bad(f"{field}.name", f"{vname!r} is not a variable name like API_KEY")
@@ -171,17 +158,8 @@ def validate(data, shown=FILENAME):
             bad(f"ports[{i}]", f"expected a port number 1-65535, not {port!r}")
         out["ports"].append(port)
 
-    volumes = data.get("volumes") or []
-    if not isinstance(volumes, list):
-        bad("volumes", "expected a list of {mountPath, description}")
     out["volumes"] = []
-    for i, vol in enumerate(volumes):
-        field = f"volumes[{i}]"
-        if not isinstance(vol, dict):
-            bad(field, "expected a mapping with mountPath")
-        for key in vol:
-            if key not in ("mountPath", "description"):
-                bad(f"{field}.{key}", "unknown field (known: mountPath, description)")
+    for field, vol in _entries(data, "volumes", ("mountPath", "description"), bad):
         mount = vol.get("mountPath")
         if not isinstance(mount, str) or not mount.startswith("/"):
             bad(f"{field}.mountPath", f"expected an absolute path, not {mount!r}")
@@ -189,18 +167,9 @@ def validate(data, shown=FILENAME):
                                "description": _opt_str(vol.get("description"),
                                                        f"{field}.description", bad)})
 
-    pcs = data.get("persistent_configs") or []
-    if not isinstance(pcs, list):
-        bad("persistent_configs", "expected a list of {source, target, type, description}")
     out["persistent_configs"] = []
     targets = set()
-    for i, pc in enumerate(pcs):
-        field = f"persistent_configs[{i}]"
-        if not isinstance(pc, dict):
-            bad(field, "expected a mapping with source, target and type")
-        for key in pc:
-            if key not in _PC_KEYS:
-                bad(f"{field}.{key}", f"unknown field (known: {', '.join(_PC_KEYS)})")
+    for field, pc in _entries(data, "persistent_configs", _PC_KEYS, bad):
         source = pc.get("source")
         if not isinstance(source, str) or not (source.startswith("/") or source.startswith("~/")):
             bad(f"{field}.source", f"expected an absolute path or ~/path in the container, "
@@ -222,6 +191,25 @@ def validate(data, shown=FILENAME):
             "source": source.rstrip("/") or source, "target": target.rstrip("/"), "type": kind,
             "description": _opt_str(pc.get("description"), f"{field}.description", bad)})
     return out
+
+
+def _known(mapping, keys, prefix, bad):
+    for key in mapping:
+        if key not in keys:
+            bad(f"{prefix}{key}", f"unknown field (known: {', '.join(keys)})")
+
+
+def _entries(data, section, keys, bad):
+    """(field, item) for each mapping of a list section, unknown keys refused."""
+    items = data.get(section) or []
+    if not isinstance(items, list):
+        bad(section, f"expected a list of {{{', '.join(keys)}}}")
+    for i, item in enumerate(items):
+        field = f"{section}[{i}]"
+        if not isinstance(item, dict):
+            bad(field, f"expected a mapping with at least {keys[0]}")
+        _known(item, keys, field + ".", bad)
+        yield field, item
 
 
 def _command(value, field, bad):
