@@ -1,0 +1,301 @@
+"""cubbi-config as a user types it, and the configuration reaching real
+sessions: the env mapping, its precedence, the defaults, and the secret
+canary (a distinctive fake key must appear only inside the session)."""
+
+import json
+import os
+import secrets as _secrets
+import shutil
+import stat
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import BIN, ROOT, cubbi_env
+
+FILE = {"CUBBI_SECRETS": "file"}
+
+
+def one_line(r, code):
+    assert r.exit_code == code, r
+    assert len(r.stderr.strip().splitlines()) == 1, r
+    assert "Traceback" not in r.stderr, r
+
+
+# -- the command ---------------------------------------------------------------
+def test_set_get_list_with_masking(cubbi):
+    assert cubbi("cubbi-config", "set", "defaults.image", "aider").exit_code == 0
+    r = cubbi("cubbi-config", "set", "openai.api_key", "sk-abc123", env=FILE)
+    assert r.exit_code == 0, r
+    assert "secrets.yaml" in r.stderr and "sk-abc123" not in r.output
+    text = (cubbi.config_dir / "config.yaml").read_text()
+    assert "api_key: secret:services.openai.api_key" in text and "sk-abc123" not in text
+    assert stat.S_IMODE((cubbi.config_dir / "config.yaml").stat().st_mode) == 0o600
+
+    assert cubbi("cubbi-config", "get", "defaults.image").stdout == "aider\n"
+    assert cubbi("cubbi-config", "get", "openai.api_key", env=FILE).stdout == "********\n"
+    r = cubbi("cubbi-config", "get", "services.openai.api_key", "--reveal", env=FILE)
+    assert r.stdout == "sk-abc123\n", r
+    rows = {x["key"]: x for x in cubbi("cubbi-config", "list", "--json", env=FILE).json()}
+    assert rows["services.openai.api_key"] == {"key": "services.openai.api_key",
+                                               "value": "********", "secret": True,
+                                               "stored": "file"}
+    assert rows["defaults.image"]["stored"] == "config"
+    assert rows["defaults.connect"] == {"key": "defaults.connect", "value": True,
+                                        "secret": False, "stored": "default"}
+    listing = cubbi("cubbi-config", "list", env=FILE)
+    assert "sk-abc123" not in listing.output and "********" in listing.stdout
+    assert "sk-abc123" in cubbi("cubbi-config", "list", "--reveal", env=FILE).stdout
+
+
+def test_set_reads_the_value_from_stdin(cubbi):
+    r = cubbi("cubbi-config", "set", "anthropic.api_key", "-", input="sk-ant-stdin\n", env=FILE)
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-config", "get", "anthropic.api_key", "--reveal", env=FILE)
+    assert r.stdout == "sk-ant-stdin\n"
+    r = cubbi("cubbi-config", "set", "anthropic.api_key", "-", input="", env=FILE)
+    one_line(r, 2)
+
+
+def test_unset_removes_the_key_and_its_secret(cubbi):
+    cubbi("cubbi-config", "set", "openrouter.api_key", "sk-or-1", env=FILE)
+    assert cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE).exit_code == 0
+    assert "sk-or-1" not in (cubbi.config_dir / "secrets.yaml").read_text()
+    one_line(cubbi("cubbi-config", "get", "openrouter.api_key", env=FILE), 3)
+    one_line(cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE), 3)
+
+
+def test_bad_input_is_one_line_and_the_file_is_kept(cubbi):
+    cubbi("cubbi-config", "set", "defaults.image", "aider")
+    before = (cubbi.config_dir / "config.yaml").read_bytes()
+    for args, code, words in [
+        (("set", "defaults.connect", "maybe"), 2, "expected true or false"),
+        (("set", "defaults.conect", "true"), 2, "did you mean defaults.connect"),
+        (("set", "openai.api_kye", "x"), 2, "did you mean services.openai.api_key"),
+        (("network", "add", "bad name"), 2, "invalid network name"),
+        (("network", "remove", "nothere"), 3, "not a default network"),
+        (("get", "defaults.imag"), 2, "did you mean defaults.image"),
+        (("set",), 2, "required"),
+    ]:
+        r = cubbi("cubbi-config", *args)
+        one_line(r, code)
+        assert words in r.stderr, r
+    assert (cubbi.config_dir / "config.yaml").read_bytes() == before
+
+
+def test_malformed_yaml_is_reported_and_never_overwritten(cubbi):
+    path = cubbi.config_dir / "config.yaml"
+    path.write_text("defaults:\n  image: aider\n  networks: [a, b\n")
+    path.chmod(0o600)
+    before = path.read_bytes()
+    for args in (("list",), ("set", "defaults.image", "goose"), ("network", "add", "n")):
+        r = cubbi("cubbi-config", *args)
+        one_line(r, 1)
+        assert f"{path}:" in r.stderr and "invalid YAML" in r.stderr, r
+        line, col = r.stderr.split(f"{path}:", 1)[1].split(":")[:2]
+        assert line.isdigit() and col.isdigit(), r
+    assert path.read_bytes() == before
+
+
+def test_a_config_that_is_a_directory_or_not_in_a_directory(cubbi, tmp_path):
+    (cubbi.config_dir / "config.yaml").mkdir()
+    r = cubbi("cubbi-config", "list")
+    one_line(r, 1)
+    assert "is a directory" in r.stderr
+    notdir = tmp_path / "plainfile"
+    notdir.write_text("x")
+    r = cubbi("cubbi-config", "set", "defaults.image", "x", env={"CUBBI_CONFIG_DIR": str(notdir)})
+    one_line(r, 1)
+    assert notdir.read_text() == "x"
+
+
+def test_open_permissions_are_repaired_and_said(cubbi):
+    cubbi("cubbi-config", "set", "defaults.image", "aider")
+    path = cubbi.config_dir / "config.yaml"
+    path.chmod(0o644)
+    r = cubbi("cubbi-config", "get", "defaults.image")
+    assert r.stdout == "aider\n" and "repaired to 0600" in r.stderr, r
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_network_list_add_remove(cubbi):
+    assert cubbi("cubbi-config", "network", "add", "teamnet").exit_code == 0
+    assert cubbi("cubbi-config", "network", "add", "othernet").exit_code == 0
+    r = cubbi("cubbi-config", "network", "add", "teamnet")
+    assert r.exit_code == 0 and "already" in r.stderr
+    assert cubbi("cubbi-config", "network", "list").stdout == "teamnet\nothernet\n"
+    assert cubbi("cubbi-config", "network", "list", "--json").json() == [
+        {"name": "teamnet"}, {"name": "othernet"}]
+    assert cubbi("cubbi-config", "get", "defaults.networks").stdout == "teamnet\nothernet\n"
+    assert cubbi("cubbi-config", "network", "remove", "teamnet").exit_code == 0
+    assert cubbi("cubbi-config", "network", "list").stdout == "othernet\n"
+
+
+def test_reset_needs_confirmation_off_a_terminal(cubbi):
+    cubbi("cubbi-config", "set", "openai.api_key", "sk-reset", env=FILE)
+    one_line(cubbi("cubbi-config", "reset", env=FILE), 2)
+    assert "sk-reset" in (cubbi.config_dir / "secrets.yaml").read_text()
+    r = cubbi("cubbi-config", "reset", "--yes", env=FILE)
+    assert r.exit_code == 0, r
+    assert "sk-reset" not in (cubbi.config_dir / "secrets.yaml").read_text()
+    assert cubbi("cubbi-config", "get", "defaults.image").stdout == "goose\n"
+
+
+def test_path(cubbi):
+    assert cubbi("cubbi-config", "path").stdout == f"{cubbi.config_dir}/config.yaml\n"
+    (rec,) = cubbi("cubbi-config", "path", "--json", env=FILE).json()
+    assert rec == {"config": f"{cubbi.config_dir}/config.yaml",
+                   "secrets": f"{cubbi.config_dir}/secrets.yaml", "secrets_kind": "file"}
+
+
+def test_unset_env_reference_fails_create_naming_the_key(cubbi):
+    cubbi("cubbi-config", "set", "openai.api_key", "${CUBBI_T_NEVER_SET}")
+    r = cubbi("cubbi-create", "--image", "cubbi-test/busybox:latest", "--no-mount", "--json")
+    one_line(r, 1)
+    assert "services.openai.api_key" in r.stderr and "CUBBI_T_NEVER_SET" in r.stderr
+
+
+# -- the real Secret Service ----------------------------------------------------
+def test_keyring_backend_with_a_real_secret_service(tmp_path):
+    """gnome-keyring on a private D-Bus session: cubbi-config stores the
+    secret there (not in a file), reads it back, and unset removes it."""
+    for tool in ("dbus-run-session", "gnome-keyring-daemon"):
+        if not shutil.which(tool):
+            pytest.fail(f"this test needs {tool}: apt-get install dbus gnome-keyring")
+    cfg = tmp_path / "cfg"
+    script = textwrap.dedent("""\
+        set -u
+        printf pw | XDG_DATA_HOME="$KEYRINGS" gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1
+        echo "set:$(printf 'sk-ring-42\\n' | cubbi-config set openai.api_key - 2>&1)"
+        echo "reveal:$(cubbi-config get openai.api_key --reveal)"
+        echo "masked:$(cubbi-config get openai.api_key)"
+        echo "direct:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
+        echo "env:$(python3 -c 'from cubbi_tools import config; print(config.session_env(config.load())["OPENAI_API_KEY"])')"
+        echo "stored:$(cubbi-config list --json | grep api_key)"
+        cubbi-config unset openai.api_key
+        echo "after:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
+    """)
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_SECRETS": "keyring",
+                     "KEYRINGS": str(tmp_path / "keyrings")})
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=120)
+    out = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+    assert out.get("set") == ("cubbi-config: services.openai.api_key stored in the keyring "
+                              f"(SecretService); {cfg}/config.yaml refers to it"), proc
+    assert out["reveal"] == "sk-ring-42" and out["masked"] == "********", proc
+    assert out["direct"] == "sk-ring-42" and out["env"] == "sk-ring-42", proc
+    assert json.loads(out["stored"])["stored"] == "keyring", proc
+    assert out["after"] == "None", proc
+    assert not (cfg / "secrets.yaml").exists()
+
+
+# -- sessions --------------------------------------------------------------------
+def _session_env(cubbi, sid, *names):
+    script = "; ".join(f'echo "{n}=${n}"' for n in names)
+    r = cubbi("cubbi-connect", sid, "--", "sh", "-lc", script)
+    assert r.exit_code == 0, r
+    return dict(line.split("=", 1) for line in r.stdout.splitlines())
+
+
+@pytest.mark.engine
+def test_env_mapping_and_precedence_reach_the_session(cubbi, busybox_image, prefix, tmp_path,
+                                                       monkeypatch):
+    for key, value in [("openai.api_key", "cfg-openai"), ("anthropic.api_key", "cfg-anthropic"),
+                       ("openrouter.api_key", "cfg-openrouter"),
+                       ("langfuse.url", "http://lf.example"),
+                       ("langfuse.public_key", "${CUBBI_T_PK}"),
+                       ("langfuse.secret_key", "cfg-lf-secret"),
+                       ("mistral.api_key", "cfg-mistral"),
+                       ("openai.base_url", "${CUBBI_T_NOT_SET}")]:
+        r = cubbi("cubbi-config", "set", key, value, env=FILE)
+        assert r.exit_code == 0, r
+    envfile = tmp_path / "s.env"
+    envfile.write_text("ANTHROPIC_API_KEY=file-anthropic\nOPENROUTER_API_KEY=file-openrouter\n")
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-env", "--no-mount",
+              "--json", "--wait", "--env-file", str(envfile), "-e", "OPENROUTER_API_KEY=cli-or",
+              "-e", "OPENAI_BASE_URL=http://cli", env=dict(FILE, CUBBI_T_PK="pk-from-env"))
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    got = _session_env(cubbi, rec["id"], "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                       "OPENROUTER_API_KEY", "LANGFUSE_URL", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+                       "LANGFUSE_INIT_PROJECT_SECRET_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL")
+    assert got == {
+        "OPENAI_API_KEY": "cfg-openai",              # config only
+        "ANTHROPIC_API_KEY": "file-anthropic",       # --env-file over config
+        "OPENROUTER_API_KEY": "cli-or",              # -e over --env-file over config
+        "LANGFUSE_URL": "http://lf.example",
+        "LANGFUSE_INIT_PROJECT_PUBLIC_KEY": "pk-from-env",   # ${VAR} resolved at use
+        "LANGFUSE_INIT_PROJECT_SECRET_KEY": "cfg-lf-secret",
+        "MISTRAL_API_KEY": "cfg-mistral",            # a provider the user added
+        "OPENAI_BASE_URL": "http://cli",             # unset ${VAR} overridden: never resolved
+    }
+
+
+@pytest.mark.engine
+def test_defaults_drive_bare_cubbi(cubbi, busybox_image, prefix, engine):
+    net = f"{prefix}-net"
+    engine.create_network(net, labels={"cubbi.test": "true"})
+    try:
+        for key, value in [("defaults.image", busybox_image), ("defaults.mount_local", "false"),
+                           ("defaults.connect", "false"), ("defaults.memory", "256m")]:
+            assert cubbi("cubbi-config", "set", key, value).exit_code == 0
+        assert cubbi("cubbi-config", "network", "add", net).exit_code == 0
+        r = cubbi("cubbi", "--name", f"{prefix}-bare", "--json")
+        assert r.exit_code == 0, r
+        (rec,) = r.json()
+        assert rec["image"] == busybox_image and rec["mount"] is None, rec
+        assert net in rec["networks"], rec
+        info = engine.inspect_container(rec["container_id"])
+        assert info["HostConfig"]["Memory"] == 256 * 1024 * 1024
+        assert cubbi("cubbi-close", rec["id"]).exit_code == 0
+    finally:
+        for entry in engine.containers(all=True, labels=["cubbi.session=true"]):
+            if (entry.get("Labels") or {}).get("cubbi.session.name", "").startswith(prefix):
+                engine.remove(entry["Id"])
+        subprocess.run(["docker", "network", "rm", net], capture_output=True)
+
+
+@pytest.mark.engine
+def test_secret_canary_appears_only_inside_the_session(cubbi, busybox_image, prefix):
+    canary_cfg = "sk-canary-cfg-" + _secrets.token_hex(8)
+    canary_cli = "sk-canary-cli-" + _secrets.token_hex(8)
+    r = cubbi("cubbi-config", "set", "openai.api_key", "-", input=canary_cfg + "\n", env=FILE)
+    assert r.exit_code == 0, r
+    seen = [r.output]
+    assert canary_cfg not in (cubbi.config_dir / "config.yaml").read_text()
+    debug = dict(FILE, CUBBI_DEBUG="1")
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-canary", "--no-mount",
+              "--json", "--wait", "-e", f"ANTHROPIC_API_KEY={canary_cli}", env=debug)
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    sid, cid = rec["id"], rec["container_id"]
+    seen.append(r.output)
+
+    # where the tool needs it: the session's environment, for login shells and commands
+    got = _session_env(cubbi, sid, "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    assert got == {"OPENAI_API_KEY": canary_cfg, "ANTHROPIC_API_KEY": canary_cli}
+    r = cubbi("cubbi-connect", sid, "--", "stat", "-c", "%a", "/cubbi/env")
+    assert r.stdout.strip() == "600", r
+
+    # and nowhere else
+    for args in (("cubbi-ls", "--json", "--all"), ("cubbi-ls", "--all"),
+                 ("cubbi-logs", sid), ("cubbi-logs", "--json", sid),
+                 ("cubbi-config", "list"), ("cubbi-config", "list", "--json"),
+                 ("cubbi-config", "get", "openai.api_key", "--json")):
+        res = cubbi(*args, env=debug)
+        assert res.exit_code == 0, (args, res)
+        seen.append(res.output)
+    inspect = subprocess.run(["docker", "inspect", cid], capture_output=True, text=True)
+    assert inspect.returncode == 0 and cid in inspect.stdout
+    seen.append(inspect.stdout)
+    top = subprocess.run(["docker", "exec", cid, "cat", "/proc/1/environ"], capture_output=True)
+    seen.append(top.stdout.decode(errors="replace"))
+    r = cubbi("cubbi-close", sid, "--json", env=debug)
+    assert r.exit_code == 0, r
+    seen.append(r.output)
+    everything = "\n".join(seen)
+    assert canary_cfg not in everything and canary_cli not in everything
+    # the test would notice a leak: the same search finds the canary where it is
+    assert canary_cfg in (cubbi.config_dir / "secrets.yaml").read_text()
