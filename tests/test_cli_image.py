@@ -414,3 +414,11 @@ def test_real_tool_images_build_and_run(engine, debian_image, cubbi, prefix, nam
               "--name", f"{prefix}-{name}", "--run", version_cmd, "-q")
     assert r.exit_code == 0, r
     assert any(c.isdigit() for c in r.stderr), r
+
+
+def test_bootstrap_base_reuses_an_existing_base(debian_image, cubbi):
+    r = cubbi("cubbi-image", "bootstrap-base", "--tag", debian_image, "--json")
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    assert rec["tag"] == debian_image and rec["size"] > 10_000_000
+    assert "exists; use --force" in r.stderr

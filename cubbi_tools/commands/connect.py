@@ -19,8 +19,10 @@ def run(args):
 
 COMMAND = cli.Command(
     "cubbi-connect", "open a shell in a session, or run a command in it", run,
-    description="With only ID: an interactive login shell in /app as the session user, "
-                "once the session is ready. With -- CMD ARGS: runs CMD without a TTY, "
+    description="With only ID: the image's tool (init.command in its cubbi_image.yaml, "
+                "e.g. aider) in /app as the session user, once the session is ready, or an "
+                "interactive login shell when the image names no command. "
+                "With -- CMD ARGS: runs CMD without a TTY (-- bash -l for a shell), "
                 "passing stdin, stdout, stderr and the exit status through.",
     options=[cli.REMOTE],
     args=[
