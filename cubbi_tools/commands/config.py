@@ -285,7 +285,8 @@ COMMAND = cli.Command(
     subcommands={
         "list": ("show every setting, with the built-in defaults", [JSON, REVEAL], []),
         "get": ("show one setting (or every setting of a section)", [JSON, REVEAL], [KEY]),
-        "set": ("set KEY to VALUE; with VALUE - (or none) read it from stdin", [], [
+        "set": ("set KEY to VALUE; VALUE - reads it from stdin, and with no VALUE a "
+                "terminal prompts for it without echo", [], [
             KEY,
             cli.Arg("value", "the value; - reads one line from stdin (keeps a secret out "
                              "of shell history); '${VAR}' stores a reference", nargs="?",
@@ -295,12 +296,17 @@ COMMAND = cli.Command(
         "reset": ("forget every setting and stored secret", [
             cli.Opt("-y", "--yes", help="do not ask for confirmation (required off a terminal)"),
         ], []),
-        "network": ("list, add or remove the default networks (defaults.networks)", [JSON], [
+        "network": ("list, add or remove the default networks (defaults.networks)", [
+            cli.Opt("--json", help="list: one JSON object per network: {name}"),
+        ], [
             cli.Arg("action", "list, add or remove", metavar="list|add|remove"),
             cli.Arg("name", "a Docker network name", nargs="?", complete="network",
                     metavar="NAME"),
         ]),
-        "path": ("print the config file's path (--json: also where secrets are)", [JSON], []),
+        "path": ("print the config file's path", [
+            cli.Opt("--json", help="one JSON object: {config, secrets, secrets_kind}, "
+                                   "secrets_kind being keyring or file"),
+        ], []),
     },
     examples=[
         ("cubbi-config set defaults.image aider", "create aider sessions by default"),
