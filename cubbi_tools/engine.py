@@ -150,17 +150,47 @@ class LocalEngine:
         self.api = DockerAPI(host)
 
     # -- listing ---------------------------------------------------------
-    def list(self, all=False, filters=None):
-        entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true"])
-        records = []
-        for entry in entries:
-            rec = S.from_entry(entry, self.remote)
-            status, check = S.status_of(entry)
-            if check:
-                rec["status"], rec["reason"] = self._init_state(entry["Id"])
-            records.append(rec)
+    def list(self, all=False, filters=None, labels=(), status=True):
+        """Session records; labels (KEY=VALUE) narrow the engine's answer
+        first (the server lists one owner's sessions with cubbi.owner=USER).
+        One request, plus one log tail per session whose health check has
+        not passed yet (initializing or failed), read concurrently; with
+        status=False (resolving ids) those stay "initializing"."""
+        entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true", *labels])
+        records = [S.from_entry(entry, self.remote) for entry in entries]
+        if status:
+            self._init_states([r for r, e in zip(records, entries) if S.status_of(e)[1]])
         records.sort(key=lambda r: (r["created_epoch"], r["id"]))
         return [r for r in records if _matches(r, filters)]
+
+    def _init_states(self, records):
+        """Set status/reason from the init's markers in each log tail."""
+        def one(rec):
+            rec["status"], rec["reason"] = self._init_state(rec["container_id"])
+
+        if len(records) <= 1:
+            for rec in records:
+                one(rec)
+            return
+        import threading
+
+        errors = []
+
+        def guarded(rec):
+            try:
+                one(rec)
+            except Exception as exc:  # re-raised in this thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in records]
+        for i in range(0, len(threads), 8):
+            batch = threads[i:i + 8]
+            for t in batch:
+                t.start()
+            for t in batch:
+                t.join()
+        if errors:
+            raise errors[0]
 
     def _init_state(self, cid):
         try:
@@ -176,17 +206,30 @@ class LocalEngine:
         ref = (ref or "").strip()
         if not ref:
             raise UsageError("empty session id")
-        records = records if records is not None else self.list(all=True)
+        if records is None:
+            records = self.list(all=True, status=False)
         for r in records:
             if r["id"] == ref or r["name"] == ref or r["container_id"] == ref:
-                return r
+                return self._settled(r)
         hits = [r for r in records if r["id"].startswith(ref) or r["container_id"].startswith(ref)]
         if len(hits) == 1:
-            return hits[0]
+            return self._settled(hits[0])
         if not hits:
             raise NotFound(f"no session {ref!r}; see cubbi-ls --all")
         names = ", ".join(sorted(r["id"] for r in hits))
         raise UsageError(f"session id {ref!r} is ambiguous ({names}); give more characters")
+
+    def index(self):
+        """Every session, for resolving many references with one request
+        (each_session); a backend without it resolves each on its side."""
+        return self.list(all=True, status=False)
+
+    def _settled(self, rec):
+        """rec with its init state read, when its health check has not passed."""
+        if rec.get("status") == "initializing":
+            rec = dict(rec)
+            self._init_states([rec])
+        return rec
 
     # -- creating --------------------------------------------------------
     def _ensure_network(self, name, create=False):
@@ -212,13 +255,12 @@ class LocalEngine:
         name = req.name or f"{_short_image(req.image)}-{sid}"
         if not _valid_name(name):
             raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
-        if any(r["name"] == name for r in self.list(all=True)):
+        if self.api.containers(all=True, labels=[f"{S.LABEL}=true", f"{S.L_NAME}={name}"]):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
         for net in req.networks:
             if net != NETWORK:
                 self._ensure_network(net)
-        self._ensure_network(NETWORK, create=True)
 
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: req.image,
@@ -291,7 +333,15 @@ class LocalEngine:
             "HostConfig": host_config,
         }
         try:
-            created = self.api.create_container(f"cubbi-{name}", config)
+            try:
+                created = self.api.create_container(f"cubbi-{name}", config)
+            except APIError as exc:
+                # cubbi-network is made on demand: when the engine says it is
+                # missing (one round trip less on every other create)
+                if exc.status != 404 or NETWORK not in str(exc):
+                    raise
+                self._ensure_network(NETWORK, create=True)
+                created = self.api.create_container(f"cubbi-{name}", config)
         except APIError as exc:
             if exc.status == 409:
                 raise CubbiError(f"a session named {name!r} exists; choose another --name") from None
@@ -319,7 +369,10 @@ class LocalEngine:
             if isinstance(exc, APIError):
                 raise _start_error(exc) from None
             raise
-        return self.resolve(sid)
+        (rec,) = self.list(all=True, labels=[f"{S.L_ID}={sid}"], status=False) or [None]
+        if rec is None:
+            raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
+        return rec
 
     def _archive(self, req, image_meta):
         env = dict(req.env)

@@ -9,8 +9,9 @@ projects.  Sessions are not here: Docker labels stay their only store.
   service config's projects.storage.key.  Without one, a random key is made
   once in DB.key (mode 0600) beside the database, so a restart loses nothing.
 
-One short-lived connection per call: the server runs in gevent greenlets on
-one thread, and every statement here takes well under a millisecond.
+One connection per State, kept open: the server runs in gevent greenlets
+on one thread, and every statement here takes well under a millisecond
+(sqlite calls do not yield, so greenlets never interleave inside one).
 """
 
 import base64
@@ -74,6 +75,7 @@ class State:
         self.path = path
         self._key = key
         self._fernet = None
+        self._conn = None
         d = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(d, exist_ok=True)
@@ -84,10 +86,14 @@ class State:
             raise CubbiError(f"cannot open the server database {path}: {exc}") from None
 
     def _db(self):
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA foreign_keys=ON")
-        db.row_factory = sqlite3.Row
-        return _Closing(db)
+        """The connection (opened once; autocommit, so each statement sees
+        what other processes, e.g. `cubbi-server token create`, wrote)."""
+        if self._conn is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA foreign_keys=ON")
+            db.row_factory = sqlite3.Row
+            self._conn = db
+        return _Kept(self._conn)
 
     # -- users and tokens ------------------------------------------------
     def add_user(self, name):
@@ -246,7 +252,7 @@ class State:
         return row["secret"] if row else None
 
 
-class _Closing:
+class _Kept:
     def __init__(self, db):
         self.db = db
 
@@ -254,5 +260,4 @@ class _Closing:
         return self.db
 
     def __exit__(self, *exc):
-        self.db.close()
         return False

@@ -115,7 +115,9 @@ class Service:
     def sessions(self, user, all=False, filters=None):
         filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
         filters["owner"] = user
-        return self.engine.list(all=all, filters=filters)
+        from .session import L_OWNER
+
+        return self.engine.list(all=all, filters=filters, labels=[f"{L_OWNER}={user}"])
 
     def session(self, user, ref):
         return self.engine.resolve(ref, records=self.sessions(user, all=True))

@@ -72,13 +72,14 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
     try:
         stdin_open = fd is not None
         if not stdin_open:
-            ws.send_text(json.dumps({"type": "eof"}))
+            _send(ws.send_text, json.dumps({"type": "eof"}))
         while not done.is_set():
             if winch["changed"]:
                 winch["changed"] = False
                 size = _size()
                 if size:
-                    ws.send_text(json.dumps({"type": "resize", "rows": size[0], "cols": size[1]}))
+                    _send(ws.send_text, json.dumps({"type": "resize", "rows": size[0],
+                                                    "cols": size[1]}))
             if not stdin_open:
                 done.wait(0.2)
                 continue
@@ -92,14 +93,12 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
                 data = os.read(fd, 65536)
             except OSError:
                 data = b""
-            try:
-                if data:
-                    ws.send_binary(data)
-                else:
-                    stdin_open = False
-                    ws.send_text(json.dumps({"type": "eof"}))
-            except OSError:
-                break
+            if data:
+                if not _send(ws.send_binary, data):
+                    break
+            else:
+                stdin_open = False
+                _send(ws.send_text, json.dumps({"type": "eof"}))
         done.wait(10)
     finally:
         if saved is not None:
@@ -114,3 +113,13 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
     if result["code"] is None:
         raise CubbiError(f"the connection to remote {remote.remote!r} ended without an exit status")
     return result["code"]
+
+
+def _send(send, data):
+    """Send, or False when the server already closed (its reason comes in
+    the reader's last message)."""
+    try:
+        send(data)
+        return True
+    except OSError:
+        return False

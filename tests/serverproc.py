@@ -49,11 +49,11 @@ class ServerProcess:
     def database(self):
         return os.path.join(self.workdir, "server.db")
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, quiet=False):
         self._log = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "cubbi-server"), "--config", self.config, "--host", "127.0.0.1",
-             "--port", str(getattr(self, "port", 0))],
+             "--port", str(getattr(self, "port", 0))] + (["--quiet"] if quiet else []),
             stdout=subprocess.DEVNULL, stderr=self._log, env=self.env, cwd=self.workdir)
         deadline = time.time() + timeout
         while time.time() < deadline:
