@@ -422,3 +422,19 @@ def test_bootstrap_base_reuses_an_existing_base(debian_image, cubbi):
     (rec,) = r.json()
     assert rec["tag"] == debian_image and rec["size"] > 10_000_000
     assert "exists; use --force" in r.stderr
+
+
+def test_state_folder_is_keyed_on_the_project_id_or_the_path(tmp_path, monkeypatch):
+    from cubbi_tools import toolstate
+
+    monkeypatch.setenv("CUBBI_HOME", str(tmp_path / "home"))
+    a = toolstate.state_dir(project="git@github.com:hello/private.git")
+    b = toolstate.state_dir(project="https://github.com/hello/private")
+    assert a == b and a.startswith(str(tmp_path / "home" / "projects")) and a.endswith("/config")
+    assert open(os.path.join(os.path.dirname(a), "source")).read() == \
+        "project github.com/hello/private\n"
+    (tmp_path / "x").mkdir()
+    os.symlink(tmp_path / "x", tmp_path / "link-to-x")
+    c = toolstate.state_dir(mount=str(tmp_path / "x"))
+    assert c not in (a, None) and c == toolstate.state_dir(mount=str(tmp_path / "link-to-x"))
+    assert toolstate.state_dir() is None
