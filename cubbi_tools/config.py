@@ -676,7 +676,9 @@ UI
     ui.colors (true|false, default true)
         colour on terminals (NO_COLOR always wins).
     ui.verbose (true|false, default false)
-        more progress messages. Secrets are never shown, verbose or not.
+        the spec's switch for more progress messages; accepted and checked,
+        but no command prints more with it yet. Secrets are never shown,
+        verbose or not.
 
 IMAGES
     images.ca_cert (path of a PEM file, or a list of them)

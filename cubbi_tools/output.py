@@ -11,7 +11,19 @@ import sys
 
 def use_color(stream=None):
     stream = stream or sys.stdout
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb" \
+        and _config_colors()
+
+
+def _config_colors():
+    """ui.colors from the config (read only on a terminal; no file: True)."""
+    from . import config
+    from .errors import CubbiError
+
+    try:
+        return bool(config.peek("ui.colors", True))
+    except CubbiError:
+        return True
 
 
 def dumps(record):
