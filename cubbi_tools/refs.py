@@ -57,7 +57,8 @@ def each_session(engine, ids, tally, stdin=None):
     from .errors import CubbiError
 
     refs = list(refs_from(ids, stdin))
-    records = engine.list(all=True)
+    index = getattr(engine, "index", None)  # local: one list for all refs
+    records = index() if index else None
     for ref in refs:
         if isinstance(ref, BadLine):
             tally.failed(None, CubbiError(str(ref)))

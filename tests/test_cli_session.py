@@ -261,7 +261,7 @@ def test_logs_streams_tail_since_and_several_sessions(cubbi, busybox_image, pref
     r = cubbi("cubbi-logs", "--json", input=ls.stdout)
     assert r.exit_code == 0, r
     got = [(x["session"], x["line"]) for x in r.json() if x["stream"] == "stdout"]
-    assert got == [(a["id"], "out-a"), (b["id"], "out-b")]
+    assert sorted(got) == sorted([(a["id"], "out-a"), (b["id"], "out-b")])  # ls order: by second
     # an unknown one among them: reported, the others shown, exit 3
     r = cubbi("cubbi-logs", a["id"], f"{prefix}-nosuch")
     assert r.exit_code == 3 and "out-a" in r.stdout and f"{prefix}-nosuch" in r.stderr, r
@@ -505,3 +505,34 @@ def test_closed_standard_streams(cubbi, busybox_image, prefix):
     assert r.stdout == "0\n", r
     r = cubbi("bash", "-c", f"cubbi-close {prefix}-x <&-")
     assert r.exit_code == 0, r
+
+
+@pytest.fixture
+def failing_image(busybox_image, prefix):
+    """An image whose /app is a file: the init cannot make the directory
+    and marks the session failed."""
+    tag = f"cubbi-test/{prefix}-fails:latest"
+    r = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], capture_output=True, text=True,
+                       input=f"FROM {busybox_image}\nRUN echo not-a-dir > /app\n")
+    assert r.returncode == 0, r.stderr
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_failed_sessions_say_why_in_ls(cubbi, failing_image, prefix):
+    r = create(cubbi, failing_image, f"{prefix}-f1", "--wait", ok=False)
+    one_line_error(r, 1, "failed", "/app", "cubbi-logs")
+    assert r.stdout == ""
+    r = create(cubbi, failing_image, f"{prefix}-f2", ok=True)
+    assert r["status"] in ("initializing", "failed")
+    time.sleep(1)
+    # several sessions whose health check has not passed: their log tails
+    # are read (concurrently) to tell initializing from failed
+    ls = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}*")
+    assert [(x["name"], x["status"]) for x in ls.json()] == \
+        [(f"{prefix}-f1", "failed"), (f"{prefix}-f2", "failed")], ls
+    assert all("/app" in x["reason"] for x in ls.json())
+    r = cubbi("cubbi-ls", "--json", "--filter", "status=failed", "--filter", f"name={prefix}*")
+    assert len(r.json()) == 2
+    r = cubbi("cubbi-connect", f"{prefix}-f1", "--", "true")
+    one_line_error(r, 1, "failed", "/app")

@@ -53,7 +53,7 @@ class FakeList(LocalEngine):
     def __init__(self, records):
         self.records = records
 
-    def list(self, all=False, filters=None):
+    def list(self, all=False, filters=None, labels=(), status=True):
         return self.records
 
 

@@ -103,8 +103,6 @@ def run(args):
         out.add(S.human(rec) if fmt == "table" else rec)
         out.close()
     code = 0
-    if args.run or connect or args.wait:
-        rec = engine.wait_ready(rec)
     if args.run and engine.remote:
         code = engine.connect(rec, ["/bin/sh", "-lc", args.run], use_stdin=False,
                               stdout=sys.stderr.buffer)

@@ -149,8 +149,8 @@ teardown_file() { common_teardown_file; }
     [ "$output" = "out-a" ]
     run -0 bash -c 'cubbi-logs --tail 1 --json "$1" | jq -r .line' _ "$b"
     [ "$output" = "out-b" ]
-    run -0 bash -c 'cubbi-ls --json --filter "name=$PREFIX-$1-*" | cubbi-logs --json | jq -r "select(.stream==\"stdout\") | [.session, .line] | @tsv"' _ "$BATS_TEST_NUMBER"
-    [ "$output" = "$a"$'\t'"out-a"$'\n'"$b"$'\t'"out-b" ]
+    run -0 bash -c 'cubbi-ls --json --filter "name=$PREFIX-$1-*" | cubbi-logs --json | jq -r "select(.stream==\"stdout\") | [.session, .line] | @tsv" | sort' _ "$BATS_TEST_NUMBER"
+    [ "$output" = "$(printf '%s\tout-a\n%s\tout-b\n' "$a" "$b" | sort)" ]
     run -0 cubbi-logs "$a" "$(name b)"
     [[ "$output" == *"$(name a) | out-a"* && "$output" == *"$(name b) | out-b"* ]]
 }
