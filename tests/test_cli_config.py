@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import BIN, ROOT, cubbi_env
+from conftest import BIN, cubbi_env
 
 FILE = {"CUBBI_SECRETS": "file"}
 
@@ -299,3 +299,15 @@ def test_secret_canary_appears_only_inside_the_session(cubbi, busybox_image, pre
     assert canary_cfg not in everything and canary_cli not in everything
     # the test would notice a leak: the same search finds the canary where it is
     assert canary_cfg in (cubbi.config_dir / "secrets.yaml").read_text()
+
+
+def test_concurrent_sets_lose_nothing(cubbi):
+    """Each set re-reads the file under a lock: parallel writers all land."""
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir), "CUBBI_SECRETS": "file"})
+    procs = [subprocess.Popen([os.path.join(BIN, "cubbi-config"), "set", f"svc{i}.api_key",
+                               f"k{i}"], env=env, stderr=subprocess.PIPE)
+             for i in range(8)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 8
+    rows = cubbi("cubbi-config", "list", "--json", "--reveal", env=FILE).json()
+    got = {r["key"]: r["value"] for r in rows if r["key"].startswith("services.svc")}
+    assert got == {f"services.svc{i}.api_key": f"k{i}" for i in range(8)}
