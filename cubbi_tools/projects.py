@@ -33,6 +33,7 @@ _URL = re.compile(rf"(?P<scheme>[a-z+]+)://(?:(?P<user>{_USER})(?P<pw>:[^@/]*)?@
                   rf"(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?(?P<path>/.*)")
 _SCP = re.compile(rf"(?:(?P<user>{_USER})@)?(?P<host>{_HOST}):(?P<path>[^/].*)")
 _BARE = re.compile(rf"(?P<host>{_HOST})(?P<path>/.*)")
+_ID_PORT = re.compile(rf"(?P<host>{_HOST}):(?P<port>[0-9]{{1,5}})(?P<path>/.*)")
 
 
 class Remote:
@@ -96,6 +97,12 @@ def parse(url):
         return Remote(scheme, m["user"], m["host"].lower(), port, *_path(text, m["path"]))
     if "://" in text:
         raise UsageError(f"invalid repository URL {text!r}: expected scheme://[user@]host[:port]/path")
+    m = _ID_PORT.fullmatch(text)
+    if m:  # host:port/path, an id as cubbi prints it (git would read an scp path "port/path")
+        port = int(m["port"])
+        if not 0 < port < 65536:
+            raise UsageError(f"invalid repository URL {text!r}: port {port} out of range")
+        return Remote(None, None, m["host"].lower(), port, *_path(text, m["path"]))
     m = _SCP.fullmatch(text)
     if m:
         return Remote("ssh", m["user"], m["host"].lower(), None, *_path(text, m["path"]), scp=True)
@@ -221,14 +228,16 @@ def check_token(token, where="--token"):
 
 
 # -- the library interface ---------------------------------------------------
+CREDENTIAL_TEXT = {"ssh_key": "an SSH private key", "token": "an access token", "none": None}
+
+
 def record(pid, meta, detail=False):
     """The public record of a project (never the credential)."""
     r = parse(meta.get("url") or pid)
     rec = {"id": pid, "url": meta.get("url"), "host": r.hostport,
            "auth": meta.get("auth") or "none", "added": meta.get("added")}
     if detail:
-        rec["credential"] = {"ssh_key": "an SSH private key", "token": "an access token",
-                             "none": None}[rec["auth"]]
+        rec["credential"] = CREDENTIAL_TEXT[rec["auth"]]
         rec["credential_store"] = _store().where() if rec["auth"] != "none" else None
     return rec
 

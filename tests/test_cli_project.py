@@ -52,6 +52,7 @@ def test_any_host_port_and_path(url, pid, clone):
     got = projects.normalise(url)
     assert got[:2] == (pid, clone)
     assert projects.normalise(got[1])[0] == pid
+    assert projects.normalise(pid)[0] == pid  # the id as printed names it again
 
 
 BAD_URLS = ["ssh://host/x;touch /tmp/pwned", "https://h.example/$(touch /tmp/pwned)",

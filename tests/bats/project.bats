@@ -25,10 +25,8 @@ teardown_file() {
 gs() { jq -r ".$1" "$BATS_FILE_TMPDIR/gs.json"; }
 
 setup() {
-    # each test its own projects and secrets
-    CUBBI_CONFIG_DIR="$BATS_TEST_TMPDIR/cfg"
-    mkdir -p "$CUBBI_CONFIG_DIR"
-    export CUBBI_CONFIG_DIR
+    # each test starts with no project (local config, or the service's)
+    cubbi-project list -q | cubbi-project remove -q >/dev/null
 }
 
 @test "add reads the token from stdin; list and show name its kind, never its value" {
@@ -76,7 +74,8 @@ setup() {
     one_line_error 3
     run --separate-stderr cubbi-project show
     one_line_error 2
-    [ ! -e "$CUBBI_CONFIG_DIR/projects.yaml" ]
+    run -0 cubbi-project list -q
+    [ -z "$output" ]
 }
 
 @test "cubbi URL clones a private repository over http with the stored token" {
