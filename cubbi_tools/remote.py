@@ -164,8 +164,6 @@ class RemoteService:
             body.pop(key, None)
         body["files"] = {p: [t if isinstance(t, str) else t.decode(), m]
                          for p, (t, m) in (req.files or {}).items()}
-        if progress:
-            progress(f"creating the session on remote {self.remote!r}")
         return self._mark(self.request("POST", "/sessions", body=body, timeout=None))
 
     def close(self, ref, records=None):

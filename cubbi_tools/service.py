@@ -8,7 +8,8 @@ its creator's: another user's is "not found"), and the SQLite state.
 
 Requests from remote clients are sanitised here, once: no host paths (a
 client's directories mean nothing on the server, and a bind mount of the
-server's own disk would be a hole), a fixed session uid/gid, the owner from
+server's own disk would be a hole), the session uid/gid of the service
+config (sessions.uid/gid, default 1000), the owner from
 the authenticated user, no `cubbi.*` labels from the client.
 """
 
@@ -18,7 +19,7 @@ import re
 
 from .errors import CubbiError, UsageError
 
-SESSION_UID = 1000
+SESSION_UID = 1000  # sessions.uid / sessions.gid in the service config
 SESSION_GID = 1000
 
 DEFAULTS = {
@@ -30,6 +31,7 @@ DEFAULTS = {
     "images": [],
     "projects": {"storage": {"type": "encrypted", "key": None}, "default_ssh_scan": []},
     "state": {"database": "cubbi-server.db"},
+    "sessions": {"uid": SESSION_UID, "gid": SESSION_GID},
 }
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -127,7 +129,7 @@ class Service:
 
         req = CreateRequest(**check_create(payload))
         req.owner = user
-        req.uid, req.gid = SESSION_UID, SESSION_GID
+        req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])
         req.labels = {k: v for k, v in req.labels.items() if not k.startswith("cubbi.")}
         if req.project:
             self._project_setup(user, req)
@@ -222,7 +224,15 @@ class Service:
         return self.state.projects(user)
 
     def project(self, user, pid):
-        return self.state.project(user, project_id(pid))
+        """The record of cubbi-project show --json: which kind of credential,
+        never its value."""
+        from .projects import CREDENTIAL_TEXT
+
+        rec = self.state.project(user, project_id(pid))
+        rec["credential"] = CREDENTIAL_TEXT[rec["auth"]]
+        rec["credential_store"] = ("the service's database (encrypted)"
+                                   if rec["auth"] != "none" else None)
+        return rec
 
     def put_project(self, user, payload, pid=None):
         url = payload.get("url") or pid

@@ -101,7 +101,10 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     work = tempfile.mkdtemp(prefix="cubbi-server-test-")
-    server = ServerProcess(work).start()
+    # sessions get this user's uid/gid, as local ones do (sessions.uid/gid)
+    server = ServerProcess(work, config_text=(
+        f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
+        f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n")).start()
     try:
         cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
         os.makedirs(cfg, exist_ok=True)
