@@ -259,7 +259,8 @@ def parse(key, text, data=None):
     try:
         return coerce(key, text, data=data, strict=True)
     except ValueError as exc:
-        raise UsageError(f"{key} {text!r}: {exc}") from None
+        shown = MASK if is_secret(key) else repr(text)
+        raise UsageError(f"{key} {shown}: {exc}") from None
 
 
 def coerce(key, raw, source=None, data=None, strict=False):
