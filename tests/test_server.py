@@ -431,3 +431,24 @@ def test_a_project_stored_on_the_service_clones_with_its_token(cubbi, remote_env
                 "cat /app/README; stat -c %a /cubbi/project/token", env=remote_env)
     assert out.stdout.splitlines() == ["hello from the project", "600"], out
     assert servers["token"] not in json.dumps(rec)
+
+
+def test_admin_tokens_list_revoke(server, cubbi):
+    from conftest import BIN
+
+    def admin(*argv):
+        return cubbi(os.path.join(BIN, "cubbi-server"), *argv, "--config", server.config,
+                     env={"TEST_PROJECT_KEY": server.env["TEST_PROJECT_KEY"]})
+
+    r = admin("token", "create", "dora", "--label", "laptop", "--json")
+    assert r.exit_code == 0, r
+    (tok,) = r.json()
+    c = Client(server.url, tok["token"])
+    assert c.call("GET", "/sessions")[0] == 200
+    listed = admin("token", "list", "dora", "--json")
+    assert [t["id"] for t in listed.json()] == [tok["id"]] and tok["token"] not in listed.stdout
+    assert admin("token", "revoke", tok["id"]).exit_code == 0
+    assert c.call("GET", "/sessions")[0] == 401
+    assert admin("token", "revoke", tok["id"]).exit_code == 3
+    assert admin("token", "create").exit_code == 2
+    assert admin("token", "create", "bad user!").exit_code == 2

@@ -58,6 +58,28 @@ def serve(args, conf):
     return 0
 
 
+def _report(args, rec, text):
+    if args.json:
+        json_line(rec)
+    else:
+        message(text, PROG)
+    return 0
+
+
+def _table(args, rows, columns, key="id"):
+    out = Printer(cli.output_format(args), columns, key=key)
+    for row in rows:
+        out.add(row)
+    out.close()
+    return 0
+
+
+def _need(args, what):
+    if not args.user:
+        raise UsageError(f"{args.subcommand} {args.action} needs {what}")
+    return args.user
+
+
 def run(args):
     conf = _conf(args)
     if args.subcommand == "serve":
@@ -65,51 +87,26 @@ def run(args):
     from ..serverstate import State
 
     state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
-    if args.subcommand == "token":
-        if args.action == "create":
-            if not args.user:
-                raise UsageError("token create needs a USER")
-            tok = state.create_token(args.user, label=args.label)
-            if args.json:
-                json_line(tok)
-            else:
-                sys.stdout.write(tok["token"] + "\n")
-                message(f"token {tok['id']} for {tok['user']}: shown once, keep it safe", PROG)
-            return 0
-        if args.action == "list":
-            out = Printer(cli.output_format(args), [("id", "ID"), ("user", "USER"),
-                                                    ("label", "LABEL"), ("created", "CREATED")])
-            for tok in state.tokens(args.user):
-                out.add(tok)
-            out.close()
-            return 0
-        if args.action == "revoke":
-            if not args.user:
-                raise UsageError("token revoke needs a token ID (see cubbi-server token list)")
-            rec = state.revoke_token(args.user)
-            if args.json:
-                json_line(rec)
-            else:
-                message(f"revoked token {rec['id']}", PROG)
-            return 0
-        raise UsageError(f"unknown token action {args.action!r}: use create, list or revoke")
-    if args.action == "list":
-        out = Printer(cli.output_format(args), [("user", "USER"), ("tokens", "TOKENS"),
-                                                ("created", "CREATED")], key="user")
-        for u in state.users():
-            out.add(u)
-        out.close()
-        return 0
-    if args.action == "remove":
-        if not args.user:
-            raise UsageError("user remove needs a USER")
-        rec = state.remove_user(args.user)
-        if args.json:
-            json_line(rec)
-        else:
-            message(f"removed user {rec['user']} and their tokens", PROG)
-        return 0
-    raise UsageError(f"unknown user action {args.action!r}: use list or remove")
+    action = (args.subcommand, args.action)
+    if action == ("token", "create"):
+        tok = state.create_token(_need(args, "a USER"), label=args.label)
+        if not args.json:
+            sys.stdout.write(tok["token"] + "\n")
+        return _report(args, tok, f"token {tok['id']} for {tok['user']}: shown once, keep it safe")
+    if action == ("token", "list"):
+        return _table(args, state.tokens(args.user), [("id", "ID"), ("user", "USER"),
+                                                      ("label", "LABEL"), ("created", "CREATED")])
+    if action == ("token", "revoke"):
+        rec = state.revoke_token(_need(args, "a token ID (see cubbi-server token list)"))
+        return _report(args, rec, f"revoked token {rec['id']}")
+    if action == ("user", "list"):
+        return _table(args, state.users(), [("user", "USER"), ("tokens", "TOKENS"),
+                                            ("created", "CREATED")], key="user")
+    if action == ("user", "remove"):
+        rec = state.remove_user(_need(args, "a USER"))
+        return _report(args, rec, f"removed user {rec['user']} and their tokens")
+    known = "create, list or revoke" if args.subcommand == "token" else "list or remove"
+    raise UsageError(f"unknown {args.subcommand} action {args.action!r}: use {known}")
 
 
 _HOST = cli.Opt("--host", kind="value", metavar="ADDR",
