@@ -62,6 +62,20 @@ class TokenAuth:
                             "(cubbi-server token create USER)") from None
 
 
+AUTH_PROVIDERS = {"token": TokenAuth}
+
+
+def authenticator(conf, state):
+    """The auth layer named by auth.provider.  API tokens are the only one
+    so far; another provider (authentik OAuth) is one more entry here."""
+    provider = (conf.get("auth") or {}).get("provider") or "token"
+    if provider not in AUTH_PROVIDERS:
+        sys.stderr.write(f"cubbi-server: auth.provider {provider!r} is not available in this "
+                         "version; using API tokens (cubbi-server token create USER)\n")
+        provider = "token"
+    return AUTH_PROVIDERS[provider](state)
+
+
 def error_body(status, message, kind="http"):
     return json.dumps({"error": message, "kind": kind, "status": status})
 
@@ -89,7 +103,7 @@ def make_app(service, conf=None):
     conf = conf or service.conf
     max_body = int(conf["server"].get("max_body") or 4 * 1024 * 1024)
     heartbeat = float(conf["server"].get("heartbeat") or 15)
-    auth = TokenAuth(service.state)
+    auth = authenticator(conf, service.state)
     stats = Stats()
     app = bottle.Bottle(catchall=True, autojson=True)
     app.config["cubbi.stats"] = stats
