@@ -180,8 +180,12 @@ def load_commands():
 
 def dispatcher():
     """(docstring, forms [(form, text)], session mapping) of bin/cubbi."""
-    with open(os.path.join(SRC, "bin", "cubbi"), encoding="utf-8") as fh:
-        tree = ast.parse(fh.read())
+    path = os.path.join(SRC, "bin", "cubbi")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError) as exc:
+        raise DocsError(f"cannot read the dispatcher {path}: {exc} (run from a checkout)") from None
     doc = ast.get_docstring(tree) or ""
     session = {}
     for stmt in tree.body:
@@ -800,8 +804,7 @@ def bash_stub(name):
 
 # zsh
 
-def zq(s):
-    return "'" + str(s).replace("'", "'\\''") + "'"
+zq = shq  # zsh quotes single-quoted words as sh does
 
 
 def zesc(s, chars="[]:"):
@@ -979,7 +982,6 @@ def fish_flag(flag):
 
 def fish_completion(cmds):
     _, _, session = dispatcher()
-    names = [c.name for c in cmds]
     out = [header(), "# fish: install in vendor_completions.d with fish/*.fish, or source it.",
            "if set -q __cubbi_completions_loaded", "    exit", "end",
            "set -g __cubbi_completions_loaded 1", ""]
@@ -1034,7 +1036,7 @@ def fish_completion(cmds):
     out.append("complete -c cubbi -n 'not __cubbi_first' -a '(__cubbi_delegate)'")
     out.append("complete -c cubbi -n '__cubbi_first; and string match -q -- \"-*\" (commandline -ct)' "
                "-a '(complete -C \"cubbi-create \"(commandline -ct))'")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + fish_tail(cmds, session)
 
 
 FISH_RUNTIME = r'''function __cubbi_values --argument-names kind
@@ -1192,10 +1194,9 @@ def generate():
         files[f"man/{cmd.name}.1"] = man_command(cmd, [(n, str(s)) for n, s, _, _, _ in pages])
     for name, sec, module, attr, text in pages:
         files[f"man/{name}.{sec}"] = man_page(name, sec, module, attr, text)
-    _, _, session = dispatcher()
     files["completions/cubbi.bash"] = bash_completion(cmds)
     files["completions/_cubbi"] = zsh_completion(cmds)
-    files["completions/cubbi.fish"] = fish_completion(cmds) + fish_tail(cmds, session)
+    files["completions/cubbi.fish"] = fish_completion(cmds)
     for name in ["cubbi"] + [c.name for c in cmds]:
         files[f"completions/bash/{name}"] = bash_stub(name)
         if name != "cubbi":

@@ -367,6 +367,11 @@ def test_bash_generator_on_a_synthetic_command(fakes, tmp_path):
     assert c("cubbi-zz run --") == ["--env", "--format", "--from", "--help"]
     assert c("cubbi-zz net ") == ["add", "list", "remove"]
     assert c("cubbi-zz net add t") == ["teamnet"]
+    zsh_file = tmp_path / "_zz"
+    zsh_file.write_text(docs.zsh_completion([SYNTHETIC]))
+    proc = subprocess.run([need("zsh"), "-n", str(zsh_file)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "'(--format)--format=[format]:FORMAT:(table json)'" in zsh_file.read_text()
     man = docs.man_command(SYNTHETIC, [])
     assert ".SH SUBCOMMANDS" in man and '.SS "run"' in man and "\\fBjson\\fR" in man
 
@@ -403,7 +408,7 @@ def test_fish_completes_options_subcommands_and_values(fakes):
 
 def test_fish_generator_on_a_synthetic_command(fakes, tmp_path):
     path = tmp_path / "zz.fish"
-    path.write_text(docs.fish_completion([SYNTHETIC]) + docs.fish_tail([SYNTHETIC], {}))
+    path.write_text(docs.fish_completion([SYNTHETIC]))
     c = lambda line: fish_complete(line, fakes, source=str(path))  # noqa: E731
     assert c("cubbi-zz ") == ["net", "run"]
     assert c("cubbi-zz run --format ") == ["json", "table"]
