@@ -1016,7 +1016,7 @@ def fish_completion(cmds):
                     if kind == "choices":
                         line += " -x -a " + fq(" ".join(choices))
                     else:
-                        line += " -x -a " + fq(f"(__cubbi_values {kind_key(kind, choices)})")
+                        line += " -x -a " + fq(f"(__cubbi_values {fq(kind_key(kind, choices))})")
                 out.append(line + f" -d {fq(' '.join((opt.help or '').split()))}")
             for name, child in node.children.items():
                 out.append(f"complete -c {cmd.name} -n {fq('__cubbi_at ' + shq(node.path) + ' 0')} "

@@ -350,32 +350,6 @@ SYNTHETIC = cli.Command(
 )
 
 
-def test_bash_generator_on_a_synthetic_command(fakes, tmp_path):
-    path = tmp_path / "zz.bash"
-    path.write_text(docs.bash_completion([SYNTHETIC]))
-    c = lambda line: bash_complete(line, fakes, source=str(path))  # noqa: E731
-    assert c("cubbi-zz ") == ["net", "run"]
-    assert c("cubbi-zz -r ") == ["lab", "team"]
-    assert c("cubbi-zz -r team r") == ["run"]
-    assert c("cubbi-zz run --format ") == ["json", "table"]     # choices only, no junk
-    assert c("cubbi-zz run --format=j") == ["json"]
-    assert bash_complete("cubbi-zz run --format=j", fakes, source=str(path), split_eq=False) == ["--format=json"]
-    assert c("cubbi-zz run --from ") == ["x1", "x2"]
-    assert c("cubbi-zz run -v ") == ["github.com/a/b"]            # a count takes no value
-    assert c("cubbi-zz run --format json ") == ["github.com/a/b"]  # the value was consumed
-    assert c("cubbi-zz run -e A=1 github.com/a/b en") == ["env.list"]
-    assert c("cubbi-zz run --") == ["--env", "--format", "--from", "--help"]
-    assert c("cubbi-zz net ") == ["add", "list", "remove"]
-    assert c("cubbi-zz net add t") == ["teamnet"]
-    zsh_file = tmp_path / "_zz"
-    zsh_file.write_text(docs.zsh_completion([SYNTHETIC]))
-    proc = subprocess.run([need("zsh"), "-n", str(zsh_file)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "'(--format)--format=[format]:FORMAT:(table json)'" in zsh_file.read_text()
-    man = docs.man_command(SYNTHETIC, [])
-    assert ".SH SUBCOMMANDS" in man and '.SS "run"' in man and "\\fBjson\\fR" in man
-
-
 def fish_complete(line, env, source=None):
     fish = need("fish")
     source = source or os.path.join(COMP, "cubbi.fish")
@@ -406,14 +380,35 @@ def test_fish_completes_options_subcommands_and_values(fakes):
                 assert not long or long[0] in offered, f"fish {prefix}: {long[0]} missing"
 
 
-def test_fish_generator_on_a_synthetic_command(fakes, tmp_path):
-    path = tmp_path / "zz.fish"
-    path.write_text(docs.fish_completion([SYNTHETIC]))
-    c = lambda line: fish_complete(line, fakes, source=str(path))  # noqa: E731
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_generator_on_a_synthetic_command(shell, fakes, tmp_path):
+    generate, complete = {"bash": (docs.bash_completion, bash_complete),
+                          "fish": (docs.fish_completion, fish_complete)}[shell]
+    path = tmp_path / f"zz.{shell}"
+    path.write_text(generate([SYNTHETIC]))
+    c = lambda line: complete(line, fakes, source=str(path))  # noqa: E731
     assert c("cubbi-zz ") == ["net", "run"]
-    assert c("cubbi-zz run --format ") == ["json", "table"]
-    assert c("cubbi-zz run --format json ") == ["github.com/a/b"]
+    assert c("cubbi-zz run --format ") == ["json", "table"]     # choices only, no junk
+    assert c("cubbi-zz run --format json ") == ["github.com/a/b"]  # the value was consumed
+    assert c("cubbi-zz run --from ") == ["x1", "x2"]
     assert c("cubbi-zz net ") == ["add", "list", "remove"]
+    assert c("cubbi-zz net add t") == ["teamnet"]
+    if shell != "bash":
+        return
+    assert c("cubbi-zz -r ") == ["lab", "team"]
+    assert c("cubbi-zz -r team r") == ["run"]
+    assert c("cubbi-zz run --format=j") == ["json"]
+    assert bash_complete("cubbi-zz run --format=j", fakes, source=str(path), split_eq=False) == ["--format=json"]
+    assert c("cubbi-zz run -v ") == ["github.com/a/b"]            # a count takes no value
+    assert c("cubbi-zz run -e A=1 github.com/a/b en") == ["env.list"]
+    assert c("cubbi-zz run --") == ["--env", "--format", "--from", "--help"]
+    zsh_file = tmp_path / "_zz"
+    zsh_file.write_text(docs.zsh_completion([SYNTHETIC]))
+    proc = subprocess.run([need("zsh"), "-n", str(zsh_file)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "'(--format)--format=[format]:FORMAT:(table json)'" in zsh_file.read_text()
+    man = docs.man_command(SYNTHETIC, [])
+    assert ".SH SUBCOMMANDS" in man and '.SS "run"' in man and "\\fBjson\\fR" in man
 
 
 def test_completion_files_parse():
