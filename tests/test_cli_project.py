@@ -19,6 +19,12 @@ import gitservers  # noqa: E402
 from cubbi_tools import projects  # noqa: E402
 from cubbi_tools.errors import UsageError  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path, monkeypatch):
+    """Project sessions keep tool state in CUBBI_HOME: a temp one per test."""
+    monkeypatch.setenv("CUBBI_HOME", str(tmp_path / "cubbi-home"))
+
+
 # -- URL normalisation (unit) -------------------------------------------------
 SAME = ["github.com/hello/private", "github.com/hello/private.git",
         "git@github.com:hello/private.git", "git@github.com:hello/private",
@@ -61,6 +67,13 @@ BAD_URLS = ["ssh://host/x;touch /tmp/pwned", "https://h.example/$(touch /tmp/pwn
             "https://user:secret@h.example/x", "file:///etc/passwd", "-oProxyCommand=sh/x",
             "ssh://-oProxyCommand=x/y", "https://h.example/-x", "https://h.example/x\n/y",
             "https://h.example:99999/x", "h.example", ""]
+
+
+def test_every_url_form_shares_one_persistent_state():
+    from cubbi_tools import toolstate
+
+    dirs = {toolstate.state_dir(project=url, create=False) for url in SAME}
+    assert len(dirs) == 1 and None not in dirs
 
 
 @pytest.mark.parametrize("url", BAD_URLS)
