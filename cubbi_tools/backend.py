@@ -15,9 +15,11 @@ def remote_name(args=None):
         from . import config
 
         name = config.peek("remote.default")
+    if not name:
+        return None  # the local engine, without importing the remote client
     from .remote import LOCAL
 
-    return None if not name or name == LOCAL else name
+    return None if name == LOCAL else name
 
 
 def get(args=None):

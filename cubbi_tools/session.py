@@ -20,7 +20,7 @@ Docker is the source of truth: a session is a container labelled
   remote        the remote serving it, null when local      string|null
 """
 
-import datetime
+import time
 
 LABEL = "cubbi.session"
 L_ID = "cubbi.session.id"
@@ -45,7 +45,7 @@ FAILED_MARK = "cubbi-init: failed: "
 
 
 def iso(epoch):
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))  # no datetime: ~3 ms
 
 
 def status_of(entry):
@@ -131,8 +131,6 @@ def human(record):
 def _ago(epoch):
     if not epoch:
         return None
-    import time
-
     secs = int(time.time() - epoch)
     if secs < 60:
         return f"{max(secs, 0)}s ago"

@@ -1,0 +1,162 @@
+"""The Engine API client's own HTTP/1.1 on a unix socket, against a small
+server on a real socket that answers the way dockerd does (and the ways a
+dying one does).  The real engine is exercised by every integration test."""
+
+import json
+import os
+import socket
+import sys
+import threading
+
+import pytest
+
+from cubbi_tools.dockerapi import DockerAPI, APIError
+from cubbi_tools.errors import EngineUnreachable
+
+
+class Server:
+    """Accepts connections on a unix socket; for each, records the request
+    (head and body) and sends back the next canned answer."""
+
+    def __init__(self, path, answers):
+        self.path = path
+        self.answers = list(answers)
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.answers:
+            conn, _ = self.sock.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+            if "Content-Length" in headers:
+                while len(body) < int(headers["Content-Length"]):
+                    body += conn.recv(65536)
+            elif headers.get("Transfer-Encoding") == "chunked":
+                while not body.endswith(b"0\r\n\r\n"):
+                    body += conn.recv(65536)
+            self.requests.append((head.decode().split("\r\n")[0], headers, body))
+            for part in self.answers.pop(0):
+                conn.sendall(part)
+            conn.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    def _serve(*answers):
+        path = str(tmp_path / "engine.sock")
+        if os.path.exists(path):
+            os.unlink(path)
+        server = Server(path, answers)
+        return server, DockerAPI("unix://" + path, timeout=5)
+
+    return _serve
+
+
+def ok_json(obj, chunked=False, status="200 OK"):
+    body = json.dumps(obj).encode()
+    if chunked:
+        mid = len(body) // 2
+        return [f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode(),
+                b"%x\r\n" % mid + body[:mid] + b"\r\n",
+                b"%x;ext=1\r\n" % (len(body) - mid) + body[mid:] + b"\r\n", b"0\r\n\r\n"]
+    return [f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body]
+
+
+def test_content_length_and_chunked_answers(serve):
+    rows = [{"Id": "a" * 64, "Names": ["/x"]}] * 50
+    server, api = serve(ok_json(rows), ok_json(rows, chunked=True))
+    assert api.containers(all=True, labels=["cubbi.session=true"]) == rows
+    assert api.get("/containers/json") == rows
+    line, headers, body = server.requests[0]
+    assert line.startswith("GET /containers/json?all=1&filters=") and line.endswith(" HTTP/1.1")
+    assert headers["Host"] == "docker" and body == b""
+
+
+def test_json_body_and_204(serve):
+    server, api = serve([b"HTTP/1.1 204 No Content\r\n\r\n"])
+    assert api.post("/networks/n/connect", body={"Container": "c"}) is None
+    line, headers, body = server.requests[0]
+    assert json.loads(body) == {"Container": "c"}
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_a_file_body_is_sent_chunked(serve, tmp_path):
+    f = tmp_path / "big"
+    f.write_bytes(os.urandom(200_000))
+    server, api = serve(ok_json({"status": "done"}))
+    with open(f, "rb") as fh:
+        assert api.post("/images/create", body=fh) == {"status": "done"}
+    _, headers, raw = server.requests[0]
+    assert headers["Transfer-Encoding"] == "chunked"
+    body, rest = b"", raw
+    while True:
+        size, rest = rest.split(b"\r\n", 1)
+        if int(size, 16) == 0:
+            break
+        body += rest[:int(size, 16)]
+        rest = rest[int(size, 16) + 2:]
+    assert body == f.read_bytes()
+
+
+def test_error_answers_carry_the_engines_message(serve):
+    server, api = serve(ok_json({"message": "No such container: zz"}, status="404 Not Found"),
+                        [b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops"])
+    with pytest.raises(APIError) as e:
+        api.inspect_container("zz")
+    assert (e.value.status, e.value.code, str(e.value)) == (404, 3, "No such container: zz")
+    with pytest.raises(APIError, match="oops"):
+        api.get("/info")
+
+
+@pytest.mark.parametrize("answer", [
+    [],                                                      # closed before answering
+    [b"HTTP/1.1 200 OK\r\nContent-Le"],                      # cut in the headers
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"],    # cut in the body
+    [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[1,2"],  # cut in a chunk
+    [b"SSH-2.0-OpenSSH\r\n\r\n"],                            # not HTTP at all
+])
+def test_a_cut_or_garbled_answer_is_engine_unreachable(serve, answer):
+    server, api = serve(answer)
+    with pytest.raises(EngineUnreachable, match="Docker engine"):
+        api.get("/containers/json")
+
+
+def test_log_frames_stream_and_a_cut_stream_is_reported(serve):
+    def frame(kind, text):
+        data = text.encode()
+        return bytes([kind, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    payload = frame(1, "out\n") + frame(2, "err\n")
+    whole = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+             b"%x\r\n" % len(payload) + payload + b"\r\n", b"0\r\n\r\n"]
+    cut = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+           b"%x\r\n" % 100 + payload]
+    server, api = serve(whole, cut)
+    assert list(api.logs("c", follow=True)) == [("stdout", b"out\n"), ("stderr", b"err\n")]
+    got = []
+    with pytest.raises(EngineUnreachable, match="lost the connection"):
+        for item in api.logs("c", follow=True):
+            got.append(item)
+    assert got == [("stdout", b"out\n"), ("stderr", b"err\n")]
+
+
+def test_no_http_client_import_on_the_unix_socket(tmp_path):
+    """http.client (with email.parser and ssl) is what the own client saves."""
+    import subprocess
+
+    code = ("import sys; from cubbi_tools.dockerapi import DockerAPI; "
+            "DockerAPI('unix:///nonexistent').host; import cubbi_tools.engine; "
+            "print('http.client' in sys.modules, 'email.parser' in sys.modules)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": root, "PATH": os.environ["PATH"]})
+    assert out.stdout.split() == ["False", "False"], out.stderr
