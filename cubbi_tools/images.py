@@ -468,6 +468,25 @@ def _inspect(api, ref):
         return None
 
 
+def record(defn, info=None):
+    """The JSON record of a definition (cubbi-image list/show --json, the
+    service's /images): sensitive defaults masked, whether and how it is built."""
+    from . import imagedef
+
+    rec = imagedef.public(defn)
+    rec["tag"] = tag_for(defn)
+    rec["built"] = info is not None
+    rec["image_id"] = info.get("Id") if info else None
+    rec["size"] = info.get("Size") if info else None
+    rec["created"] = info.get("Created") if info else None
+    rec["stale"] = None
+    if info:
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(L_DIGEST):
+            rec["stale"] = labels[L_DIGEST] != digest(defn["path"])
+    return rec
+
+
 def session_meta(defn):
     """What a session needs of a definition (stored as /cubbi/image.json)."""
     return {k: v for k, v in defn.items() if k not in ("path", "source")}

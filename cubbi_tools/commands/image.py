@@ -18,21 +18,9 @@ def _api(args):
 
 
 def _record(defn, info=None):
-    """The JSON record of a definition (sensitive defaults masked)."""
-    from .. import imagedef, images
+    from .. import images
 
-    rec = imagedef.public(defn)
-    rec["tag"] = images.tag_for(defn)
-    rec["built"] = info is not None
-    rec["image_id"] = info.get("Id") if info else None
-    rec["size"] = info.get("Size") if info else None
-    rec["created"] = info.get("Created") if info else None
-    rec["stale"] = None
-    if info:
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        if labels.get(images.L_DIGEST):
-            rec["stale"] = labels[images.L_DIGEST] != images.digest(defn["path"])
-    return rec
+    return images.record(defn, info)
 
 
 def _human(rec):
