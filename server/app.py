@@ -174,9 +174,7 @@ def make_app(service, conf=None):
     @app.post("/sessions")
     @api()
     def create_session(user):
-        rec = service.create(user, body())
-        response.status = 201
-        return rec
+        return _created(service.create(user, body()))
 
     @app.get("/sessions/<ref>")
     @api()
@@ -254,9 +252,7 @@ def make_app(service, conf=None):
     @app.post("/projects")
     @api()
     def add_project(user):
-        rec = service.put_project(user, body())
-        response.status = 201
-        return rec
+        return _created(service.put_project(user, body()))
 
     @app.get("/projects/<pid:path>")
     @api()
@@ -289,6 +285,11 @@ def _http_error(status):
             response.set_header("WWW-Authenticate", 'Bearer realm="cubbi"')
         return error_body(status, message)
     return handler
+
+
+def _created(rec):
+    response.status = 201
+    return rec
 
 
 def _flag(value):
