@@ -10,6 +10,7 @@ GITSERVERS="$BATS_TEST_DIRNAME/../fixtures/gitservers/gitservers.py"
 
 setup_file() {
     common_setup_file
+    export CUBBI_HOME="$BATS_FILE_TMPDIR/cubbi-home"   # project tool state, not in ~
     # test-machine setup, as ensure_test_image: the git servers and the
     # session image with git (built once, reused by tag)
     GS_DIR="$BATS_FILE_TMPDIR/gitservers"
