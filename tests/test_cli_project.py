@@ -417,3 +417,12 @@ def test_an_image_without_git_fails_saying_so(cubbi, busybox_image, prefix):
     assert r.exit_code == 1, r
     rec = _session(cubbi, f"{prefix}-nogit")
     assert rec["status"] == "failed" and "the image has no git" in rec["reason"], rec
+
+
+def test_a_credential_lost_from_the_store_is_a_clear_error(cubbi):
+    assert cubbi("cubbi-project", "add", "h.example/x/y", "--token", "-", input="t0k\n").exit_code == 0
+    code = "from cubbi_tools import secrets; secrets.delete('project:h.example/x/y:token')"
+    assert run([sys.executable, "-c", code], env={"CUBBI_CONFIG_DIR": str(cubbi.config_dir)}).exit_code == 0
+    r = cubbi("cubbi-create", "--project", "https://h.example/x/y", "--image", "none", "--no-connect")
+    assert r.exit_code == 1, r
+    assert "token of project h.example/x/y is missing" in r.stderr and "cubbi-project add" in r.stderr
