@@ -296,12 +296,7 @@ class DockerAPI:
                 ) from None
             raise self._unreachable(exc) from None
         if resp.status >= 400:
-            try:
-                data = resp.read()
-            except _transport_errors() as exc:
-                raise self._unreachable(exc) from None
-            finally:
-                conn.close()
+            data = self._read_all(resp, conn)
             try:
                 message = json.loads(data).get("message") or data.decode()
             except (ValueError, AttributeError):
@@ -310,18 +305,21 @@ class DockerAPI:
         if stream:
             resp._cubbi_conn = conn  # keep the connection alive with the response
             return resp
-        try:
-            data = resp.read()
-        except _transport_errors() as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            conn.close()
+        data = self._read_all(resp, conn)
         if not data:
             return None
         ctype = resp.getheader("Content-Type", "")
         if "json" in ctype:
             return json.loads(data)
         return data
+
+    def _read_all(self, resp, conn):
+        try:
+            return resp.read()
+        except _transport_errors() as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
