@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import cubbi_env
+from conftest import BIN, cubbi_env
 from engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.engine
@@ -536,3 +536,63 @@ def test_failed_sessions_say_why_in_ls(cubbi, failing_image, prefix):
     assert len(r.json()) == 2
     r = cubbi("cubbi-connect", f"{prefix}-f1", "--", "true")
     one_line_error(r, 1, "failed", "/app")
+
+
+def _on_a_terminal(cubbi, argv, typed, timeout=60, cwd=None):
+    """Run argv on a real pseudo-terminal, type `typed`, return what the
+    terminal showed and the exit status."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, as typed in a terminal
+        if cwd:
+            os.chdir(cwd)
+        os.execvpe(argv[0], argv, _env(cubbi))
+    out = b""
+    sent = False
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            if not sent and (b"$ " in out or b"# " in out):  # a shell prompt
+                os.write(fd, typed.encode())
+                sent = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_connect_on_a_terminal_is_a_login_shell_in_app(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-tty", "--wait", "-e", "GREETING=hi-there")
+    shown, code = _on_a_terminal(cubbi, ["cubbi-connect", rec["id"]],
+                                 "echo \"[$(pwd)|$(id -u)|$GREETING|$(tty)]\"; exit 3\n")
+    assert code == 3, shown
+    assert f"[/app|{os.getuid()}|hi-there|/dev/pts/" in shown, shown
+
+
+def test_bare_cubbi_on_a_terminal_creates_and_connects(cubbi, busybox_image, tmp_path):
+    (cubbi.config_dir / "config.yaml").write_text(
+        f"defaults:\n  image: {busybox_image}\n  mount_local: false\n")
+    shown, code = _on_a_terminal(cubbi, [os.path.join(BIN, "cubbi")],
+                                 'echo "[in-$CUBBI_SESSION_ID]"; exit\n', cwd=str(tmp_path))
+    import re
+
+    m = re.search(r"\[in-([0-9a-f]{8})\]", shown)
+    try:
+        assert code == 0 and m, shown
+        assert "connecting" in shown
+        r = cubbi("cubbi-ls", "--json", "--filter", f"name=busybox-{m.group(1)}")
+        assert [x["status"] for x in r.json()] == ["running"]  # stays up until closed
+    finally:
+        if m:
+            cubbi("cubbi-close", m.group(1))
