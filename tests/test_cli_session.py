@@ -596,3 +596,16 @@ def test_bare_cubbi_on_a_terminal_creates_and_connects(cubbi, busybox_image, tmp
     finally:
         if m:
             cubbi("cubbi-close", m.group(1))
+
+
+@pytest.mark.parametrize("argv", [["cubbi-ls"], ["cubbi-ls", "--json"], ["cubbi-close", "x"],
+                                  ["cubbi-logs", "x"], ["cubbi-connect", "x", "--", "true"]])
+def test_engine_cuts_the_answer_exit_4(cubbi, argv, tmp_path):
+    proxy = EngineProxy(str(tmp_path / "engine.sock"))
+    proxy.drop = r"^GET /containers/json"  # the engine dies as it is asked
+    try:
+        r = cubbi(*argv, env={"DOCKER_HOST": proxy.url})
+        one_line_error(r, 4, "Docker engine", proxy.url)
+        assert proxy.dropped
+    finally:
+        proxy.stop()
