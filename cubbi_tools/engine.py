@@ -462,11 +462,13 @@ class LocalEngine:
             cmd = ["/bin/sh", "-c", f"[ -x {INIT_DIR}/login ] && exec {INIT_DIR}/login; exec /bin/sh -l"]
         return f"{uid}:{gid}", "/app", cmd
 
-    def exec_open(self, rec, command=None, tty=False, env=None):
+    def exec_open(self, rec, command=None, tty=False, env=None, prefix=()):
         """Start command (or a login shell) in the session over the API:
-        (exec id, dockerapi.Hijacked).  The server's terminal and exec mode."""
+        (exec id, dockerapi.Hijacked).  The server's terminal and exec mode.
+        prefix: argv put before the command (a wrapper that runs "$@")."""
         user, workdir, cmd = self.exec_spec(rec, command)
-        eid = self.api.exec_create(rec["container_id"], cmd, user=user, workdir=workdir,
+        eid = self.api.exec_create(rec["container_id"], list(prefix) + cmd, user=user,
+                                   workdir=workdir,
                                    env=env, tty=tty, stdin=True)
         return eid, self.api.exec_start(eid, tty=tty)
 

@@ -29,7 +29,7 @@ def serve(ws, request, auth, service, ref):
                                         and all(isinstance(c, str) for c in command)):
             raise UsageError("cmd must be a JSON list of strings")
         env = {"TERM": q.get("term") or "xterm-256color"} if tty else None
-        eid, conn = service.exec_open(user, ref, command, tty=tty, env=env)
+        eid, conn, handle = service.exec_open(user, ref, command, tty=tty, env=env)
     except (CubbiError, ValueError) as exc:
         status, kind = classify(exc) if isinstance(exc, CubbiError) else (400, "usage")
         _send(ws, json.dumps({"type": "error", "error": str(exc), "kind": kind, "status": status}))
@@ -84,8 +84,17 @@ def serve(ws, request, auth, service, ref):
     finally:
         if not out.dead:
             out.join(timeout=2 if not tty else 0)
+        running = not out.dead
         conn.close()
         out.kill(block=True, timeout=5)
+        if running:  # the client went away first: stop what it started
+            try:
+                service.exec_stop(handle)
+            except Exception as exc:  # logged; the client is gone anyway
+                import sys
+
+                sys.stderr.write(f"cubbi-server: could not stop an exec in {handle[0][:12]}: "
+                                 f"{type(exc).__name__}: {exc}\n")
 
 
 def _resize(api, eid, rows, cols):

@@ -452,3 +452,30 @@ def test_admin_tokens_list_revoke(server, cubbi):
     assert admin("token", "revoke", tok["id"]).exit_code == 3
     assert admin("token", "create").exit_code == 2
     assert admin("token", "create", "bad user!").exit_code == 2
+
+
+def test_a_terminal_client_that_vanishes_leaves_no_process(server, alice, engine, busybox_image,
+                                                           prefix):
+    from cubbi_tools.remote import RemoteService
+
+    rec = _session(alice, busybox_image, f"{prefix}-gone")
+
+    def procs():
+        top = engine.get(f"/containers/{rec['container_id']}/top", params={"ps_args": "-o pid,args"})
+        return [p[-1] for p in top["Processes"]]
+
+    before = len(procs())
+    svc = RemoteService("t", url=server.url, token=alice.token)
+    ws = svc.websocket(rec, tty=True, size=(24, 80))
+    ws.send_binary(b"sleep 600\n")
+    deadline = time.time() + 10
+    while time.time() < deadline and not any("sleep 600" in p for p in procs()):
+        time.sleep(0.2)
+    assert any("sleep 600" in p for p in procs())
+    assert _health(alice)["terminals"] == 1
+    ws.sock.close()  # no closing handshake: the client just goes away
+    deadline = time.time() + 15
+    while time.time() < deadline and (_health(alice)["terminals"] or len(procs()) > before):
+        time.sleep(0.3)
+    assert _health(alice)["terminals"] == 0
+    assert not any("sleep 600" in p for p in procs()), procs()
