@@ -80,9 +80,10 @@ def parse_memory(text):
     units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
     t = str(text).strip().lower().rstrip("b") or "0"
     try:
-        if t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
+        size = float(t[:-1]) * units[t[-1]] if t[-1] in units else int(t)
+        if not 0 <= size < 1 << 60:  # also refuses nan and inf
+            raise ValueError
+        return int(size)
     except (ValueError, IndexError):
         raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g") from None
 

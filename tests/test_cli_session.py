@@ -377,9 +377,19 @@ def test_ambiguous_prefix_exit_2(cubbi, busybox_image, prefix, engine):
     (["--env-file", "/nonexistent/env"], 2, ["/nonexistent/env"]),
     (["--bogus"], 2, ["--bogus"]),
     (["--name", "bad name!"], 2, ["bad name!"]),
+    (["--name", ""], 2, ["--name"]),
+    (["--cpus", "1e999"], 2, ["--cpus"]),
+    (["--cpus", "nan"], 2, ["--cpus"]),
+    (["--memory", "1e999g"], 2, ["1e999g"]),
+    (["--pids-limit", "0"], 2, ["--pids-limit"]),
+    (["--network", ""], 2, ["--network"]),
+    (["--mount", ""], 2, ["--mount"]),
+    (["--port", ""], 2, ["--port"]),
 ])
 def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, words):
     extra = [] if "--name" in argv else ["--name", f"{prefix}-bad"]
+    if "--mount" not in argv:
+        extra.append("--no-mount")
     r = cubbi("cubbi-create", "--image", busybox_image, "--no-connect", *extra, *argv)
     one_line_error(r, code, *words)
     assert containers_named(engine, prefix) == []

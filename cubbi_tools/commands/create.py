@@ -17,6 +17,8 @@ def build_request(args):
     defaults = config.defaults(cfg)
     image = args.image or defaults.get("image") or "goose"
     mount = None
+    if args.mount is not None and not args.mount.strip():
+        raise UsageError("--mount: give a directory, or use --no-mount")
     if args.mount and args.no_mount:
         raise UsageError("--mount and --no-mount exclude each other")
     if args.mount:
@@ -43,10 +45,16 @@ def build_request(args):
     parse_memory(args.memory)
     if args.cpus is not None:
         try:
-            if float(args.cpus) <= 0:
+            if not 0 < float(args.cpus) < 1e6:  # also refuses nan and inf
                 raise ValueError
         except ValueError:
             raise UsageError(f"--cpus {args.cpus!r}: expected a positive number") from None
+    if args.pids_limit is not None and args.pids_limit < 1:
+        raise UsageError(f"--pids-limit {args.pids_limit}: expected 1 or more")
+    if args.name is not None and not args.name.strip():
+        raise UsageError("--name: give a name, or leave the switch out for IMAGE-ID")
+    if any(not n.strip() for n in args.network):
+        raise UsageError("--network: give a Docker network name (see docker network ls)")
     networks = list(dict.fromkeys((defaults.get("networks") or []) + args.network))
     env = envs.session_env(args.env, args.env_file,
                            config_env=lambda skip: config.session_env(cfg, skip))
