@@ -278,7 +278,7 @@ def test_logs_follow_interleaves_several_sessions(cubbi, busybox_image, prefix):
         got = []
         for rec, text in ((a, "one"), (b, "two"), (a, "three")):
             _say(cubbi, rec, text)
-            got.append(json.loads(_readline(proc, 15)))  # flushed per line, as it happens
+            got.append(json.loads(_readline(proc.stdout, 15)))  # flushed per line, as it happens
         assert [(x["session"], x["line"]) for x in got] == \
             [(a["id"], "one"), (b["id"], "two"), (a["id"], "three")]
         assert cubbi("cubbi-close", a["id"], b["id"]).exit_code == 0
@@ -292,9 +292,10 @@ def _env(cubbi):
     return cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir)})
 
 
-def _readline(proc, timeout):
+def _readline(stream, timeout):
+    """The next line of a child's pipe, failing the test after timeout s."""
     box = []
-    t = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    t = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
     t.start()
     t.join(timeout)
     assert box and box[0], f"no line within {timeout}s"
@@ -444,7 +445,7 @@ def test_engine_stops_while_following_logs(cubbi, busybox_image, prefix, tmp_pat
                             stderr=subprocess.PIPE, text=True,
                             env=_env(cubbi) | {"DOCKER_HOST": proxy.url})
     try:
-        assert _readline_err(proc, 15) == "cubbi-init: ready\n"
+        assert _readline(proc.stderr, 15) == "cubbi-init: ready\n"
         proxy.stop()
         assert proc.wait(timeout=15) == 4
         err = proc.stderr.read()
@@ -453,15 +454,6 @@ def test_engine_stops_while_following_logs(cubbi, busybox_image, prefix, tmp_pat
     finally:
         proc.kill()
         proxy.stop()
-
-
-def _readline_err(proc, timeout):
-    box = []
-    t = threading.Thread(target=lambda: box.append(proc.stderr.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    assert box, f"no line within {timeout}s"
-    return box[0]
 
 
 def test_engine_stops_mid_create_leaves_no_container(cubbi, busybox_image, prefix, engine, tmp_path):
