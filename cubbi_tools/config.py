@@ -660,9 +660,9 @@ DOCKER
         the Docker engine, when DOCKER_HOST is not set; default
         /var/run/docker.sock.
     docker.network (network name, default cubbi-network)
-        the spec's name for the network every session joins. Accepted and
-        checked, but sessions always join cubbi-network for now (the engine
-        does not read this key yet).
+        the network every session joins, made on demand (as a bridge
+        network labelled cubbi.network=true) when it does not exist. On a
+        server, the service config's docker.network decides instead.
 
 REMOTE
     remote.default (endpoint name)

@@ -148,8 +148,19 @@ class CreateRequest:
 class LocalEngine:
     remote = None
 
-    def __init__(self, host=None):
+    def __init__(self, host=None, network=None):
         self.api = DockerAPI(host)
+        self._network = network
+
+    @property
+    def network(self):
+        """The network every session joins: docker.network of the config
+        (the service's own config on a server), else cubbi-network."""
+        if self._network is None:
+            from . import config
+
+            self._network = config.peek("docker.network") or NETWORK
+        return self._network
 
     # -- listing ---------------------------------------------------------
     def list(self, all=False, filters=None, labels=(), status=True):
@@ -249,6 +260,19 @@ class LocalEngine:
                 if exc2.status != 409:  # created meanwhile by a concurrent run
                     raise
 
+    def _with_network(self, call):
+        """call(), making the session network first when the engine says it
+        is missing (made on demand: one round trip less on every other
+        create).  Newer engines refuse a missing network at create, 20.10
+        only at start: both go through here."""
+        try:
+            return call()
+        except APIError as exc:
+            if exc.status != 404 or self.network not in str(exc):
+                raise
+        self._ensure_network(self.network, create=True)
+        return call()
+
     def create(self, req, progress=None):
         from . import images
 
@@ -261,7 +285,7 @@ class LocalEngine:
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
         for net in req.networks:
-            if net != NETWORK:
+            if net != self.network:
                 self._ensure_network(net)
 
         labels = {
@@ -276,8 +300,8 @@ class LocalEngine:
             labels[S.L_MOUNT] = req.mount
         if req.state_dir:
             labels[S.L_STATE] = req.state_dir
-        extra_nets = [n for n in dict.fromkeys(req.networks) if n != NETWORK]
-        labels[S.L_NETWORKS] = ",".join([NETWORK] + extra_nets)
+        extra_nets = [n for n in dict.fromkeys(req.networks) if n != self.network]
+        labels[S.L_NETWORKS] = ",".join([self.network] + extra_nets)
         labels.update(req.labels)
 
         binds = []
@@ -295,7 +319,7 @@ class LocalEngine:
             bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": str(host)})
         host_config = {
             "Binds": binds,
-            "NetworkMode": NETWORK,
+            "NetworkMode": self.network,
             "PortBindings": bindings,
             "RestartPolicy": {"Name": "no"},
             "Init": False,
@@ -335,15 +359,7 @@ class LocalEngine:
             "HostConfig": host_config,
         }
         try:
-            try:
-                created = self.api.create_container(f"cubbi-{name}", config)
-            except APIError as exc:
-                # cubbi-network is made on demand: when the engine says it is
-                # missing (one round trip less on every other create)
-                if exc.status != 404 or NETWORK not in str(exc):
-                    raise
-                self._ensure_network(NETWORK, create=True)
-                created = self.api.create_container(f"cubbi-{name}", config)
+            created = self._with_network(lambda: self.api.create_container(f"cubbi-{name}", config))
         except APIError as exc:
             if exc.status == 409:
                 raise CubbiError(f"a session named {name!r} exists; choose another --name") from None
@@ -355,7 +371,7 @@ class LocalEngine:
             self.api.put_archive(cid, "/", self._archive(req, image_meta))
             for net in extra_nets:
                 self.api.connect_network(net, cid)
-            self.api.start(cid)
+            self._with_network(lambda: self.api.start(cid))
         except BaseException as exc:
             # no half-created container left behind: remove it, or say how
             try:

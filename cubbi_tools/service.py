@@ -135,7 +135,7 @@ class Service:
         sock = conf["docker"].get("socket")
         if sock and "://" not in sock:
             sock = "unix://" + sock
-        self.engine = LocalEngine(sock or None)
+        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None)
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}

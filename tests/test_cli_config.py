@@ -311,3 +311,21 @@ def test_concurrent_sets_lose_nothing(cubbi):
     rows = cubbi("cubbi-config", "list", "--json", "--reveal", env=FILE).json()
     got = {r["key"]: r["value"] for r in rows if r["key"].startswith("services.svc")}
     assert got == {f"services.svc{i}.api_key": f"k{i}" for i in range(8)}
+
+
+def test_docker_network_from_the_config_is_the_one_sessions_join(cubbi, busybox_image, prefix, engine):
+    net = f"{prefix}-net"
+    assert cubbi("cubbi-config", "set", "docker.network", net).exit_code == 0
+    try:
+        r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-n",
+                  "--no-mount", "--json")
+        assert r.exit_code == 0, r
+        (rec,) = r.json()
+        assert rec["networks"] == [net]
+        assert engine.network(net)["Labels"].get("cubbi.network") == "true"
+    finally:
+        cubbi("cubbi-close", f"{prefix}-n")
+        try:
+            engine.delete(f"/networks/{net}")
+        except Exception:
+            pass
