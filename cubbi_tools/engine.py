@@ -170,10 +170,10 @@ class LocalEngine:
         not passed yet (initializing or failed), read concurrently; with
         status=False (resolving ids) those stay "initializing"."""
         entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true", *labels])
+        entries.sort(key=S.order_key)
         records = [S.from_entry(entry, self.remote) for entry in entries]
         if status:
             self._init_states([r for r, e in zip(records, entries) if S.status_of(e)[1]])
-        records.sort(key=lambda r: (r["created_epoch"], r["id"]))
         return [r for r in records if _matches(r, filters)]
 
     def _init_states(self, records):
@@ -290,7 +290,7 @@ class LocalEngine:
 
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: req.image,
-            S.L_UID: str(req.uid), S.L_GID: str(req.gid),
+            S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
         }
         if req.project:
             labels[S.L_PROJECT] = req.project

@@ -33,6 +33,7 @@ L_NETWORKS = "cubbi.networks"
 L_UID = "cubbi.uid"
 L_GID = "cubbi.gid"
 L_STATE = "cubbi.state"  # host directory of the project's persistent tool state
+L_CREATED = "cubbi.created"  # creation time in nanoseconds: orders sessions made in one second
 
 FIELDS = ["id", "name", "image", "status", "reason", "created", "created_epoch",
           "container_id", "project", "mount", "networks", "ports", "owner", "remote"]
@@ -77,6 +78,17 @@ def ports_of(entry):
                       "host_ip": p.get("IP") or None, "protocol": p.get("Type", "tcp")})
     ports.sort(key=lambda p: (p["container"] or 0, p["protocol"]))
     return ports
+
+
+def order_key(entry):
+    """Creation order of list entries: the engine's Created has whole seconds
+    only, so our nanosecond label breaks ties (then the id)."""
+    labels = entry.get("Labels") or {}
+    try:
+        ns = int(labels.get(L_CREATED) or 0)
+    except ValueError:
+        ns = 0
+    return (int(entry.get("Created") or 0), ns, labels.get(L_ID) or entry.get("Id", ""))
 
 
 def from_entry(entry, remote=None):

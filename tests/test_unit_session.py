@@ -190,3 +190,17 @@ def test_filters_and_names():
     assert not _matches(rec, {"project": "x"})
     assert _short_image("registry.example/team/aider:1.2") == "aider"
     assert _short_image("/") == "session"
+
+
+def test_sessions_made_in_one_second_keep_their_creation_order():
+    from cubbi_tools import session as S
+
+    def entry(sid, ns):
+        return {"Id": sid * 8, "Created": 1795765673,
+                "Labels": {S.L_ID: sid, S.L_CREATED: str(ns)}}
+
+    later, earlier = entry("aaaa", 2_000), entry("ffff", 1_000)
+    assert sorted([later, earlier], key=S.order_key) == [earlier, later]
+    # sessions made by the original cubbi have no such label: seconds, then id
+    old = {"Id": "b" * 64, "Created": 1795765672, "Labels": {S.L_ID: "bbbb"}}
+    assert sorted([later, old], key=S.order_key)[0] is old
