@@ -408,16 +408,40 @@ def has_env_ref(text):
     return isinstance(text, str) and any(not m.group(1) for m in _ENVREF.finditer(text))
 
 
+def secret_ref(key, raw):
+    """The secret name RAW refers to, or None.  Only a secret key's value is
+    a reference (cubbi writes secret:KEY there); elsewhere `secret:...` is
+    a plain string."""
+    if isinstance(raw, str) and raw.startswith(SECRET_REF) and is_secret(key):
+        return raw[len(SECRET_REF):]
+    return None
+
+
+def owned_secrets(before, after):
+    """The secret-store names that belonged to settings of BEFORE that AFTER
+    no longer has: each removed secret key's own name (never a name its
+    value mentions), and the token of each removed remote endpoint."""
+    names = [k for k, _ in flatten(before) if is_secret(k) and lookup(after, k) is None]
+    old = lookup(before, "remote.endpoints")
+    new = lookup(after, "remote.endpoints")
+    if isinstance(old, dict):
+        from .remote import token_secret
+
+        new = new if isinstance(new, dict) else {}
+        names += [token_secret(n) for n in old if n not in new]
+    return names
+
+
 def resolve(key, raw):
-    """RAW with its references resolved: `secret:NAME` from the secret
-    store, `${VAR}` from the environment.  Unresolvable: CubbiError (exit 1)
-    naming the key."""
+    """RAW with its references resolved: `secret:NAME` (for a secret key)
+    from the secret store, `${VAR}` from the environment.  Unresolvable:
+    CubbiError (exit 1) naming the key."""
     if not isinstance(raw, str):
         return raw
-    if raw.startswith(SECRET_REF):
+    name = secret_ref(key, raw)
+    if name is not None:
         from . import secrets
 
-        name = raw[len(SECRET_REF):]
         found = secrets.get(name)
         if found is None:
             raise CubbiError(f"{key}: the secret {name!r} is not in {secrets.where()}; "
@@ -430,7 +454,7 @@ def resolve(key, raw):
         var = m.group(2)
         if var not in os.environ:
             raise CubbiError(f"{key}: ${{{var}}} is not set in the environment; export "
-                             f"{var} or change the key with cubbi-config set {key}")
+                             f"{var}=... or remove the setting with: cubbi-config unset {key}")
         return os.environ[var]
 
     return _ENVREF.sub(sub, raw)
@@ -711,14 +735,27 @@ SECRETS
     (the default) chooses. A secret written as a plain value by hand is used
     as it is (still masked), but it then sits in this file.
 
+    Each secret belongs to its key: unset and reset delete the stored
+    secret named after each key they remove (and cubbi-config unset of
+    remote, remote.endpoints or an endpoint deletes the removed endpoints'
+    tokens, remote:NAME:token), never a secret another key's value names.
+    Removing a section or any key that holds settings (unset services,
+    unset remote) asks first, or needs --yes off a terminal.
+
 REFERENCES
     A value may refer to something resolved each time it is used:
-        secret:NAME     the secret NAME from the secret store
+        secret:NAME     in a secret key's value only: the secret NAME from
+                        the secret store (in any other key, such as
+                        defaults.image, secret:... is a plain string)
         ${VAR}          the environment variable VAR (anywhere in a string;
                         $${VAR} stands for a literal ${VAR})
     An environment variable that is not set when the value is needed is an
-    error naming the key (exit status 1), e.g.
-        services.openai.api_key: ${OPENAI_KEY} is not set in the environment
+    error naming the key (exit status 1); a services key is needed by every
+    cubbi-create, so export the variable in the shell that creates
+    sessions (or cubbi-config unset the key), e.g.
+        services.openai.api_key: ${OPENAI_KEY} is not set in the
+        environment; export OPENAI_KEY=... or remove the setting with:
+        cubbi-config unset services.openai.api_key
     cubbi-config set KEY '${VAR}' stores the reference itself, not a secret.
 
 ENVIRONMENT

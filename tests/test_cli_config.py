@@ -66,6 +66,86 @@ def test_unset_removes_the_key_and_its_secret(cubbi):
     one_line(cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE), 3)
 
 
+def _secrets_file(cubbi):
+    f = cubbi.config_dir / "secrets.yaml"
+    return f.read_text() if f.exists() else ""
+
+
+def test_secret_prefix_in_a_plain_key_is_a_string_and_unset_keeps_other_secrets(cubbi):
+    """The review's sequence: unsetting defaults.image must not delete the
+    OpenAI key its value happens to name."""
+    assert cubbi("cubbi-config", "set", "openai.api_key", "sk-keep-me", env=FILE).exit_code == 0
+    r = cubbi("cubbi-config", "set", "defaults.image", "secret:services.openai.api_key", env=FILE)
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-config", "get", "defaults.image", "--json", env=FILE)
+    assert r.json() == [{"key": "defaults.image", "value": "secret:services.openai.api_key",
+                         "secret": False, "stored": "config"}], r
+    assert cubbi("cubbi-config", "unset", "defaults.image", env=FILE).exit_code == 0
+    assert "sk-keep-me" in _secrets_file(cubbi)
+    r = cubbi("cubbi-config", "get", "openai.api_key", "--reveal", env=FILE)
+    assert r.stdout == "sk-keep-me\n", r
+    # a secret key takes the secret itself, never a reference to another key's
+    one_line(cubbi("cubbi-config", "set", "anthropic.api_key", "secret:services.openai.api_key",
+                   env=FILE), 2)
+    assert cubbi("cubbi-config", "get", "anthropic.api_key", env=FILE).exit_code == 3
+
+
+def test_unset_of_a_section_needs_yes_and_takes_its_secrets(cubbi):
+    cubbi("cubbi-config", "set", "openai.api_key", "sk-sect-1", env=FILE)
+    cubbi("cubbi-config", "set", "anthropic.api_key", "sk-sect-2", env=FILE)
+    cubbi("cubbi-config", "set", "defaults.image", "aider", env=FILE)
+    for key in ("services", "services.openai"):
+        r = cubbi("cubbi-config", "unset", key, env=FILE)
+        one_line(r, 2)
+        assert "--yes" in r.stderr and key in r.stderr
+    assert "sk-sect-1" in _secrets_file(cubbi) and "sk-sect-2" in _secrets_file(cubbi)
+    r = cubbi("cubbi-config", "unset", "services", "--yes", env=FILE)
+    assert r.exit_code == 0, r
+    assert "removed services (2 settings, 2 stored secrets)" in r.stderr
+    assert "sk-sect" not in _secrets_file(cubbi)
+    assert cubbi("cubbi-config", "get", "defaults.image").stdout == "aider\n"
+    one_line(cubbi("cubbi-config", "unset", "services", "--yes", env=FILE), 3)
+
+
+def test_unset_remote_leaves_no_orphaned_tokens(cubbi):
+    r = cubbi("cubbi-project", "add", "https://github.com/x/y", "--token", "tok-project",
+              env=FILE)
+    assert r.exit_code == 0 and "tok-project" in _secrets_file(cubbi), r
+    for name in ("rva", "rvb"):
+        r = cubbi("cubbi-remote", "add", name, f"http://127.0.0.1:9/{name}", "--token",
+                  f"tok-{name}-secret", env=FILE)
+        assert r.exit_code == 0, r
+    cubbi("cubbi-remote", "default", "rva", env=FILE)
+    one_line(cubbi("cubbi-config", "unset", "remote", env=FILE), 2)
+    assert "tok-rva-secret" in _secrets_file(cubbi)
+    r = cubbi("cubbi-config", "unset", "remote.endpoints.rva", "--yes", env=FILE)
+    assert r.exit_code == 0, r
+    assert "tok-rva-secret" not in _secrets_file(cubbi) and "tok-rvb-secret" in _secrets_file(cubbi)
+    one_line(cubbi("cubbi-config", "get", "remote.default", env=FILE), 3)  # it named rva
+    assert cubbi("cubbi-config", "unset", "remote", "-y", env=FILE).exit_code == 0
+    assert "tok-rv" not in _secrets_file(cubbi)
+    assert cubbi("cubbi-remote", "list", "--json", env=FILE).json() == []
+    assert "tok-project" in _secrets_file(cubbi)  # not the config's: a project's git token
+
+
+def test_unset_of_a_section_asks_on_a_terminal(cubbi):
+    if not shutil.which("script"):
+        pytest.fail("this test needs script(1) for a terminal: apt-get install util-linux")
+    cubbi("cubbi-config", "set", "openai.api_key", "sk-ask", env=FILE)
+
+    def on_tty(answer):  # script(1) runs it on a pseudo-terminal and types ANSWER
+        return cubbi("script", "-qec", "cubbi-config unset services", "/dev/null",
+                     input=answer, env=FILE)
+
+    r = on_tty("n\n")
+    assert r.exit_code == 1 and "nothing changed" in r.stdout, r
+    assert "remove services (1 setting) and the stored secrets in it? [y/N]" in r.stdout, r
+    assert "sk-ask" in _secrets_file(cubbi)
+    r = on_tty("y\n")
+    assert r.exit_code == 0 and "removed services (1 setting, 1 stored secret)" in r.stdout, r
+    assert "sk-ask" not in _secrets_file(cubbi)
+
+
 def test_bad_input_is_one_line_and_the_file_is_kept(cubbi):
     cubbi("cubbi-config", "set", "defaults.image", "aider")
     before = (cubbi.config_dir / "config.yaml").read_bytes()
@@ -154,6 +234,8 @@ def test_unset_env_reference_fails_create_naming_the_key(cubbi):
     r = cubbi("cubbi-create", "--image", "cubbi-test/busybox:latest", "--no-mount", "--json")
     one_line(r, 1)
     assert "services.openai.api_key" in r.stderr and "CUBBI_T_NEVER_SET" in r.stderr
+    assert "export CUBBI_T_NEVER_SET=..." in r.stderr
+    assert "cubbi-config unset services.openai.api_key" in r.stderr
 
 
 # -- the real Secret Service ----------------------------------------------------

@@ -140,6 +140,39 @@ def test_secret_references_resolve_from_the_store():
     assert config.session_env(cfg, skip={"ANTHROPIC_API_KEY"}) == {"OPENAI_API_KEY": "stored-value"}
 
 
+def test_secret_prefix_is_a_reference_only_in_a_secret_key():
+    secrets.put("services.openai.api_key", "sk-not-an-image")
+    data = {"defaults": {"image": "secret:services.openai.api_key"}}
+    assert config.secret_ref("defaults.image", "secret:services.openai.api_key") is None
+    assert config.value(data, "defaults.image") == "secret:services.openai.api_key"
+    assert config.secret_ref("services.x.api_key", "secret:services.x.api_key") == \
+        "services.x.api_key"
+
+
+def test_owned_secrets_are_the_removed_keys_own_names_and_endpoint_tokens():
+    before = {"defaults": {"image": "secret:services.openai.api_key"},
+              "services": {"openai": {"api_key": "secret:services.openai.api_key",
+                                      "base_url": "http://h"},
+                           "x": {"api_key": "secret:services.other.api_key"}},
+              "remote": {"default": "a", "endpoints": {"a": {"url": "http://a"},
+                                                       "b": {"url": "http://b"}}}}
+    assert config.owned_secrets(before, {**before, "defaults": {}}) == []
+    after = {"remote": {"endpoints": {"b": {"url": "http://b"}}}}
+    assert config.owned_secrets(before, after) == [
+        "services.openai.api_key", "services.x.api_key", "remote:a:token"]
+    assert config.owned_secrets(before, {}) == [
+        "services.openai.api_key", "services.x.api_key", "remote:a:token", "remote:b:token"]
+
+
+def test_unset_variable_error_names_key_variable_and_both_fixes():
+    with pytest.raises(CubbiError) as exc:
+        config.resolve("services.anthropic.api_key", "${CUBBI_T_NOPE_VAR}")
+    assert str(exc.value) == (
+        "services.anthropic.api_key: ${CUBBI_T_NOPE_VAR} is not set in the environment; "
+        "export CUBBI_T_NOPE_VAR=... or remove the setting with: "
+        "cubbi-config unset services.anthropic.api_key")
+
+
 def test_precedence_cli_over_env_file_over_config_over_defaults(tmp_path):
     f = tmp_path / "e.env"
     f.write_text("B=file\nC=file\n")

@@ -26,10 +26,11 @@ def _row(key, raw, reveal, is_set=True):
 
     secret = config.is_secret(key)
     value = raw
+    name = config.secret_ref(key, raw) if is_set else None
     if not is_set:
         stored = "default"
-    elif isinstance(raw, str) and raw.startswith(config.SECRET_REF):
-        found = secrets.get(raw[len(config.SECRET_REF):])
+    elif name is not None:
+        found = secrets.get(name)
         stored = secrets.kind() if found is not None else "missing"
         value = None if found is None else (found if reveal else config.MASK)
     elif config.has_env_ref(raw):
@@ -132,14 +133,27 @@ def _read_value(key):
     return text
 
 
-def _forget(old):
-    """Delete the stored secrets an old value (or section) referred to."""
+def _forget(before, after):
+    """Delete the stored secrets of the settings BEFORE had and AFTER has
+    not (each key's own secret, removed endpoints' tokens); how many."""
     from .. import config, secrets
 
-    items = config.flatten(old) if isinstance(old, dict) else [(None, old)]
-    for _, raw in items:
-        if isinstance(raw, str) and raw.startswith(config.SECRET_REF):
-            secrets.delete(raw[len(config.SECRET_REF):])
+    return sum(1 for name in config.owned_secrets(before, after) if secrets.delete(name))
+
+
+def _confirm(yes, question, refusal):
+    """True to go on: --yes, or `y` typed on a terminal; off a terminal
+    without --yes a UsageError (REFUSAL)."""
+    if yes:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(refusal)
+    sys.stderr.write(f"{PROG}: {question} [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    message("nothing changed", PROG)
+    return False
 
 
 def do_set(args):
@@ -153,9 +167,12 @@ def do_set(args):
         old = config.lookup(data, key)
         if isinstance(old, dict):
             raise CubbiError(f"{key} is a section; set the keys inside it")
-        if config.has_env_ref(text) or text.startswith(config.SECRET_REF):
+        if config.has_env_ref(text) or (text == ref and config.is_secret(key)):
             new, where = text, None
         elif config.is_secret(key):
+            if text.startswith(config.SECRET_REF):
+                raise UsageError(f"{key}: give the secret itself; cubbi writes the secret:... "
+                                 "reference (a secret belongs to one key)")
             config.parse(key, text, data)
             new, where = ref, secrets.where()
         else:
@@ -171,14 +188,32 @@ def do_set(args):
 
 
 def do_unset(args):
+    import copy
+
     from .. import config
 
     key = config.canonical(args.key)
+    old = config.lookup(config.load(), key)
+    count = sum(1 for _ in config.flatten(old)) if isinstance(old, dict) else 0
+    what = f"{count} setting{'s' if count != 1 else ''}"
+    if count and not _confirm(
+            args.yes, f"remove {key} ({what}) and the stored secrets in it?",
+            f"{key} holds {what}; to remove {'them' if count != 1 else 'it'} with the stored "
+            f"secrets, confirm with --yes: cubbi-config unset {key} --yes"):
+        return 1
     with config.edit() as data:
-        if config.lookup(data, key) is None:
+        if config.lookup(data, key) is None and key not in config.SECTIONS:
             config.check_key(key, data)
-        old = config.unset_in(data, key)
-    _forget(old)
+        before = copy.deepcopy(data)
+        config.unset_in(data, key)
+        default = config.lookup(data, "remote.default")
+        if default in (config.lookup(before, "remote.endpoints") or {}) and \
+                default not in (config.lookup(data, "remote.endpoints") or {}):
+            config.unset_in(data, "remote.default")
+            message(f"remote.default was {default}, which is gone; unset it too", PROG)
+    gone = _forget(before, data)
+    if count:
+        message(f"removed {key} ({what}, {gone} stored secret{'s' if gone != 1 else ''})", PROG)
     return 0
 
 
@@ -190,19 +225,13 @@ def do_reset(args):
     if not count:
         message(f"{path} holds no settings; nothing to reset", PROG)
         return 0
-    if not args.yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            raise UsageError("reset forgets every setting and stored secret; confirm with --yes")
-        sys.stderr.write(f"{PROG}: forget all {count} settings in {path} and their stored "
-                         "secrets? [y/N] ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            message("nothing changed", PROG)
-            return 1
+    if not _confirm(args.yes, f"forget all {count} settings in {path} and their stored secrets?",
+                    "reset forgets every setting and stored secret; confirm with --yes"):
+        return 1
     with config.edit() as data:
         old = dict(data)
         data.clear()
-    _forget(old)
+    _forget(old, data)
     message(f"{path} reset to the defaults ({count} settings removed)", PROG)
     return 0
 
@@ -268,6 +297,7 @@ def run(args):
 
 JSON = cli.Opt("--json", help="one JSON object per line: {key, value, secret, stored}")
 REVEAL = cli.Opt("--reveal", help="show secret values instead of ********")
+YES = cli.Opt("-y", "--yes", help="do not ask for confirmation (required off a terminal)")
 KEY = cli.Arg("key", "dotted key, e.g. defaults.image; openai.api_key is short for "
                      "services.openai.api_key", metavar="KEY")
 
@@ -292,10 +322,11 @@ COMMAND = cli.Command(
                              "of shell history); '${VAR}' stores a reference", nargs="?",
                     metavar="VALUE"),
         ]),
-        "unset": ("remove KEY (and its stored secret); the default applies again", [], [KEY]),
-        "reset": ("forget every setting and stored secret", [
-            cli.Opt("-y", "--yes", help="do not ask for confirmation (required off a terminal)"),
-        ], []),
+        "unset": ("remove KEY (and its own stored secret); the default applies again. A key "
+                  "holding settings (a section such as services or remote) asks "
+                  "first, and removes their secrets and the removed remotes' tokens too",
+                  [YES], [KEY]),
+        "reset": ("forget every setting and stored secret", [YES], []),
         "network": ("list, add or remove the default networks (defaults.networks)", [
             cli.Opt("--json", help="list: one JSON object per network: {name}"),
         ], [

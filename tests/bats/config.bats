@@ -114,6 +114,32 @@ setup() {
     run -3 cubbi-config get openai.api_key
 }
 
+@test "unset of a section asks for --yes and takes its secrets and remote tokens" {
+    run -0 cubbi-config set openai.api_key sk-bats-section
+    run -0 cubbi-remote add bats-rv http://127.0.0.1:9 --token tok-bats-rv
+    run --separate-stderr cubbi-config unset services </dev/null
+    one_line_error 2
+    [[ "$stderr" == *"--yes"* ]]
+    run --separate-stderr cubbi-config unset remote </dev/null
+    one_line_error 2
+    grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
+    grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -0 cubbi-config unset services --yes
+    run -0 cubbi-config unset remote --yes
+    ! grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
+    ! grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
+}
+
+@test "secret:... in a plain key is a string; unsetting it keeps the secret it names" {
+    run -0 cubbi-config set openai.api_key sk-bats-keep
+    run -0 cubbi-config set defaults.image secret:services.openai.api_key
+    run -0 cubbi-config get defaults.image
+    [ "$output" = "secret:services.openai.api_key" ]
+    run -0 cubbi-config unset defaults.image
+    run -0 cubbi-config get openai.api_key --reveal
+    [ "$output" = "sk-bats-keep" ]
+}
+
 @test "path tells where the config and the secrets are" {
     run -0 cubbi-config path
     [ "$output" = "$CUBBI_CONFIG_DIR/config.yaml" ]
