@@ -69,6 +69,8 @@ class Arg:
         kw = {"help": self.help, "metavar": self.metavar}
         if self.nargs is not None:
             kw["nargs"] = self.nargs
+        if self.nargs == "*":  # without a default argparse calls it required
+            kw["default"] = []
         parser.add_argument(self.name, **kw)
 
 

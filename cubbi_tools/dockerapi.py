@@ -19,6 +19,17 @@ from urllib.parse import quote, urlencode
 from .errors import CubbiError, EngineUnreachable, NotFound
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+DEFAULT_TIMEOUT = 60  # seconds a plain request may wait; CUBBI_DOCKER_TIMEOUT overrides
+DEFAULT = object()  # request(timeout=DEFAULT): the client's timeout; None: wait forever
+
+
+def default_timeout():
+    """CUBBI_DOCKER_TIMEOUT (seconds) when set to a positive number, else 60."""
+    try:
+        value = float(os.environ.get("CUBBI_DOCKER_TIMEOUT") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if value > 0 else DEFAULT_TIMEOUT
 
 
 class APIError(CubbiError):
@@ -33,6 +44,10 @@ class APIError(CubbiError):
 
 class ProtocolError(OSError):
     """An HTTP answer that is malformed or cut short."""
+
+
+class Deadline(CubbiError):
+    """A followed stream was silent until its deadline (logs(deadline=...))."""
 
 
 def _transport_errors():
@@ -218,9 +233,9 @@ def resolve_host(host=None):
 
 
 class DockerAPI:
-    def __init__(self, host=None, timeout=60):
+    def __init__(self, host=None, timeout=None):
         self.host = resolve_host(host)
-        self.timeout = timeout
+        self.timeout = default_timeout() if timeout is None else timeout
         if self.host.startswith("unix://"):
             self._path = self.host[len("unix://"):]
         elif self.host.startswith("/"):
@@ -272,9 +287,11 @@ class DockerAPI:
         )
 
     def request(self, method, path, params=None, body=None, headers=None,
-                stream=False, timeout=None):
+                stream=False, timeout=DEFAULT):
         """Send one request; return the decoded JSON (or None), or, with
-        stream=True, the open response for the caller to read and close."""
+        stream=True, the open response for the caller to read and close.
+        timeout: seconds per socket operation; DEFAULT the client's (60 s,
+        CUBBI_DOCKER_TIMEOUT); None none at all (streams that follow)."""
         if params:
             params = {k: v for k, v in params.items() if v is not None}
             path = path + "?" + urlencode(params)
@@ -284,7 +301,7 @@ class DockerAPI:
         if body is not None and not isinstance(body, (bytes, bytearray)) and not hasattr(body, "read"):
             body = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        conn = self._connection(self.timeout if timeout is None else timeout)
+        conn = self._connection(self.timeout if timeout is DEFAULT else timeout)
         try:
             conn.request(method, path, body=body, headers=hdrs)
             resp = conn.getresponse()
@@ -416,17 +433,19 @@ class DockerAPI:
     def exec_inspect(self, exec_id):
         return self.get(f"/exec/{quote(exec_id)}/json")
 
-    def logs(self, cid, follow=False, tail=None, since=None, timestamps=True):
+    def logs(self, cid, follow=False, tail=None, since=None, timestamps=True, deadline=None):
         """Yield (stream, bytes) frames of a container's log, stream being
-        'stdout' or 'stderr'; with follow=True until the container stops."""
+        'stdout' or 'stderr'; with follow=True until the container stops,
+        with no read timeout, or until deadline (time.monotonic()), past
+        which a silent stream raises Deadline."""
         params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
                   "timestamps": "1" if timestamps else "0",
                   "tail": str(tail) if tail is not None else "all"}
         if since is not None:
             params["since"] = str(since)
         resp = self.get(f"/containers/{quote(cid)}/logs", params=params,
-                        stream=True, timeout=None if follow else self.timeout)
-        return _frames(resp, self)
+                        stream=True, timeout=None if follow else DEFAULT)
+        return _frames(resp, self, deadline)
 
     def build(self, context, params, headers=None):
         """POST /build with a tar context; return the open progress stream."""
@@ -500,12 +519,18 @@ def _read_exact(resp, n):
     return buf
 
 
-def _frames(resp, api):
+def _frames(resp, api, deadline=None):
     """Demultiplex the Engine API's stream format (8-byte frame headers).
     The engine ends the stream cleanly when the container stops; a stream
-    cut short (the engine stopped, the socket closed) is EngineUnreachable."""
+    cut short (the engine stopped, the socket closed) is EngineUnreachable.
+    With a deadline (time.monotonic()), each read waits only until then."""
+    sock = getattr(getattr(resp, "_cubbi_conn", None), "sock", None)
     try:
         while True:
+            if deadline is not None and sock is not None:
+                import time
+
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
             header = _read_exact(resp, 8)
             if header is None:
                 return
@@ -514,6 +539,10 @@ def _frames(resp, api):
             if data is None:
                 return
             yield _STREAMS.get(kind, "stdout"), data
+    except socket.timeout:
+        if deadline is None:
+            raise EngineUnreachable(f"the Docker engine at {api.host} did not answer in time") from None
+        raise Deadline("the stream was silent until its deadline") from None
     except _transport_errors() as exc:
         raise EngineUnreachable(
             f"lost the connection to the Docker engine at {api.host} "

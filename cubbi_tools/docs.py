@@ -90,6 +90,9 @@ ENVIRONMENT = [
                      "engine, as with -r (see cubbi-remote)."),
     ("CUBBI_DEBUG", "Set to 1 to show Python tracebacks with errors."),
     ("DOCKER_HOST", "The Docker engine to talk to (default: unix:///var/run/docker.sock)."),
+    ("CUBBI_DOCKER_TIMEOUT", "Seconds a request to the Docker engine may wait for an "
+                             "answer (default: 60); streams that follow (logs -f, builds, "
+                             "connect) have no timeout."),
     ("NO_COLOR", "When set, no colour in the output."),
 ]
 

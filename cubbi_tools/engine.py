@@ -10,6 +10,30 @@ from .dockerapi import APIError, DockerAPI
 from .errors import CubbiError, NotFound, UsageError
 
 NETWORK = "cubbi-network"
+# Hang up every process whose command line names the mark $1, and their
+# descendants and session members; KILL what is left a second later.
+STOP_SCRIPT = r"""
+all=" "
+for d in /proc/[0-9]*; do
+    [ "${d#/proc/}" = "$$" ] && continue  # this script names the mark too
+    case " $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) " in
+        *" $1 "*) all="$all${d#/proc/} " ;;
+    esac
+done
+[ "$all" = " " ] && exit 0
+for round in 1 2 3 4 5 6; do
+    for d in /proc/[0-9]*; do
+        s=$(cat "$d/stat" 2>/dev/null) || continue
+        set -- ${s##*) }
+        case "$all" in *" ${d#/proc/} "*) continue ;; esac
+        case "$all" in *" $2 "*|*" $4 "*) all="$all${d#/proc/} " ;; esac
+    done
+done
+kill -HUP $all 2>/dev/null
+sleep 1
+kill -KILL $all 2>/dev/null
+exit 0
+"""
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
 
@@ -74,6 +98,10 @@ def _tar(files):
     return buf.getvalue()
 
 
+MIN_MEMORY = 6 * 1024 ** 2  # the engine refuses less
+MAX_PIDS = 4194304  # Linux's largest pid_max
+
+
 def parse_memory(text):
     if text is None:
         return None
@@ -81,35 +109,96 @@ def parse_memory(text):
     t = str(text).strip().lower().rstrip("b") or "0"
     try:
         size = float(t[:-1]) * units[t[-1]] if t[-1] in units else int(t)
-        if not 0 <= size < 1 << 60:  # also refuses nan and inf
+        if not MIN_MEMORY <= size < 1 << 60:  # also refuses nan and inf
             raise ValueError
         return int(size)
     except (ValueError, IndexError):
-        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g") from None
+        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g "
+                         "(6m at least)") from None
+
+
+def parse_host_ip(text):
+    """An IPv4 or IPv6 literal ([::1] too; localhost is 127.0.0.1) ->
+    the address the engine binds, or UsageError."""
+    import ipaddress
+
+    t = str(text).strip()
+    if t.lower() == "localhost":
+        return "127.0.0.1"
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    try:
+        return str(ipaddress.ip_address(t))
+    except ValueError:
+        raise UsageError(f"--port: {text!r} is not an IP address (use e.g. 127.0.0.1, "
+                         "0.0.0.0, [::1] or localhost)") from None
 
 
 def parse_port(text):
-    """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /udp ->
-    (host_ip, host_port or '', container_port, proto)."""
+    """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /tcp or
+    /udp -> (host_ip, host_port or '', container_port, proto)."""
     spec, _, proto = str(text).partition("/")
     proto = proto or "tcp"
     parts = spec.rsplit(":", 2)
+    ip = "127.0.0.1"
     try:
         if len(parts) == 1:
-            ip, host, cont = "127.0.0.1", "", parts[0]
+            host, cont = "", parts[0]
         elif len(parts) == 2:
-            ip, host, cont = "127.0.0.1", parts[0], parts[1]
+            host, cont = parts
         else:
             ip, host, cont = parts
+        if not cont.isdigit() or host and not host.isdigit():
+            raise ValueError
         cport = int(cont)
-        if host:
-            int(host)
-        if proto not in ("tcp", "udp", "sctp") or not 0 < cport < 65536:
+        if proto not in ("tcp", "udp") or not 0 < cport < 65536 or host and int(host) > 65535:
             raise ValueError
     except ValueError:
         raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
-                         "(PORT a number, optionally /udp)") from None
+                         "(ports 1-65535, HOST 0 for a free one; optionally /tcp or /udp)") from None
+    if len(parts) == 3:
+        ip = parse_host_ip(ip)
     return ip, host, cport, proto
+
+
+def parse_pids_limit(value):
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= MAX_PIDS:
+        raise UsageError(f"--pids-limit {value}: expected a number from 1 to {MAX_PIDS}")
+    return n
+
+
+def parse_cpus(value):
+    try:
+        n = float(value)
+        if not 0 < n < 1e6:  # also refuses nan and inf
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"--cpus {value!r}: expected a positive number") from None
+    return n
+
+
+def check_image_ref(ref, what="--image"):
+    """A Docker image reference: lowercase repository path, optional :tag
+    and @digest; UsageError otherwise (the engine's own message is Go's)."""
+    import re
+
+    name = str(ref or "")
+    if not name.strip():
+        raise UsageError(f"{what}: give an image name (or leave the switch out for the default)")
+    ok = re.fullmatch(
+        r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"          # registry[:port]/
+        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"       # path components
+        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"       # :tag
+        r"(?:@[a-z0-9]+:[a-fA-F0-9]{32,})?", name)
+    if not ok:
+        raise UsageError(f"{what} {name!r}: not a valid image name (lowercase letters, digits, "
+                         "'.', '_', '-' and '/', then an optional :TAG)")
+    return name
 
 
 class CreateRequest:
@@ -119,7 +208,7 @@ class CreateRequest:
 
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir")
+              "files", "labels", "state_dir", "mount_explicit")
 
     def __init__(self, **kw):
         self.image = kw.get("image")
@@ -127,6 +216,7 @@ class CreateRequest:
         self.env = dict(kw.get("env") or {})
         self.networks = list(kw.get("networks") or [])
         self.mount = kw.get("mount")
+        self.mount_explicit = bool(kw.get("mount_explicit"))  # --mount given, not the default cwd
         self.volumes = list(kw.get("volumes") or [])
         self.ports = list(kw.get("ports") or [])
         self.cpus = kw.get("cpus")
@@ -143,6 +233,24 @@ class CreateRequest:
 
     def to_dict(self):
         return {k: getattr(self, k) for k in self.FIELDS}
+
+    def check(self):
+        """UsageError for a value the engine would refuse (or misread): the
+        one validation of a request, on the client and again where it runs."""
+        if not str(self.image or "").strip():
+            raise UsageError("--image: give an image name (or leave the switch out for the default)")
+        for spec in self.ports:
+            parse_port(spec)
+        if self.memory is not None:
+            parse_memory(self.memory)
+        if self.cpus is not None:
+            parse_cpus(self.cpus)
+        if self.pids_limit is not None:
+            parse_pids_limit(self.pids_limit)
+        if self.mount and ":" in self.mount:
+            raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "
+                             "cannot be mounted; rename it or mount a parent")
+        return self
 
 
 class LocalEngine:
@@ -174,7 +282,7 @@ class LocalEngine:
         records = [S.from_entry(entry, self.remote) for entry in entries]
         if status:
             self._init_states([r for r, e in zip(records, entries) if S.status_of(e)[1]])
-        return [r for r in records if _matches(r, filters)]
+        return [r for r in records if S.matches(r, filters)]
 
     def _init_states(self, records):
         """Set status/reason from the init's markers in each log tail."""
@@ -276,6 +384,7 @@ class LocalEngine:
     def create(self, req, progress=None):
         from . import images
 
+        req.check()
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         sid = os.urandom(4).hex()
         name = req.name or f"{_short_image(req.image)}-{sid}"
@@ -325,11 +434,11 @@ class LocalEngine:
             "Init": False,
         }
         if req.cpus:
-            host_config["NanoCpus"] = int(float(req.cpus) * 1e9)
+            host_config["NanoCpus"] = int(parse_cpus(req.cpus) * 1e9)
         if req.memory:
             host_config["Memory"] = parse_memory(req.memory)
         if req.pids_limit:
-            host_config["PidsLimit"] = int(req.pids_limit)
+            host_config["PidsLimit"] = parse_pids_limit(req.pids_limit)
         if req.hardened:
             host_config["SecurityOpt"] = ["no-new-privileges"]
             host_config["CapDrop"] = ["ALL"]
@@ -419,11 +528,13 @@ class LocalEngine:
                 raise
         return rec
 
-    def logs(self, rec, follow=False, tail=None, since=None):
-        """Yield {session, stream, time, line} for each log line."""
+    def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
+        """Yield {session, stream, time, line} for each log line; with a
+        deadline (time.monotonic()) a stream silent until then raises
+        dockerapi.Deadline."""
         pending = {"stdout": "", "stderr": ""}
         for stream, data in self.api.logs(rec["container_id"], follow=follow, tail=tail,
-                                          since=since, timestamps=True):
+                                          since=since, timestamps=True, deadline=deadline):
             text = pending[stream] + data.decode(errors="replace")
             *lines, pending[stream] = text.split("\n")
             for line in lines:
@@ -438,15 +549,22 @@ class LocalEngine:
             return rec
         if rec["status"] not in ("initializing",):
             raise CubbiError(_not_running(rec))
-        deadline = time.time() + timeout
-        for item in self.logs(rec, follow=True):
-            status, reason = S.init_state([item["line"]])
-            if status == "running":
-                return self.resolve(rec["id"])
-            if status == "failed":
-                raise CubbiError(f"session {rec['id']} failed: {reason}; see cubbi-logs {rec['id']}")
-            if time.time() > deadline:
-                break
+        from .dockerapi import Deadline
+
+        deadline = time.monotonic() + timeout
+        try:
+            for item in self.logs(rec, follow=True, deadline=deadline):
+                status, reason = S.init_state([item["line"]])
+                if status == "running":
+                    return self.resolve(rec["id"])
+                if status == "failed":
+                    raise CubbiError(f"session {rec['id']} failed: {reason}; "
+                                     f"see cubbi-logs {rec['id']}")
+                if time.monotonic() > deadline:
+                    raise Deadline("past the deadline")
+        except Deadline:
+            raise CubbiError(f"session {rec['id']} is still initializing after {timeout:g} s; "
+                             f"see cubbi-logs {rec['id']}") from None
         rec = self.resolve(rec["id"])
         if rec["status"] == "running":
             return rec
@@ -489,10 +607,122 @@ class LocalEngine:
                                    env=env, tty=tty, stdin=True)
         return eid, self.api.exec_start(eid, tty=tty)
 
+    def exec_marked(self, rec, command=None, tty=False, env=None):
+        """exec_open under a small sh whose name carries a random mark:
+        (exec id, connection, handle for exec_stop).  `; exit $?` keeps that
+        sh alive as the parent instead of exec'ing the command."""
+        import secrets
+
+        mark = "cubbi-exec-" + secrets.token_hex(8)
+        eid, conn = self.exec_open(rec, command, tty=tty, env=env,
+                                   prefix=["/bin/sh", "-c", '"$@"; exit $?', mark])
+        return eid, conn, (rec["container_id"], mark)
+
+    def exec_stop(self, handle):
+        """Hang up an exec_marked process, its session and its descendants
+        (as root in the container), then kill what is left a second later:
+        Docker has no call that stops an exec when its client goes away."""
+        cid, mark = handle
+        eid = self.api.exec_create(cid, ["/bin/sh", "-c", STOP_SCRIPT, "stop", mark],
+                                   user="0:0", stdin=False)
+        conn = self.api.exec_start(eid)
+        try:
+            for _ in conn.frames():
+                pass
+        except CubbiError:
+            pass
+        finally:
+            conn.close()
+
+    def connect(self, rec, command=None, tty=False, use_stdin=True, stdout=None):
+        """Run command (or a login shell) in the session; the remote client
+        has the same call.  With a TTY: the docker CLI's exec -it replaces
+        this process.  Without: over the Engine API, stdin (unless
+        use_stdin=False), stdout (or the binary stream given) and stderr
+        pass through and the command's exit status is returned; SIGINT,
+        SIGTERM or SIGHUP stop the command's process tree in the container
+        (exit 128+signal), and so does a reader closing stdout (exit 141, as
+        SIGPIPE ends a shell pipeline's writer)."""
+        import sys
+
+        if tty:
+            argv = self.exec_argv(rec, command, tty=True, interactive=True)
+            sys.stdout.flush()
+            os.execvpe(argv[0], argv, self.docker_env())
+        return _run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
+
     def docker_env(self):
         env = dict(os.environ)
         env["DOCKER_HOST"] = self.api.host
         return env
+
+
+class _Signalled(Exception):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.code = 128 + signum
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _run_exec(engine, rec, command, use_stdin, stdout):
+    import signal
+    import sys
+    import threading
+
+    eid, conn, handle = engine.exec_marked(rec, command)
+
+    def pump():
+        try:
+            fd = sys.stdin.fileno()
+            while True:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except (OSError, ValueError):
+            pass
+        conn.shutdown_write()
+
+    if use_stdin and sys.stdin is not None:
+        threading.Thread(target=pump, daemon=True).start()
+    else:
+        conn.shutdown_write()
+
+    def on_signal(signum, _frame):
+        raise _Signalled(signum)
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.signal(sig, on_signal) for sig in stops}
+    out = {"stdout": stdout.fileno(), "stderr": 2}
+    code = None
+    try:
+        try:
+            for stream, data in conn.frames():
+                _write_all(out.get(stream, out["stdout"]), data)
+        except _Signalled as exc:
+            code = exc.code
+        except BrokenPipeError:
+            code = 128 + signal.SIGPIPE
+        finally:
+            for sig in stops:  # a second Ctrl-C while stopping is not an error
+                signal.signal(sig, signal.SIG_IGN)
+            conn.close()
+        if code is not None:
+            engine.exec_stop(handle)
+            return code
+        for _ in range(50):  # the stream ends as the process does; its status follows
+            info = engine.api.exec_inspect(eid)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return info["ExitCode"]
+            time.sleep(0.02)
+        raise CubbiError(f"the command in session {rec['id']} ended without an exit status")
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _log_record(rec, stream, line):
@@ -512,16 +742,6 @@ def _trim_ts(ts):
         head, frac = ts.rstrip("Z").split(".", 1)
         return f"{head}.{frac[:6]}Z"
     return ts
-
-
-def _matches(rec, filters):
-    for key, value in (filters or {}).items():
-        if key == "name" and value.endswith("*"):
-            if not str(rec.get("name") or "").startswith(value[:-1]):
-                return False
-        elif str(rec.get(key) or "") != value:
-            return False
-    return True
 
 
 def _short_image(image):

@@ -22,22 +22,32 @@ def parse_assignments(items):
 
 
 def read_env_file(path):
+    """{KEY: value} of a dotenv file; a line that is not KEY=VALUE (or a
+    comment) is a UsageError naming the file and the line."""
     try:
         with open(path, encoding="utf-8") as fh:
-            fh.read(1)
+            text = fh.read()
     except FileNotFoundError:
         raise UsageError(f"--env-file {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--env-file {path}: is a directory, give a file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--env-file {path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise CubbiError(f"--env-file {path}: {exc.strerror}") from None
+    import io
+
+    from dotenv.parser import parse_stream
+
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.string.strip()
+        if binding.error or binding.key is not None and not _KEY.match(binding.key):
+            raise UsageError(f"--env-file {path} line {binding.original.line}: expected "
+                             f"KEY=VALUE with KEY a variable name, got {line[:40]!r}")
     from dotenv import dotenv_values
 
-    values = dotenv_values(path)
-    env = {}
-    for key, value in values.items():
-        if not _KEY.match(key or ""):
-            raise UsageError(f"--env-file {path}: {key!r} is not a valid variable name")
-        env[key] = "" if value is None else value
-    return env
+    values = dotenv_values(stream=io.StringIO(text))
+    return {key: "" if value is None else value for key, value in values.items()}
 
 
 def session_env(cli_items=(), env_files=(), config_env=None, defaults=None):

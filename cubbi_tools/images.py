@@ -4,6 +4,7 @@ base for engines that reach no registry."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def bootstrap_base(api=None, tag=BASE_OS_TAG, suite="bookworm", mirror=None, pro
     --variant=minbase into a temporary directory, then import it as TAG
     through the Engine API.  Needs root and debootstrap on the host."""
     from .dockerapi import DockerAPI
+    from .engine import check_image_ref
 
+    check_image_ref(tag, "--tag")
     api = api or DockerAPI()
     if mirror is None:
         from . import config
@@ -419,6 +422,10 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
     import time
 
     started = time.time()
+    if tag:
+        from .engine import check_image_ref
+
+        check_image_ref(tag, "--tag")
     tag = tag or tag_for(defn)
     if ca_certs is None:
         ca_certs = _config_list("images.ca_cert")
@@ -436,10 +443,13 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
     _say(progress, f"building {tag} from {defn['path']} on {base}"
                    + (f" with {len(certs)} extra CA certificate file(s)" if certs else ""))
     write = log or _stderr_raw
+    from .output import use_color
+
+    plain = log is not None or not use_color(sys.stderr)
     error, image_id = None, None
     for item in json_stream(api.build(_context_tar(defn["path"], certs), params)):
         if item.get("stream"):
-            write(item["stream"])
+            write(_ANSI.sub("", item["stream"]) if plain else item["stream"])
         elif item.get("status"):
             write(item["status"] + ("\n" if not item["status"].endswith("\n") else ""))
         if item.get("aux", {}).get("ID"):
@@ -452,6 +462,9 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
     return {"name": defn["name"], "tag": tag, "id": image_id or info["Id"],
             "size": info.get("Size"), "base": base,
             "seconds": round(time.time() - started, 1)}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour and cursor codes a build step prints
 
 
 def _stderr_raw(text):
@@ -514,7 +527,9 @@ def ensure_image(engine, name, progress=None):
                 _say(progress, f"note: {defn['path']} changed since {tag} was built; "
                                f"rebuild it with 'cubbi-image build {name}'")
         return tag, session_meta(defn)
-    info = _inspect(api, name)
+    from .engine import check_image_ref
+
+    info = _inspect(api, check_image_ref(name))
     if info is None:
         raise NotFound(f"unknown image {name!r}: no image definition and no local Docker "
                        "image by that name; see cubbi-image list or docker images")

@@ -61,7 +61,7 @@ def each_session(engine, ids, tally, stdin=None):
     records = index() if index else None
     for ref in refs:
         if isinstance(ref, BadLine):
-            tally.failed(None, CubbiError(str(ref)))
+            tally.failed(None, UsageError(str(ref)))
             continue
         try:
             yield engine.resolve(ref, records)

@@ -39,28 +39,6 @@ DEFAULTS = {
 # in its session and every one below it get SIGHUP, then SIGKILL.
 # /proc/PID/stat is read after the ")" that ends the command name (which may
 # hold spaces): state ppid pgrp session ...
-STOP_SCRIPT = r"""
-all=" "
-for d in /proc/[0-9]*; do
-    [ "${d#/proc/}" = "$$" ] && continue  # this script names the mark too
-    case " $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) " in
-        *" $1 "*) all="$all${d#/proc/} " ;;
-    esac
-done
-[ "$all" = " " ] && exit 0
-for round in 1 2 3 4 5 6; do
-    for d in /proc/[0-9]*; do
-        s=$(cat "$d/stat" 2>/dev/null) || continue
-        set -- ${s##*) }
-        case "$all" in *" ${d#/proc/} "*) continue ;; esac
-        case "$all" in *" $2 "*|*" $4 "*) all="$all${d#/proc/} " ;; esac
-    done
-done
-kill -HUP $all 2>/dev/null
-sleep 1
-kill -KILL $all 2>/dev/null
-exit 0
-"""
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 FILTER_KEYS = ("image", "name", "status", "project")
 
@@ -195,32 +173,13 @@ class Service:
 
     def exec_open(self, user, ref, command=None, tty=False, env=None):
         """(exec id, connection, handle): the command started in the session
-        under a small sh whose name carries a random mark, so exec_stop(handle)
-        finds it and what runs below it (Docker has no call that stops an
-        exec when its client goes away).  `; exit $?` keeps that sh alive as
-        the parent instead of exec'ing the command."""
-        import secrets
-
+        under a marked sh (LocalEngine.exec_marked), so exec_stop(handle)
+        stops it and what runs below it when the client goes away."""
         rec = self.engine.wait_ready(self.session(user, ref))
-        mark = "cubbi-exec-" + secrets.token_hex(8)
-        eid, conn = self.engine.exec_open(rec, command, tty=tty, env=env,
-                                          prefix=["/bin/sh", "-c", '"$@"; exit $?', mark])
-        return eid, conn, (rec["container_id"], mark)
+        return self.engine.exec_marked(rec, command, tty=tty, env=env)
 
     def exec_stop(self, handle):
-        """Hang up an exec's process, its session and its descendants (as
-        root in the container), then kill what is left a second later."""
-        cid, mark = handle
-        eid = self.engine.api.exec_create(cid, ["/bin/sh", "-c", STOP_SCRIPT, "stop", mark],
-                                          user="0:0", stdin=False)
-        conn = self.engine.api.exec_start(eid)
-        try:
-            for _ in conn.frames():
-                pass
-        except CubbiError:
-            pass
-        finally:
-            conn.close()
+        self.engine.exec_stop(handle)
 
     def run(self, user, ref, command, stdin=b""):
         """Run command without a TTY: {exit_code, stdout, stderr}."""

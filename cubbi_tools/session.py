@@ -41,6 +41,64 @@ FIELDS = ["id", "name", "image", "status", "reason", "created", "created_epoch",
 TABLE_COLUMNS = [("id", "ID"), ("name", "NAME"), ("image", "IMAGE"), ("status", "STATUS"),
                  ("created_short", "CREATED"), ("ports_short", "PORTS"), ("project", "PROJECT")]
 
+STATUSES = ("initializing", "running", "failed", "stopped", "created", "paused",
+            "restarting", "dead")
+FILTER_KEYS = ("image", "name", "status", "project")
+
+
+def parse_filters(items):
+    """{key: value} of cubbi-ls --filter KEY=VALUE items, or UsageError."""
+    from .errors import UsageError
+
+    filters = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in FILTER_KEYS:
+            raise UsageError(f"--filter {item!r}: expected KEY=VALUE with KEY one of "
+                             + ", ".join(FILTER_KEYS))
+        if key == "status" and value not in STATUSES:
+            raise UsageError(f"--filter {item!r}: status is one of " + ", ".join(STATUSES))
+        filters[key] = value
+    return filters
+
+
+def _image_key(ref):
+    """An image reference with its implicit :latest made explicit."""
+    ref = str(ref or "")
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+        return ref + ":latest" if ref else ref
+    return ref
+
+
+def _project_key(url):
+    from . import projects
+    from .errors import CubbiError
+
+    try:
+        return projects.normalise(url)[0]
+    except (CubbiError, ValueError):
+        return str(url or "")
+
+
+def matches(rec, filters):
+    """Whether a record passes every filter: name=PREFIX* is a prefix,
+    image ignores an implicit :latest, project compares project ids (any
+    URL form of the same repository), the rest compare exactly."""
+    for key, value in (filters or {}).items():
+        have = rec.get(key)
+        if key == "name" and value.endswith("*"):
+            ok = str(have or "").startswith(value[:-1])
+        elif key == "image":
+            ok = _image_key(have) == _image_key(value)
+        elif key == "project":
+            ok = have is not None and _project_key(have) == _project_key(value)
+        else:
+            ok = str(have or "") == value
+        if not ok:
+            return False
+    return True
+
+
 READY_MARK = "cubbi-init: ready"
 FAILED_MARK = "cubbi-init: failed: "
 

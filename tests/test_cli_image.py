@@ -180,6 +180,32 @@ def test_a_failing_build_exits_1_with_the_builds_error(engine, debian_image, cub
     assert "about to fail" in r.stderr
 
 
+def test_a_build_step_slower_than_the_request_timeout_and_plain_output(engine, busybox_image,
+                                                                      cubbi, tmp_path):
+    """A build streams with no read timeout (a step may run for minutes), and
+    its colour codes reach a stderr that is not a terminal as plain text."""
+    d = _definition(tmp_path, "t-slow", dockerfile=textwrap.dedent("""\
+        ARG BASE_IMAGE
+        FROM ${BASE_IMAGE}
+        RUN sleep 3 && printf '\\033[91mred-text\\033[0m\\n'
+        """))
+    tag = "cubbi-test/t-slow:x"
+    try:
+        r = cubbi("cubbi-image", "build", str(d), "--base", busybox_image, "--tag", tag,
+                  "--no-cache", env={"CUBBI_DOCKER_TIMEOUT": "1"})
+        assert r.exit_code == 0, r
+        assert "red-text" in r.stderr and "\x1b" not in r.stderr, r
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_a_bad_tag_exits_2(cubbi, tmp_path):
+    d = _definition(tmp_path, "t-tag")
+    r = cubbi("cubbi-image", "build", str(d), "--tag", "Bad Tag")
+    assert r.exit_code == 2, r
+    assert "'Bad Tag'" in r.stderr and len(r.stderr.splitlines()) == 1, r
+
+
 def test_an_explicit_base_that_cannot_be_had_exits_3(engine, cubbi, tmp_path):
     d = _definition(tmp_path, "t-nobase", dockerfile="ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
     r = cubbi("cubbi-image", "build", str(d), "--base", "cubbi-test/no-such-base:never")

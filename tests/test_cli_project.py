@@ -131,6 +131,17 @@ def test_add_list_show_remove_with_token_on_stdin(cubbi):
     assert cubbi("cubbi-project", "remove", pid).exit_code == 3
 
 
+def test_remove_json_prints_one_result_per_input_line(cubbi):
+    pid = f"git.example.com/o{secrets.token_hex(4)}/app"
+    assert cubbi("cubbi-project", "add", pid).exit_code == 0
+    r = cubbi("cubbi-project", "remove", "--json", input=f"{pid}\n{pid}\n{{bad\n")
+    assert r.exit_code == 1, r  # unknown (3) and malformed (2): 1
+    out = r.json()
+    assert [(x["id"], x["removed"]) for x in out] == [(pid, True), (pid, False), (None, False)]
+    assert out[0]["error"] is None and "no project" in out[1]["error"]
+    assert out[2]["error"].startswith("stdin line 3")
+
+
 def test_token_env_and_ssh_key(cubbi, tmp_path):
     key, _ = gitservers.keypair(str(tmp_path), "k")
     r = cubbi("cubbi-project", "add", "github.com/hello/private", "--ssh-key", key, "-q")

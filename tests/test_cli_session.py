@@ -227,6 +227,92 @@ def test_connect_passes_stdin_stdout_stderr_and_status(cubbi, busybox_image, pre
     assert (r.exit_code, r.stdout, r.stderr) == (7, "HELLO\n", "oops\n"), r
 
 
+def _processes(cubbi, rec):
+    r = cubbi("cubbi-connect", rec["id"], "--", "ps", "-o", "args")
+    assert r.exit_code == 0, r
+    return r.stdout
+
+
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_connect_interrupted_stops_the_command_in_the_session(cubbi, busybox_image, prefix,
+                                                             sig, code):
+    import signal
+
+    rec = create(cubbi, busybox_image, f"{prefix}-i", "--wait")
+    proc = subprocess.Popen(["cubbi-connect", rec["id"], "--", "sh", "-c",
+                             "echo started; sleep 417; exit 3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir)}))
+    try:
+        assert proc.stdout.readline() == b"started\n"
+        assert "sleep 417" in _processes(cubbi, rec)
+        started = time.time()
+        proc.send_signal(getattr(signal, sig))  # Ctrl-C (or a kill) on cubbi-connect
+        assert proc.wait(timeout=20) == code
+        assert time.time() - started < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "sleep 417" not in _processes(cubbi, rec)
+
+
+def test_connect_exit_status_like_a_shell_pipeline(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-p", "--wait")
+    # the reader goes away: 141 (SIGPIPE), and the command is stopped
+    r = cubbi("bash", "-c", f"cubbi-connect {rec['id']} -- seq 1 100000000 | head -1; "
+                            "echo \"status ${PIPESTATUS[0]}\"")
+    assert r.stdout == "1\nstatus 141\n", r
+    assert "seq" not in _processes(cubbi, rec)
+    # a command that reads no stdin ends while stdin still comes: its own status
+    r = cubbi("bash", "-c", f"yes | cubbi-connect {rec['id']} -- echo done; "
+                            "echo \"status ${PIPESTATUS[1]}\"")
+    assert r.stdout == "done\nstatus 0\n", r
+
+
+def test_connect_without_an_id_names_it(cubbi):
+    r = cubbi("cubbi-connect")
+    one_line_error(r, 2, "required: ID")
+    assert "CMD" not in r.stderr, r
+
+
+# -- streams that last: no read timeout --------------------------------------
+
+def test_following_an_idle_session_outlasts_the_request_timeout(cubbi, busybox_image, prefix):
+    rec = create(cubbi, busybox_image, f"{prefix}-idle", "--wait")
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir), "CUBBI_DOCKER_TIMEOUT": "1"})
+    # the lowered timeout applies to plain requests...
+    assert cubbi("cubbi-ls", "-q", env={"CUBBI_DOCKER_TIMEOUT": "1"}).exit_code == 0
+    proc = subprocess.Popen(["cubbi-logs", "-f", "--tail", "0", rec["id"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        time.sleep(4)  # silent for 4x the timeout
+        assert proc.poll() is None, proc.stderr.read()
+        _say(cubbi, rec, "still-here")
+        assert proc.stdout.readline() == b"still-here\n"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_wait_ready_gives_up_at_its_deadline(busybox_image, prefix, engine):
+    """A session whose init says nothing: waiting ends at the deadline, not never."""
+    from cubbi_tools.engine import LocalEngine
+    from cubbi_tools.errors import CubbiError
+
+    cid = engine.post("/containers/create", params={"name": f"cubbi-{prefix}-mute"}, body={
+        "Image": busybox_image, "Cmd": ["sleep", "600"],
+        "Labels": {"cubbi.session": "true", "cubbi.session.id": prefix[1:] + "mu",
+                   "cubbi.session.name": f"{prefix}-mute", "cubbi.image": "x"}})["Id"]
+    engine.start(cid)
+    local = LocalEngine()
+    rec = local.resolve(f"{prefix}-mute")
+    rec["status"] = "initializing"  # as a session is until its init reports
+    started = time.monotonic()
+    with pytest.raises(CubbiError, match="still initializing after 2 s"):
+        local.wait_ready(rec, timeout=2)
+    assert 1.9 < time.monotonic() - started < 5
+
+
 # -- logs -------------------------------------------------------------------
 
 def _say(cubbi, rec, text, fd=1):
@@ -317,10 +403,13 @@ def test_close_reads_json_lines_and_bare_ids_and_reports_bad_lines(cubbi, busybo
         "",                            # blank: ignored
     ]) + "\n"
     r = cubbi("cubbi-close", "--json", input=stdin)
-    assert r.exit_code == 1, r
+    assert r.exit_code == 2, r  # a malformed input line is a usage error
     out = r.json()
-    assert [(x["id"], x["closed"]) for x in out] == [
-        (a["id"], True), (None, False), (None, False), (None, False), (b["id"], True)]
+    assert all(sorted(x) == ["closed", "error", "id", "name"] for x in out), r
+    assert [(x["id"], x["name"], x["closed"]) for x in out] == [
+        (a["id"], a["name"], True), (None, None, False), (None, None, False),
+        (None, None, False), (b["id"], b["name"], True)]
+    assert [x["error"] for x in out if x["closed"]] == [None, None]
     assert [x["error"].split(":")[0] for x in out if not x["closed"]] == \
         ["stdin line 2", "stdin line 3", "stdin line 4"]
     assert r.stderr.count("\n") == 3 and "Traceback" not in r.stderr
@@ -335,6 +424,11 @@ def test_close_carries_on_after_unknown_ids(cubbi, busybox_image, prefix):
     assert ls_ids(cubbi, prefix) == []
     r = cubbi("cubbi-close", "-q", input="")
     assert (r.exit_code, r.stdout) == (0, "")
+
+
+@pytest.mark.parametrize("prog", ["cubbi-close", "cubbi-logs"])
+def test_a_malformed_stdin_line_exits_2(cubbi, prog, engine):
+    one_line_error(cubbi(prog, input="{bad\n"), 2, "stdin line 1", "not valid JSON")
 
 
 def test_close_all_with_ids_is_a_usage_error(cubbi):
@@ -386,12 +480,35 @@ def test_ambiguous_prefix_exit_2(cubbi, busybox_image, prefix, engine):
     (["--network", ""], 2, ["--network"]),
     (["--mount", ""], 2, ["--mount"]),
     (["--port", ""], 2, ["--port"]),
+    (["--port", "localhost:0:82"], 0, []),  # named as 127.0.0.1: checked below
+    (["--port", "999.1.1.1:0:80"], 2, ["999.1.1.1", "IP address"]),
+    (["--port", "127.0.0.300:0:81"], 2, ["127.0.0.300"]),
+    (["--port", "nohost:0:81"], 2, ["nohost"]),
+    (["--port", "70000:80"], 2, ["70000:80"]),
+    (["--port", "80/sctp"], 2, ["80/sctp"]),
+    (["--pids-limit", "99999999999999999999"], 2, ["--pids-limit"]),
+    (["--memory", "0"], 2, ["'0'"]),
+    (["-i", ""], 2, ["--image"]),
+    (["-i", "UPPER/Case"], 2, ["UPPER/Case"]),
+    (["--mount", "/tmp/cubbi-test-a:b"], 2, ["':'"]),
+    (["--env-file", "/tmp"], 2, ["/tmp", "directory"]),
+    (["--env-file", "@BADENV"], 2, ["line 2", "{bad"]),
 ])
-def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, words):
+def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, words, tmp_path):
     extra = [] if "--name" in argv else ["--name", f"{prefix}-bad"]
     if "--mount" not in argv:
         extra.append("--no-mount")
-    r = cubbi("cubbi-create", "--image", busybox_image, "--no-connect", *extra, *argv)
+    else:
+        os.makedirs("/tmp/cubbi-test-a:b", exist_ok=True)  # exists: the ':' is the problem
+    if "@BADENV" in argv:
+        (tmp_path / "bad.env").write_text("GOOD=1\n{bad\n")
+        argv = [str(tmp_path / "bad.env") if a == "@BADENV" else a for a in argv]
+    r = cubbi("cubbi-create", "--image", busybox_image, "--no-connect", "--json", *extra, *argv)
+    if code == 0:  # localhost: published on 127.0.0.1 only
+        assert r.exit_code == 0, r
+        (rec,) = r.json()
+        assert [p["host_ip"] for p in rec["ports"]] == ["127.0.0.1"], rec
+        return
     one_line_error(r, code, *words)
     assert containers_named(engine, prefix) == []
 
@@ -496,6 +613,29 @@ def test_ls_filters(cubbi, busybox_image, prefix):
     assert (r.exit_code, r.stdout) == (0, "")
     one_line_error(cubbi("cubbi-ls", "--filter", "colour=red"), 2, "colour=red")
     one_line_error(cubbi("cubbi-ls", "--bogus"), 2, "--bogus")
+    one_line_error(cubbi("cubbi-ls", "--filter", "status=bogus"), 2, "status=bogus",
+                   "initializing", "running", "failed")
+    # the image without its implicit :latest names the same image
+    assert busybox_image.endswith(":latest")
+    r = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}-a",
+              "--filter", "image=" + busybox_image[:-len(":latest")])
+    assert [x["id"] for x in r.json()] == [a["id"]], r
+
+
+def test_ls_filter_project_takes_any_url_form(cubbi, busybox_image, prefix, engine):
+    # a session of a project, as its labels are (cloning is tested in test_cli_project)
+    engine.post("/containers/create", params={"name": f"cubbi-{prefix}-proj"}, body={
+        "Image": busybox_image, "Cmd": ["sleep", "600"],
+        "Labels": {"cubbi.session": "true", "cubbi.session.id": prefix[1:] + "pj",
+                   "cubbi.session.name": f"{prefix}-proj", "cubbi.image": "x",
+                   "cubbi.project": "https://github.com/x/y"}})
+    for form in ("github.com/x/y", "https://github.com/x/y.git", "git@github.com:x/y.git"):
+        r = cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*",
+                  "--filter", f"project={form}")
+        assert r.stdout.split() == [prefix[1:] + "pj"], (form, r)
+    r = cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*",
+              "--filter", "project=github.com/x/other")
+    assert (r.exit_code, r.stdout) == (0, ""), r
 
 
 def test_closed_standard_streams(cubbi, busybox_image, prefix):
@@ -524,7 +664,8 @@ def failing_image(busybox_image, prefix):
 def test_failed_sessions_say_why_in_ls(cubbi, failing_image, prefix):
     r = create(cubbi, failing_image, f"{prefix}-f1", "--wait", ok=False)
     one_line_error(r, 1, "failed", "/app", "cubbi-logs")
-    assert r.stdout == ""
+    (rec,) = r.json()  # the failed session's record, then the error
+    assert (rec["name"], rec["status"]) == (f"{prefix}-f1", "failed") and "/app" in rec["reason"]
     r = create(cubbi, failing_image, f"{prefix}-f2", ok=True)
     assert r["status"] in ("initializing", "failed")
     time.sleep(1)

@@ -160,3 +160,47 @@ def test_no_http_client_import_on_the_unix_socket(tmp_path):
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                          env={"PYTHONPATH": root, "PATH": os.environ["PATH"]})
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_timeouts_default_none_and_deadline(tmp_path, monkeypatch):
+    """DEFAULT is the client's timeout (CUBBI_DOCKER_TIMEOUT), None is none
+    at all (followed streams), and a deadline ends a silent stream."""
+    import time
+
+    from cubbi_tools import dockerapi
+
+    monkeypatch.setenv("CUBBI_DOCKER_TIMEOUT", "0.5")
+    assert DockerAPI("unix:///x").timeout == 0.5
+    monkeypatch.setenv("CUBBI_DOCKER_TIMEOUT", "bogus")
+    assert DockerAPI("unix:///x").timeout == 60
+    path = str(tmp_path / "silent.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    held = []
+
+    def accept():  # answers the head of a stream, then says nothing
+        while True:
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n")
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    api = DockerAPI("unix://" + path, timeout=0.3)
+    with pytest.raises(EngineUnreachable, match="did not answer in time"):
+        list(api.logs("c", follow=False))  # a plain request: the timeout holds
+    started = time.monotonic()
+    with pytest.raises(dockerapi.Deadline):
+        list(api.logs("c", follow=True, deadline=time.monotonic() + 1.0))
+    assert 0.9 < time.monotonic() - started < 2  # the deadline, not the 0.3 s timeout
+    frames = api.logs("c", follow=True)  # no timeout: still waiting well past 0.3 s
+    box = []
+    t = threading.Thread(target=lambda: box.append(list(frames)), daemon=True)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive() and not box
+    for conn in held:
+        conn.close()
+    t.join(2)
+    assert box == [[]]

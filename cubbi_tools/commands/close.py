@@ -10,9 +10,15 @@ def run(args):
         raise UsageError("give session ids or --all, not both")
     engine = backend.get(args)
 
+    names = {}  # id -> name of the sessions resolved, for their result lines
+
+    def result(ref, closed, error=None):
+        json_line({"id": ref, "name": names.get(ref), "closed": closed,
+                   "error": None if error is None else str(error)})
+
     def json_failure(ref, exc):
         if args.json:
-            json_line({"id": ref, "closed": False, "error": str(exc)})
+            result(ref, False, exc)
 
     tally = cli.Tally("cubbi-close", on_fail=json_failure)
     if args.all:
@@ -22,13 +28,14 @@ def run(args):
 
         recs = each_session(engine, args.ids, tally)
     for rec in recs:
+        names[rec["id"]] = rec["name"]
         try:
             engine.close(rec["id"], [rec])
         except CubbiError as exc:
             tally.failed(rec["id"], exc)
             continue
         if args.json:
-            json_line({"id": rec["id"], "name": rec["name"], "closed": True})
+            result(rec["id"], True)
         elif args.quiet:
             sys.stdout.write(rec["id"] + "\n")
             sys.stdout.flush()
@@ -47,7 +54,8 @@ COMMAND = cli.Command(
     options=[
         cli.REMOTE,
         cli.Opt("-a", "--all", help="close every session"),
-        cli.Opt("--json", help="print one result object per input line: {id, name, closed, error}"),
+        cli.Opt("--json", help="print one result object per input line: {id, name, closed, "
+                               "error}, every key always there (null when unknown or none)"),
         cli.Opt("-q", "--quiet", help="print the ids closed, one per line"),
     ],
     args=[cli.Arg("ids", "sessions to close (id, prefix or name)", nargs="*", complete="session",

@@ -1,4 +1,3 @@
-import os
 import sys
 
 from .. import backend, cli
@@ -9,12 +8,8 @@ def run(args):
     rec = engine.wait_ready(engine.resolve(args.id))
     command = args.command
     tty = not command and sys.stdin.isatty() and sys.stdout.isatty()
-    if engine.remote:
-        sys.stdout.flush()
-        return engine.connect(rec, command or None, tty=tty)
-    argv = engine.exec_argv(rec, command or None, tty=tty, interactive=True)
     sys.stdout.flush()
-    os.execvpe(argv[0], argv, engine.docker_env())
+    return engine.connect(rec, command or None, tty=tty)
 
 
 COMMAND = cli.Command(
@@ -23,7 +18,11 @@ COMMAND = cli.Command(
                 "e.g. aider) in /app as the session user, once the session is ready, or an "
                 "interactive login shell when the image names no command. "
                 "With -- CMD ARGS: runs CMD without a TTY (-- bash -l for a shell), "
-                "passing stdin, stdout, stderr and the exit status through.",
+                "passing stdin, stdout, stderr and the exit status through, locally and "
+                "on a remote alike. Ctrl-C (SIGINT) or SIGTERM stops CMD and what it "
+                "started in the session, and cubbi-connect exits 130 or 143; when the "
+                "reader of its stdout goes away (| head -1) CMD is stopped too and the "
+                "status is 141, as for a writer in a shell pipeline.",
     options=[cli.REMOTE],
     args=[
         cli.Arg("id", "the session (id, prefix or name)", complete="session", metavar="ID"),

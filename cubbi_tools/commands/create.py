@@ -2,6 +2,7 @@ import os
 import sys
 
 from .. import backend, cli, session as S
+from ..errors import CubbiError
 from ..output import Printer, message
 
 PROG = "cubbi-create"
@@ -15,7 +16,7 @@ def build_request(args):
 
     cfg = config.load()
     defaults = config.defaults(cfg)
-    image = args.image or defaults.get("image") or "goose"
+    image = args.image if args.image is not None else defaults.get("image") or "goose"
     mount = None
     if args.mount is not None and not args.mount.strip():
         raise UsageError("--mount: give a directory, or use --no-mount")
@@ -38,19 +39,6 @@ def build_request(args):
             if not os.path.exists(parts[0]):
                 raise NotFound(f"-v {spec}: no such file or directory {parts[0]}")
         volumes.append(":".join(parts))
-    from ..engine import parse_memory, parse_port
-
-    for p in args.port:
-        parse_port(p)
-    parse_memory(args.memory)
-    if args.cpus is not None:
-        try:
-            if not 0 < float(args.cpus) < 1e6:  # also refuses nan and inf
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"--cpus {args.cpus!r}: expected a positive number") from None
-    if args.pids_limit is not None and args.pids_limit < 1:
-        raise UsageError(f"--pids-limit {args.pids_limit}: expected 1 or more")
     if args.name is not None and not args.name.strip():
         raise UsageError("--name: give a name, or leave the switch out for IMAGE-ID")
     if any(not n.strip() for n in args.network):
@@ -66,15 +54,18 @@ def build_request(args):
             raise UsageError("--project and --mount exclude each other: the repository is /app")
         project, _, project_env, files = projects.session_setup(args.project)
         env.update(project_env)
+    CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
+                  pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
+        mount_explicit=bool(args.mount),
         volumes=volumes, ports=args.port, cpus=args.cpus or defaults["cpus"],
         memory=args.memory or defaults["memory"], owner=_owner(),
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
         project=project, files=files,
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
-    )
+    ).check()
 
 
 def _owner():
@@ -84,6 +75,20 @@ def _owner():
         return pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, ImportError):
         return os.environ.get("USER")
+
+
+def _print(fmt, rec):
+    out = Printer(fmt, S.TABLE_COLUMNS)
+    out.add(S.human(rec) if fmt == "table" else rec)
+    out.close()
+
+
+def _current(engine, rec):
+    """rec as the engine sees it now (its failure reason), or rec itself."""
+    try:
+        return engine.resolve(rec["id"])
+    except CubbiError:
+        return rec
 
 
 def wants_connect(args):
@@ -105,30 +110,24 @@ def run(args):
     if connect:
         message(f"created session {rec['id']} ({rec['name']}); connecting", PROG)
     if args.run or connect or args.wait:
-        rec = engine.wait_ready(rec)  # the record printed below says "running"
+        try:
+            rec = engine.wait_ready(rec)  # the record printed below says "running"
+        except CubbiError:
+            if not connect:  # the failed session's record (status, reason), then the error
+                _print(fmt, _current(engine, rec))
+            raise
     if not connect:
-        out = Printer(fmt, S.TABLE_COLUMNS)
-        out.add(S.human(rec) if fmt == "table" else rec)
-        out.close()
+        _print(fmt, rec)
     code = 0
-    if args.run and engine.remote:
+    if args.run:
+        sys.stdout.flush()
         code = engine.connect(rec, ["/bin/sh", "-lc", args.run], use_stdin=False,
                               stdout=sys.stderr.buffer)
-    elif args.run:
-        import subprocess
-
-        argv = engine.exec_argv(rec, ["/bin/sh", "-lc", args.run], interactive=False)
-        code = subprocess.call(argv, stdout=sys.stderr, stdin=subprocess.DEVNULL,
-                               env=engine.docker_env())
     if args.run and code:
         message(f"--run command exited with status {code}; session {rec['id']} kept", PROG)
-    if connect and engine.remote:
-        sys.stdout.flush()
-        return engine.connect(rec, tty=True)
     if connect:
         sys.stdout.flush()
-        argv = engine.exec_argv(rec, tty=True)
-        os.execvpe(argv[0], argv, engine.docker_env())
+        return engine.connect(rec, tty=True)
     return code
 
 
@@ -147,7 +146,8 @@ COMMAND = cli.Command(
         cli.Opt("-e", "--env", kind="multi", metavar="KEY=VALUE",
                 help="set an environment variable in the session; repeatable"),
         cli.Opt("--env-file", kind="multi", metavar="FILE", complete="file",
-                help="read KEY=VALUE lines from FILE (dotenv syntax); repeatable"),
+                help="read KEY=VALUE lines from FILE (dotenv syntax; a line that is not "
+                     "is an error naming it); repeatable"),
         cli.Opt("--network", kind="multi", metavar="NET", complete="network",
                 help="also join Docker network NET (every session joins cubbi-network); repeatable"),
         cli.Opt("-m", "--mount", kind="value", metavar="DIR", complete="dir",
@@ -159,8 +159,9 @@ COMMAND = cli.Command(
         cli.Opt("-v", "--volume", kind="multi", metavar="HOST:CONTAINER[:ro]", complete="file",
                 help="bind-mount a host path or named volume; repeatable"),
         cli.Opt("-p", "--port", kind="multi", metavar="[[IP:]HOST:]PORT",
-                help="publish a container port (on 127.0.0.1 unless IP is given; a free "
-                     "host port unless HOST is given); repeatable"),
+                help="publish a container port (on 127.0.0.1 unless IP, an IPv4 or IPv6 "
+                     "address such as 0.0.0.0 or [::1], or localhost, is given; a free "
+                     "host port unless HOST is given; /udp for UDP); repeatable"),
         cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5"),
         cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
@@ -168,7 +169,8 @@ COMMAND = cli.Command(
         cli.Opt("--run", kind="value", metavar="CMD",
                 help="once ready, run CMD in the session (sh -lc) as the session user; its "
                      "output goes to stderr and its status is cubbi-create's"),
-        cli.Opt("--wait", help="return only when the session is ready (exit 1 if its init failed)"),
+        cli.Opt("--wait", help="return only when the session is ready; if its init failed, "
+                               "print its record (status failed, reason) and exit 1"),
         cli.Opt("--no-connect", help="do not connect (the default off a terminal)"),
         cli.JSON, cli.QUIET,
     ],

@@ -6,26 +6,34 @@ from ..errors import UsageError
 from ..output import json_line
 
 
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def parse_since(text):
-    """Durations (30s, 10m, 2h, 1d), epoch seconds, or ISO-8601 -> epoch."""
+    """Durations (30s, 10m, 2h, 1d), epoch seconds, or ISO-8601 -> epoch
+    (a duration longer than the epoch's age is everything)."""
     if text is None:
         return None
     t = text.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         if t and t[-1] in units and t[:-1].replace(".", "", 1).isdigit():
-            return int(time.time() - float(t[:-1]) * units[t[-1]])
+            return max(0, int(time.time() - float(t[:-1]) * units[t[-1]]))
         if t.replace(".", "", 1).isdigit():
-            return int(float(t))
-        import datetime
+            when = int(float(t))
+        else:
+            import datetime
 
-        dt = datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=datetime.timezone.utc)
-        return int(dt.timestamp())
-    except ValueError:
+            dt = datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=datetime.timezone.utc)
+            when = int(dt.timestamp())
+        if not 0 <= when <= MAX_EPOCH:
+            raise ValueError
+        return when
+    except (ValueError, OverflowError):
         raise UsageError(f"--since {text!r}: expected a duration (10m), epoch seconds "
-                         "or an ISO-8601 time") from None
+                         "or an ISO-8601 time, from 1970 to 9999") from None
 
 
 class _Out:

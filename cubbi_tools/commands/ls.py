@@ -1,18 +1,9 @@
 from .. import backend, cli, session as S
-from ..errors import UsageError
 from ..output import Printer
-
-FILTER_KEYS = ("image", "name", "status", "project")
 
 
 def run(args):
-    filters = {}
-    for item in args.filter:
-        key, sep, value = item.partition("=")
-        if not sep or key not in FILTER_KEYS:
-            raise UsageError(f"--filter {item!r}: expected KEY=VALUE with KEY one of "
-                             + ", ".join(FILTER_KEYS))
-        filters[key] = value
+    filters = S.parse_filters(args.filter)
     show_all = args.all or filters.get("status") in ("stopped", "created", "dead")
     records = backend.get(args).list(all=show_all, filters=filters)
     out = Printer(cli.output_format(args), S.TABLE_COLUMNS)
@@ -33,7 +24,9 @@ COMMAND = cli.Command(
         cli.Opt("-a", "--all", help="include stopped sessions"),
         cli.Opt("-f", "--filter", kind="multi", metavar="KEY=VALUE",
                 help="only sessions whose KEY (image, name, status, project) equals VALUE; "
-                     "repeatable, all must match; name=PREFIX* matches a prefix"),
+                     "repeatable, all must match; name=PREFIX* matches a prefix, image "
+                     "ignores an implicit :latest, project takes any URL form of the "
+                     "repository"),
     ],
     examples=[
         ("cubbi-ls", "a table of running sessions"),

@@ -92,9 +92,12 @@ def _remove(args):
             rec = _projects(args).remove(ref)
         except CubbiError as exc:
             tally.failed(None, exc)
+            if args.json:  # one result per input line, as cubbi-close prints them
+                _print(args, [{"id": None if isinstance(ref, BadLine) else ref,
+                               "removed": False, "error": str(exc)}])
             continue
         if args.json:
-            _print(args, [dict(rec, removed=True)])
+            _print(args, [dict(rec, removed=True, error=None)])
         elif args.quiet:
             _print(args, [rec])
         else:

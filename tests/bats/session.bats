@@ -45,7 +45,7 @@ teardown_file() { common_teardown_file; }
     run --separate-stderr bash -c 'cubbi-ls -q --filter "name=$PREFIX-$1-*" | cubbi-close --json' _ "$BATS_TEST_NUMBER"
     [ "$status" -eq 0 ]
     [ "${#lines[@]}" -eq 2 ]
-    run -0 bash -c 'jq -s "map(.closed) | all" <<<"$1"' _ "$output"
+    run -0 bash -c 'jq -s "map(.closed and .error == null and (keys == [\"closed\",\"error\",\"id\",\"name\"])) | all" <<<"$1"' _ "$output"
     [ "$output" = "true" ]
 }
 
@@ -66,7 +66,7 @@ teardown_file() { common_teardown_file; }
     a=$(new_session a)
     b=$(new_session b)
     run --separate-stderr bash -c 'printf "%s\n" "not an id" "$1" "{\"no\":\"id\"}" "$2" | cubbi-close -q' _ "$a" "$b"
-    [ "$status" -eq 1 ]
+    [ "$status" -eq 2 ]  # a malformed line is a usage error
     [ "$output" = "$a"$'\n'"$b" ]
     [[ "$stderr" == *"stdin line 1"* && "$stderr" == *"stdin line 3"* ]]
     [ "${#stderr}" -gt 0 ] && [[ "$stderr" != *Traceback* ]]
@@ -113,6 +113,13 @@ teardown_file() { common_teardown_file; }
     [ "$stderr" = "oops" ]
     run -0 cubbi-connect "$(name a)" -- pwd
     [ "$output" = "/app" ]
+    # like a shell pipeline: the reader goes, the writer gets 141 and is stopped
+    run -0 bash -c 'cubbi-connect "$1" -- seq 1 100000000 | head -1; echo "${PIPESTATUS[0]}"' _ "$a"
+    [ "$output" = $'1\n141' ]
+    run -0 bash -c 'yes | cubbi-connect "$1" -- echo done' _ "$a"
+    [ "$output" = "done" ]
+    run -0 cubbi-connect "$a" -- ps -o args
+    [[ "$output" != *seq* ]]
 }
 
 @test "environment: -e beats --env-file, and both reach the session" {
