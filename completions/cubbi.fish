@@ -399,6 +399,7 @@ complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'remove' -d 'remo
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'default' -d 'use NAME when no -r is given (local: the local engine)'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -l 'token' -x -a '(__cubbi_values \'-\')' -d 'the API token (from cubbi-server token create); - reads it from stdin (or asks on a terminal), so it stays out of shell history'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -l 'default' -d 'also make it the default remote'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -s 'f' -l 'force' -d 'replace an existing remote NAME, its URL and its token (without --token the old token is removed)'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -a '(__cubbi_posargs)'

@@ -1,8 +1,11 @@
 """Which backend a command talks to: the local engine, or a remote service.
 
 `-r NAME` (cli.REMOTE), else $CUBBI_REMOTE (the dispatcher sets it for
-`cubbi -r NAME SUB`), else the config's remote.default; `local` (or nothing)
-is the local engine.  Both backends have one interface (engine.LocalEngine,
+`cubbi -r NAME SUB`), else the ad-hoc remote of $CUBBI_REMOTE_URL (with
+$CUBBI_REMOTE_TOKEN), else the config's remote.default; `local` (or nothing)
+is the local engine.  A NAME configured with cubbi-remote add always means
+that remote, its URL and its stored token; $CUBBI_REMOTE_URL stands in only
+for a name that is not configured (see remote.endpoint).  Both backends have one interface (engine.LocalEngine,
 remote.RemoteService), so commands never ask which one they have, except to
 connect (a local exec of the docker CLI vs the service's WebSocket)."""
 
@@ -11,6 +14,8 @@ import os
 
 def remote_name(args=None):
     name = getattr(args, "remote", None) or os.environ.get("CUBBI_REMOTE")
+    if not name and os.environ.get("CUBBI_REMOTE_URL"):
+        return os.environ["CUBBI_REMOTE_URL"]  # the environment's ad-hoc remote, named by its URL
     if not name:
         from . import config
 

@@ -88,6 +88,11 @@ ENVIRONMENT = [
                          "(default: ~/.config/cubbi)."),
     ("CUBBI_REMOTE", "Name of a remote cubbi service to use instead of the local Docker "
                      "engine, as with -r (see cubbi-remote)."),
+    ("CUBBI_REMOTE_URL", "With CUBBI_REMOTE_TOKEN: an ad-hoc remote service, used when "
+                         "neither -r nor CUBBI_REMOTE is given (before remote.default) or "
+                         "when they name a remote that is not configured; never for a "
+                         "remote added with cubbi-remote add (see cubbi-remote)."),
+    ("CUBBI_REMOTE_TOKEN", "The API token sent to CUBBI_REMOTE_URL, and only there."),
     ("CUBBI_DEBUG", "Set to 1 to show Python tracebacks with errors."),
     ("DOCKER_HOST", "The Docker engine to talk to (default: unix:///var/run/docker.sock)."),
     ("CUBBI_DOCKER_TIMEOUT", "Seconds a request to the Docker engine may wait for an "

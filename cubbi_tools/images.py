@@ -210,12 +210,13 @@ def _looks_like_path(name):
     return name.startswith((".", "/", "~")) or os.sep in name and os.path.isdir(name)
 
 
-def find_definition(name):
-    """The definition NAME names: a directory path, or a folder name in the
+def find_definition(name, paths=True):
+    """The definition NAME names: a directory path (unless paths=False: the
+    service never reads its own disk for a client), or a folder name in the
     user's or the built-in images; None when it names none."""
     from . import imagedef
 
-    if _looks_like_path(name):
+    if paths and _looks_like_path(name):
         path = os.path.abspath(os.path.expanduser(name))
         if not os.path.isdir(path):
             raise NotFound(f"{name}: no such directory")
@@ -511,7 +512,7 @@ def ensure_image(engine, name, progress=None):
     definition (name or directory) gives cubbi/<name>:latest, built on first
     use; a plain local Docker image works as it is; else NotFound."""
     api = engine.api
-    defn = find_definition(name)
+    defn = find_definition(name, paths=getattr(engine, "image_paths", True))
     if defn is not None:
         tag = tag_for(defn)
         info = _inspect(api, tag)

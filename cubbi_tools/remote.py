@@ -22,21 +22,52 @@ KINDS = {"usage": UsageError, "not_found": NotFound, "auth": AuthError,
 LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
 
 
+ENV_URL, ENV_TOKEN = "CUBBI_REMOTE_URL", "CUBBI_REMOTE_TOKEN"
+IMAGE_PATH_REFUSED = ("image directories are built where they are; build it with cubbi-image "
+                      "build and push, or use a name the server knows")
+
+
 def token_secret(name):
     return f"remote:{name}:token"
 
 
-def endpoint(name):
-    """The URL of remote NAME: $CUBBI_REMOTE_URL when set (scripts, CI; with
-    $CUBBI_REMOTE_TOKEN no config or secret store is needed), else the config."""
+def check_url(url, what="URL"):
+    """URL without a trailing slash, or UsageError: http(s)://HOST[:PORT][/PATH]
+    with a port in 1-65535."""
+    url = str(url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or port == -1
+            or port == 0 or parts.query or parts.fragment):
+        raise UsageError(f"invalid {what} {url!r}: use http(s)://HOST[:PORT] "
+                         "(a port from 1 to 65535)")
+    return url
+
+
+def configured_url(name):
+    """The URL of the configured remote NAME, or None."""
     from . import config
 
-    url = os.environ.get("CUBBI_REMOTE_URL") or config.lookup(
-        config.load(), f"remote.endpoints.{name}.url")
-    if not url:
-        raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
-                       "(see cubbi-remote list)")
-    return str(url).rstrip("/")
+    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
+    return str(url) if url else None
+
+
+def endpoint(name):
+    """(url, ad_hoc) for remote NAME.  A configured remote (cubbi-remote add)
+    is always its own URL with its stored token: $CUBBI_REMOTE_URL never
+    redirects it.  Any other name is the ad-hoc remote of the environment,
+    $CUBBI_REMOTE_URL with $CUBBI_REMOTE_TOKEN (scripts, CI: no config or
+    secret store needed); without it, NotFound."""
+    url = configured_url(name) if "://" not in name else None
+    if url:
+        return url, False
+    if os.environ.get(ENV_URL):
+        return check_url(os.environ[ENV_URL], ENV_URL), True
+    raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
+                   "(see cubbi-remote list)")
 
 
 def raise_for(status, body, remote=None):
@@ -58,10 +89,11 @@ def raise_for(status, body, remote=None):
 class RemoteService:
     def __init__(self, name, url=None, token=None):
         self.remote = name
-        self.url = url or endpoint(name)
+        self.ad_hoc = False
+        if not url:
+            url, self.ad_hoc = endpoint(name)
+        self.url = check_url(url, f"URL of remote {name!r}")
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"remote {name!r}: invalid URL {self.url!r}; use http(s)://HOST[:PORT]")
         self._parts = parts
         self._base = parts.path.rstrip("/")
         self._token = token
@@ -70,14 +102,18 @@ class RemoteService:
     # -- transport -------------------------------------------------------
     def token(self):
         if self._token is None:
-            tok = os.environ.get("CUBBI_REMOTE_TOKEN")
-            if not tok:
+            if self.ad_hoc:  # the environment's pair: its token goes to its URL only
+                tok = os.environ.get(ENV_TOKEN)
+                if not tok:
+                    raise AuthError(f"{ENV_URL} is set but {ENV_TOKEN} is not: export the "
+                                    f"token for {self.url}")
+            else:
                 from . import secrets
 
                 tok = secrets.get(token_secret(self.remote))
-            if not tok:
-                raise AuthError(f"no token for remote {self.remote!r}; store one with "
-                                f"cubbi-remote add {self.remote} {self.url} --token -")
+                if not tok:
+                    raise AuthError(f"no token for remote {self.remote!r}; store one with "
+                                    f"cubbi-remote add --force {self.remote} {self.url} --token -")
             self._token = tok
         return self._token
 
@@ -154,13 +190,16 @@ class RemoteService:
         if req.volumes:
             raise UsageError("-v/--volume is not available with a remote: paths on this "
                              "machine do not exist on the server")
+        if req.mount and req.mount_explicit:
+            raise UsageError("--mount is not available with a remote: this directory is "
+                             "not on the server; use --project URL to clone a repository")
+        from .images import _looks_like_path
+
+        if req.image and _looks_like_path(req.image):
+            raise UsageError(f"--image {req.image}: {IMAGE_PATH_REFUSED}")
         body = req.to_dict()
-        if body.get("mount"):
-            if os.path.realpath(body["mount"]) != os.path.realpath(os.getcwd()):
-                raise UsageError("--mount is not available with a remote: this directory is "
-                                 "not on the server; use --project URL to clone a repository")
-            body["mount"] = None  # the default (current directory): nothing to mount there
-        for key in ("uid", "gid", "owner", "state_dir", "volumes"):
+        body["mount"] = None  # the default (current directory) is not on the server
+        for key in ("uid", "gid", "owner", "state_dir", "volumes", "mount_explicit"):
             body.pop(key, None)
         body["files"] = {p: [t if isinstance(t, str) else t.decode(), m]
                          for p, (t, m) in (req.files or {}).items()}

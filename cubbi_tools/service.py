@@ -8,9 +8,10 @@ its creator's: another user's is "not found"), and the SQLite state.
 
 Requests from remote clients are sanitised here, once: no host paths (a
 client's directories mean nothing on the server, and a bind mount of the
-server's own disk would be a hole), the session uid/gid of the service
-config (sessions.uid/gid, default 1000), the owner from
-the authenticated user, no `cubbi.*` labels from the client.
+server's own disk would be a hole; an image that is a path is refused by
+its form, and no image name is looked up as a path on the server's disk),
+the session uid/gid of the service config (sessions.uid/gid, default 1000),
+the owner from the authenticated user, no `cubbi.*` labels from the client.
 """
 
 import copy
@@ -114,6 +115,7 @@ class Service:
         if sock and "://" not in sock:
             sock = "unix://" + sock
         self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None)
+        self.engine.image_paths = False  # an image is a name or a Docker reference, never a path
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}
@@ -216,7 +218,7 @@ class Service:
         from .commands.image import _record
         from .errors import NotFound
 
-        defn = images.find_definition(name) if "/" not in name else None
+        defn = images.find_definition(name, paths=False)
         if defn is not None:
             return _record(defn, images._inspect(self.engine.api, images.tag_for(defn)))
         if name in self.images_conf:
@@ -306,6 +308,10 @@ def check_create(payload):
             out[key] = value
     if not out.get("image"):
         raise UsageError('"image" is required')
+    if out["image"].startswith((".", "/", "~")):  # by its form only: the disk is never read
+        from .remote import IMAGE_PATH_REFUSED
+
+        raise UsageError(f"image {out['image']!r}: {IMAGE_PATH_REFUSED}")
     for key in ("networks", "ports"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')

@@ -3,7 +3,11 @@
 With a TTY: the local terminal in raw mode, keystrokes out, output in, the
 window size sent at start and on every SIGWINCH.  Without (`-- CMD`):
 stdin is streamed then closed (EOF), stdout and stderr come back on their
-own streams, and the command's exit status is returned.
+own streams, and the command's exit status is returned, as a local
+cubbi-connect does: once the command has ended no more stdin is sent (`yes |
+cubbi-connect ID -- echo done` is 0), and a reader that closes stdout (`|
+head -1`) ends the connection, which stops the command, with status 141
+(128 + SIGPIPE).
 """
 
 import json
@@ -28,8 +32,8 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
     from .remote import KINDS
 
     ws = remote.websocket(rec, command, tty=tty, size=_size() if tty else None)
-    result = {"code": None, "error": None}
-    done = threading.Event()
+    result = {"code": None, "error": None, "pipe": None}
+    done, left = threading.Event(), threading.Event()
     out = {1: stdout or sys.stdout.buffer, 2: sys.stderr.buffer}
 
     def reader():
@@ -41,8 +45,12 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
                 if isinstance(msg, bytes):
                     if msg:
                         stream = out.get(msg[0], out[1])
-                        stream.write(msg[1:])
-                        stream.flush()
+                        try:
+                            stream.write(msg[1:])
+                            stream.flush()
+                        except BrokenPipeError:
+                            result["pipe"] = stream
+                            return
                     continue
                 try:
                     ctl = json.loads(msg)
@@ -50,7 +58,11 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
                     continue
                 if ctl.get("type") == "exit":
                     result["code"] = ctl.get("code")
-                elif ctl.get("type") == "error":
+                    done.set()  # the command ended: stop sending stdin, close
+                    if not left.wait(5):  # stuck sending stdin the server no longer reads
+                        _shutdown(ws)
+                    return
+                if ctl.get("type") == "error":
                     result["error"] = ctl
         except (OSError, ValueError):
             pass
@@ -101,18 +113,43 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
                 _send(ws.send_text, json.dumps({"type": "eof"}))
         done.wait(10)
     finally:
+        left.set()
         if saved is not None:
             import termios
 
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, signal.SIG_DFL)
         ws.close()
+    if result["pipe"] is not None:
+        _silence(result["pipe"])
+        return 141  # 128 + SIGPIPE, as the command itself gets locally
     err = result["error"]
     if err:
         raise KINDS.get(err.get("kind"), CubbiError)(err.get("error") or "connect failed")
     if result["code"] is None:
         raise CubbiError(f"the connection to remote {remote.remote!r} ended without an exit status")
     return result["code"]
+
+
+def _silence(stream):
+    """Point a stream whose reader went away at /dev/null, so nothing (the
+    interpreter's flush at exit either) writes to the closed pipe again."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _shutdown(ws):
+    import socket
+
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _send(send, data):

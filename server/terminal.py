@@ -8,6 +8,8 @@ JSON controls: {"type": "resize", "rows": R, "cols": C}, {"type": "eof"}.
 Server to client: binary frames whose first byte is the stream (1 stdout,
 2 stderr; a TTY has only 1), then {"type": "exit", "code": N} as text, or
 {"type": "error", "error", "kind", "status"} when it could not start.
+After "exit" the client closes; stdin still arriving is dropped.  A client
+that closes before "exit" has gone away: what it started is stopped.
 """
 
 import json
@@ -15,6 +17,8 @@ import json
 import gevent
 
 from cubbi_tools.errors import CubbiError, UsageError
+
+LINGER = 10  # seconds a client has to close after the exit status
 
 
 def serve(ws, request, auth, service, ref):
@@ -40,6 +44,9 @@ def serve(ws, request, auth, service, ref):
         _resize(api, eid, q.get("rows"), q.get("cols"))
 
     def pump():
+        """Output out, then the exit status.  The client closes the socket
+        when it has that status; closing it here first, with its stdin still
+        arriving, would reset the connection and lose the status."""
         try:
             if tty:
                 while True:
@@ -52,49 +59,83 @@ def serve(ws, request, auth, service, ref):
                     ws.send((b"\x02" if stream == "stderr" else b"\x01") + data, binary=True)
         except Exception:
             pass
+        _send(ws, json.dumps({"type": "exit", "code": _exit_code(api, eid)}))
+
+    def inbox():
+        """Client messages until it closes; stdin once the command ended (or
+        stopped reading it) is dropped."""
+        stdin = True
         try:
-            code = api.exec_inspect(eid).get("ExitCode")
-        except CubbiError:
-            code = None
-        _send(ws, json.dumps({"type": "exit", "code": code}))
-        try:
-            ws.close()
+            while True:
+                msg = ws.receive()
+                if msg is None:
+                    return
+                gevent.sleep(0)  # a client that never stops sending must not starve pump
+                if isinstance(msg, (bytes, bytearray)):
+                    if stdin and not out.dead:
+                        try:
+                            conn.sendall(bytes(msg))
+                        except Exception:
+                            stdin = False
+                    continue
+                try:
+                    ctl = json.loads(msg)
+                except ValueError:
+                    continue
+                if ctl.get("type") == "resize" and tty:
+                    _resize(api, eid, ctl.get("rows"), ctl.get("cols"))
+                elif ctl.get("type") == "eof" and stdin:
+                    stdin = False
+                    try:
+                        conn.shutdown_write()
+                    except Exception:
+                        pass
         except Exception:
             pass
 
     out = gevent.spawn(pump)
+    rx = gevent.spawn(inbox)
     try:
-        while True:
-            msg = ws.receive()
-            if msg is None:
-                break
-            if isinstance(msg, (bytes, bytearray)):
-                conn.sendall(bytes(msg))
-                continue
-            try:
-                ctl = json.loads(msg)
-            except ValueError:
-                continue
-            if ctl.get("type") == "resize" and tty:
-                _resize(api, eid, ctl.get("rows"), ctl.get("cols"))
-            elif ctl.get("type") == "eof":
-                conn.shutdown_write()
-    except Exception:
-        pass
-    finally:
-        if not out.dead:
-            out.join(timeout=2 if not tty else 0)
+        gevent.wait([out, rx], count=1)
+        if out.dead:  # the command ended: the client closes once it has the status
+            conn.close()  # wakes a write of stdin the command never read
+            rx.join(timeout=LINGER)
+        elif not tty:  # the client went first; its last output may be on its way
+            out.join(timeout=2)
         running = not out.dead
+    finally:
         conn.close()
         out.kill(block=True, timeout=5)
-        if running:  # the client went away first: stop what it started
-            try:
-                service.exec_stop(handle)
-            except Exception as exc:  # logged; the client is gone anyway
-                import sys
+        rx.kill(block=True, timeout=5)
+        try:
+            ws.close()
+        except Exception:
+            pass
+    if running:  # the client went away first: stop what it started
+        try:
+            service.exec_stop(handle)
+        except Exception as exc:  # logged; the client is gone anyway
+            import sys
 
-                sys.stderr.write(f"cubbi-server: could not stop an exec in {handle[0][:12]}: "
-                                 f"{type(exc).__name__}: {exc}\n")
+            sys.stderr.write(f"cubbi-server: could not stop an exec in {handle[0][:12]}: "
+                             f"{type(exc).__name__}: {exc}\n")
+
+
+def _exit_code(api, eid):
+    """The exec's exit status; the engine may take a moment after the end of
+    its output to record it."""
+    import time
+
+    deadline = time.time() + 5
+    while True:
+        try:
+            info = api.exec_inspect(eid)
+        except CubbiError:
+            return None
+        if info.get("ExitCode") is not None and not info.get("Running") \
+                or time.time() > deadline:
+            return info.get("ExitCode")
+        gevent.sleep(0.05)
 
 
 def _resize(api, eid, rows, cols):

@@ -479,3 +479,188 @@ def test_a_terminal_client_that_vanishes_leaves_no_process(server, alice, engine
         time.sleep(0.3)
     assert _health(alice)["terminals"] == 0
     assert not any("sleep 600" in p for p in procs()), procs()
+
+
+# -- review fixes: which remote gets which token, host paths, exit codes ---------------
+class Recorder:
+    """A loopback HTTP server that records the Authorization header of every
+    request and answers an empty session list: where did a token go?"""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.headers.get("Authorization"))
+                body = b'{"sessions": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_env_url_never_redirects_a_named_remote(cubbi, server, remote_env, busybox_image,
+                                                prefix, tmp_path):
+    rec_ = Recorder()
+    try:
+        trap = {"CUBBI_SECRETS": "file", "CUBBI_REMOTE_URL": rec_.url,
+                "CUBBI_REMOTE_TOKEN": "env-token"}
+        r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-named", "-q",
+                  "--no-connect", env=remote_env, cwd=str(tmp_path))
+        assert r.exit_code == 0, r
+        sid = r.stdout.strip()
+        # a configured NAME (by -r, CUBBI_REMOTE or the dispatcher) is its own URL and token
+        for argv, extra in ((["cubbi-ls", "-r", "srv"], {}), (["cubbi-ls"], {"CUBBI_REMOTE": "srv"}),
+                            (["cubbi", "-r", "srv", "ls"], {})):
+            r = cubbi(*argv, "-q", "--filter", f"name={prefix}*", env={**trap, **extra})
+            assert r.exit_code == 0 and r.stdout.split() == [sid], (argv, r)
+        assert rec_.seen == []
+        # no -r: the environment's ad-hoc remote, with its own token, before remote.default
+        assert cubbi("cubbi-remote", "default", "srv", env=trap).exit_code == 0
+        r = cubbi("cubbi-ls", "--json", env=trap)
+        assert r.exit_code == 0 and r.stdout == "", r
+        # an unconfigured NAME is the ad-hoc remote too
+        r = cubbi("cubbi-ls", "-r", "adhoc", env=trap)
+        assert r.exit_code == 0, r
+        assert rec_.seen == ["Bearer env-token", "Bearer env-token"]
+        # a URL without its token: no stored token is borrowed
+        r = cubbi("cubbi-ls", env={"CUBBI_SECRETS": "file", "CUBBI_REMOTE_URL": rec_.url})
+        assert r.exit_code == 5 and "CUBBI_REMOTE_TOKEN is not" in r.stderr, r
+        assert len(rec_.seen) == 2
+        # the pair pointing at the real server lists its sessions, not the local engine's
+        pair = {"CUBBI_REMOTE_URL": server.url, "CUBBI_REMOTE_TOKEN": server.token("alice")}
+        r = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}*", env=pair)
+        assert r.exit_code == 0 and [(x["id"], x["remote"]) for x in r.json()] == \
+            [(sid, server.url)], r
+        # -r local is the local engine whatever the environment says
+        r = cubbi("cubbi-ls", "-r", "local", "--json", "--filter", f"name={prefix}*", env=trap)
+        assert r.exit_code == 0 and [(x["id"], x["remote"]) for x in r.json()] == [(sid, None)], r
+        assert len(rec_.seen) == 2
+    finally:
+        rec_.close()
+
+
+def test_remote_add_refuses_an_existing_name_and_bad_ports(cubbi):
+    env = {"CUBBI_SECRETS": "file"}
+    for url in ("http://h:99999", "http://h:0", "http://h:x", "http://:80", "https://"):
+        r = cubbi("cubbi-remote", "add", "x", url, env=env)
+        assert r.exit_code == 2 and "invalid URL" in r.stderr, (url, r)
+    assert cubbi("cubbi-remote", "add", "one", "http://127.0.0.1:1", "--token", "tok1",
+                 env=env).exit_code == 0
+    r = cubbi("cubbi-remote", "add", "one", "http://127.0.0.1:2", "--token", "tok2", env=env)
+    assert r.exit_code == 1, r
+    assert r.stderr.strip() == ("cubbi-remote: remote one exists; use --force to replace it "
+                                "or cubbi-remote remove one"), r
+    rows = cubbi("cubbi-remote", "list", "--json", env=env).json()
+    assert [(x["url"], x["token"]) for x in rows] == [("http://127.0.0.1:1", True)]
+    # --force replaces the URL; the old token never follows it to the new URL
+    r = cubbi("cubbi-remote", "add", "one", "http://127.0.0.1:2", "--force", env=env)
+    assert r.exit_code == 0 and "replaced remote one" in r.stderr, r
+    rows = cubbi("cubbi-remote", "list", "--json", env=env).json()
+    assert [(x["url"], x["token"]) for x in rows] == [("http://127.0.0.1:2", False)]
+    assert cubbi("cubbi-remote", "add", "one", "http://127.0.0.1:3", "-f", "--token", "-",
+                 input="tok3\n", env=env).exit_code == 0
+    store = (cubbi.config_dir / "secrets.yaml")
+    text = store.read_text() if store.exists() else ""
+    assert "tok1" not in text
+    rows = cubbi("cubbi-remote", "list", "--json", env=env).json()
+    assert [(x["url"], x["token"]) for x in rows] == [("http://127.0.0.1:3", True)]
+
+
+def test_image_paths_are_never_read_on_the_server(server, alice, cubbi, remote_env, tmp_path):
+    from cubbi_tools.remote import IMAGE_PATH_REFUSED
+
+    for image in ("/etc", "/nonexistent/x", "./x", "../x", "~/x", "~root"):
+        st, body = alice.call("POST", "/sessions", {"image": image})
+        assert st == 400 and body["error"] == f"image {image!r}: {IMAGE_PATH_REFUSED}", body
+    # a reference with a slash is a Docker reference: a directory of that name
+    # on the server (its cwd holds one here) is never looked at
+    tool = os.path.join(server.workdir, "probe", "tool")
+    os.makedirs(tool)
+    open(os.path.join(tool, "cubbi_image.yaml"), "w").write("name: tool\n")
+    answers = [alice.call("POST", "/sessions", {"image": i}) for i in ("probe/tool", "probe/none")]
+    assert [a[0] for a in answers] == [404, 404], answers
+    assert answers[0][1]["error"].replace("tool", "none") == answers[1][1]["error"]
+    for name in (".", "..", "probe"):
+        st, body = alice.call("GET", "/images/" + name)
+        assert st == 404 and "cubbi_image.yaml" not in body["error"], (name, body)
+    # the client refuses an image directory before sending anything
+    defn = tmp_path / "mytool"
+    defn.mkdir()
+    (defn / "cubbi_image.yaml").write_text("name: mytool\n")
+    for image in (str(defn), "./mytool", "./not-here"):
+        r = cubbi("cubbi-create", "-i", image, "--no-connect", env=remote_env, cwd=str(tmp_path))
+        assert r.exit_code == 2 and IMAGE_PATH_REFUSED in r.stderr, (image, r)
+
+
+def test_an_explicit_mount_is_refused_on_a_remote(cubbi, remote_env, busybox_image, prefix,
+                                                  tmp_path):
+    for argv in (["cubbi-create", "-m", str(tmp_path)], ["cubbi-create", "--mount", "."],
+                 ["cubbi", str(tmp_path)]):
+        r = cubbi(*argv, "--image", busybox_image, "--name", f"{prefix}-m", "--no-connect",
+                  env=remote_env, cwd=str(tmp_path))
+        assert r.exit_code == 2 and "--mount is not available with a remote" in r.stderr, \
+            (argv, r)
+    r = cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*", env=remote_env)
+    assert r.stdout == "", r
+
+
+def _wait_procs(engine, cid, text, present, timeout=15):
+    """Whether a process whose command line holds text is (present=True) or
+    is not running in container cid, within timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        found = any(text in p[-1] for p in engine.get(f"/containers/{cid}/top")["Processes"])
+        if found == present or time.time() > deadline:
+            return found == present
+        time.sleep(0.2)
+
+
+def test_remote_connect_exit_codes_match_local(cubbi, remote_env, busybox_image, prefix,
+                                               tmp_path, engine):
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-codes", "--json",
+              "--no-connect", "--wait", env=remote_env, cwd=str(tmp_path))
+    assert r.exit_code == 0, r
+    sid, cid = r.json()[0]["id"], r.json()[0]["container_id"]
+    # the reader closes stdout: 141, nothing on stderr, the command stopped
+    r = cubbi("bash", "-c", f'cubbi-connect {sid} -- seq 1 100000000 | head -1; '
+                            'echo "status ${PIPESTATUS[0]}"', env=remote_env)
+    assert r.stdout == "1\nstatus 141\n" and r.stderr == "", r
+    assert _wait_procs(engine, cid, "seq 1", False)
+    # a client whose stdin never ends: the command's status once it ended
+    r = cubbi("bash", "-c", f"yes | cubbi-connect {sid} -- echo done; "
+                            'echo "status ${PIPESTATUS[1]}"', env=remote_env, timeout=60)
+    assert r.stdout == "done\nstatus 0\n" and r.stderr == "", r
+    r = cubbi("bash", "-c", f"yes | cubbi-connect {sid} -- sh -c 'head -c 100000 >/dev/null; "
+                            "exit 4'; echo \"status ${PIPESTATUS[1]}\"", env=remote_env,
+              timeout=60)
+    assert r.stdout == "status 4\n" and r.stderr == "", r
+    # Ctrl-C: 130, and the command is stopped in the session, as locally
+    import signal
+    import subprocess
+
+    from conftest import cubbi_env
+
+    env = cubbi_env({**remote_env, "CUBBI_CONFIG_DIR": str(cubbi.config_dir)})
+    p = subprocess.Popen(["cubbi-connect", sid, "--", "sh", "-c", "sleep 30; exit 3"], env=env,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert _wait_procs(engine, cid, "sleep 30", True)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(10) == 130
+    assert _wait_procs(engine, cid, "sleep 30", False)

@@ -32,28 +32,41 @@ def _read_token(args):
 
 def add(args):
     from .. import config, secrets
-    from ..remote import token_secret
+    from ..errors import CubbiError
+    from ..remote import check_url, token_secret
 
     name = _check_name(args.name)
-    url = (args.url or "").rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-        raise UsageError(f"invalid URL {args.url!r}: use http(s)://HOST[:PORT]")
+    url = check_url(args.url)
+
+    def refuse_existing(data):
+        exists = name in (config.lookup(data, "remote.endpoints") or {})
+        if exists and not args.force:
+            raise CubbiError(f"remote {name} exists; use --force to replace it or "
+                             f"cubbi-remote remove {name}")
+        return exists
+
+    refuse_existing(config.load())  # before asking for a token
     token = _read_token(args) if args.token is not None else None
     if args.token is not None and not token:
         raise UsageError("empty token")
     with config.edit() as data:
+        exists = refuse_existing(data)  # (or added meanwhile)
+        if exists:
+            config.unset_in(data, f"remote.endpoints.{name}")
         config.set_in(data, f"remote.endpoints.{name}.url", url)
         config.set_in(data, f"remote.endpoints.{name}.auth_method", "token")
         if args.default:
             config.set_in(data, "remote.default", name)
     if token:
         secrets.put(token_secret(name), token)
+    elif exists:  # the old token never goes to the new URL
+        secrets.delete(token_secret(name))
     rec = _record(name, url, config.load(fresh=True))
     if args.json:
         json_line(rec)
     else:
-        message(f"added remote {name} ({url})" + ("; token stored in " + secrets.where()
-                                                 if token else "; no token yet"), PROG)
+        message(("replaced" if exists else "added") + f" remote {name} ({url})"
+                + ("; token stored in " + secrets.where() if token else "; no token yet"), PROG)
     return 0
 
 
@@ -137,6 +150,8 @@ COMMAND = cli.Command(
                     help="the API token (from cubbi-server token create); - reads it from "
                          "stdin (or asks on a terminal), so it stays out of shell history"),
             cli.Opt("--default", help="also make it the default remote"),
+            cli.Opt("-f", "--force", help="replace an existing remote NAME, its URL and its "
+                                          "token (without --token the old token is removed)"),
             cli.JSON], [_NAME, cli.Arg("url", "the service URL, http(s)://HOST[:PORT]",
                                        metavar="URL")]),
         "list": ("list the remotes (never their tokens)", [cli.JSON, cli.Opt(
@@ -145,11 +160,28 @@ COMMAND = cli.Command(
         "default": ("use NAME when no -r is given (local: the local engine)", [cli.JSON],
                     [_NAME]),
     },
+    sections=[
+        ("CHOOSING A REMOTE",
+         "-r NAME, else CUBBI_REMOTE=NAME, else the ad-hoc remote of CUBBI_REMOTE_URL, else "
+         "remote.default, else the local engine; -r local (or CUBBI_REMOTE=local) is always "
+         "the local engine. A NAME added here always means that remote: its URL and its "
+         "stored token, whatever the environment says. CUBBI_REMOTE_URL and "
+         "CUBBI_REMOTE_TOKEN go together, for scripts and CI without a config: that URL "
+         "gets that token and no stored one. They are used when no -r or CUBBI_REMOTE is "
+         "given (then remote.default is not), and for a NAME that is not configured."),
+        ("EXIT STATUS", "0 ok; 1 add of a NAME that exists (use --force); 2 usage (bad "
+                        "name, bad URL or port, empty token); 3 remove or default of an "
+                        "unknown NAME."),
+    ],
     examples=[
         ("cubbi-server token create alice | cubbi-remote add team https://cubbi.example --token -",
          "add a remote with a token from stdin"),
         ("cubbi -r team ls", "list your sessions there"),
         ("cubbi-remote default team", "use it by default; -r local goes back to the local engine"),
+        ("cubbi-remote add --force team https://new.example --token -",
+         "point team at another URL, with a new token"),
+        ("CUBBI_REMOTE_URL=https://cubbi.example CUBBI_REMOTE_TOKEN=$T cubbi-ls",
+         "one command against a service that is not configured"),
     ],
     see_also=["cubbi-server", "cubbi-config"],
 )
