@@ -426,6 +426,10 @@ def test_close_carries_on_after_unknown_ids(cubbi, busybox_image, prefix):
     assert (r.exit_code, r.stdout) == (0, "")
 
 
+def test_logs_since_out_of_range_exits_2(cubbi):
+    one_line_error(cubbi("cubbi-logs", "--since", "9" * 20, "x"), 2, "--since", "9999")
+
+
 @pytest.mark.parametrize("prog", ["cubbi-close", "cubbi-logs"])
 def test_a_malformed_stdin_line_exits_2(cubbi, prog, engine):
     one_line_error(cubbi(prog, input="{bad\n"), 2, "stdin line 1", "not valid JSON")
@@ -480,7 +484,8 @@ def test_ambiguous_prefix_exit_2(cubbi, busybox_image, prefix, engine):
     (["--network", ""], 2, ["--network"]),
     (["--mount", ""], 2, ["--mount"]),
     (["--port", ""], 2, ["--port"]),
-    (["--port", "localhost:0:82"], 0, []),  # named as 127.0.0.1: checked below
+    (["--port", "localhost:0:82"], 0, ["127.0.0.1"]),  # exit 0: the address is checked below
+    (["--port", "[::1]:0:84"], 0, ["::1"]),
     (["--port", "999.1.1.1:0:80"], 2, ["999.1.1.1", "IP address"]),
     (["--port", "127.0.0.300:0:81"], 2, ["127.0.0.300"]),
     (["--port", "nohost:0:81"], 2, ["nohost"]),
@@ -504,10 +509,10 @@ def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, w
         (tmp_path / "bad.env").write_text("GOOD=1\n{bad\n")
         argv = [str(tmp_path / "bad.env") if a == "@BADENV" else a for a in argv]
     r = cubbi("cubbi-create", "--image", busybox_image, "--no-connect", "--json", *extra, *argv)
-    if code == 0:  # localhost: published on 127.0.0.1 only
+    if code == 0:  # published on that address only
         assert r.exit_code == 0, r
         (rec,) = r.json()
-        assert [p["host_ip"] for p in rec["ports"]] == ["127.0.0.1"], rec
+        assert [p["host_ip"] for p in rec["ports"]] == words, rec
         return
     one_line_error(r, code, *words)
     assert containers_named(engine, prefix) == []

@@ -8,7 +8,9 @@ import pytest
 
 from cubbi_tools import cli, session as S
 from cubbi_tools.commands.logs import parse_since
-from cubbi_tools.engine import LocalEngine, _log_record, _matches, _short_image, parse_memory, parse_port
+from cubbi_tools.engine import (LocalEngine, _log_record, _short_image, check_image_ref,
+                                parse_memory, parse_port)
+from cubbi_tools.session import matches as _matches, parse_filters
 from cubbi_tools.errors import CubbiError, NotFound, UsageError
 from cubbi_tools.refs import BadLine, each_session, refs_from
 
@@ -109,21 +111,65 @@ def test_tally_json_hook_and_internal_errors(capsys):
     ("8080:8000", ("127.0.0.1", "8080", 8000, "tcp")),
     ("0.0.0.0:8080:8000/udp", ("0.0.0.0", "8080", 8000, "udp")),
     ("127.0.0.1::53/udp", ("127.0.0.1", "", 53, "udp")),
+    ("localhost:0:82", ("127.0.0.1", "0", 82, "tcp")),
+    ("[::1]:0:84", ("::1", "0", 84, "tcp")),
+    ("::1:0:84", ("::1", "0", 84, "tcp")),
 ])
 def test_parse_port(text, want):
     assert parse_port(text) == want
 
 
-@pytest.mark.parametrize("text", ["http", "0", "70000", "80/icmp", "a:80", ""])
+@pytest.mark.parametrize("text", ["http", "0", "70000", "80/icmp", "a:80", "", "80/sctp",
+                                  "70000:80", "999.1.1.1:0:80", "127.0.0.300:0:81",
+                                  "host:0:80", "[::g]:0:80", "1.2.3.4:-1:80", "+80"])
 def test_parse_port_rejects(text):
     with pytest.raises(UsageError, match="--port"):
         parse_port(text)
 
 
 @pytest.mark.parametrize("text,want", [("512m", 512 << 20), ("2g", 2 << 30), ("1.5G", 3 << 29),
-                                       ("1024", 1024), ("64mb", 64 << 20), (None, None)])
+                                       ("8388608", 8 << 20), ("64mb", 64 << 20), (None, None)])
 def test_parse_memory(text, want):
     assert parse_memory(text) == want
+
+
+@pytest.mark.parametrize("text", ["0", "1024", "5m", "lots", "1e999g"])
+def test_parse_memory_rejects(text):
+    with pytest.raises(UsageError, match="memory"):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("ref,ok", [
+    ("busybox", True), ("cubbi-test/busybox:latest", True), ("localhost:5000/a/b:1.2", True),
+    ("a@sha256:" + "0" * 64, True), ("UPPER/Case", False), ("Bad Tag", False), ("", False),
+    ("a//b", False), ("a:", False), ("-a", False)])
+def test_image_references(ref, ok):
+    if ok:
+        assert check_image_ref(ref) == ref
+    else:
+        with pytest.raises(UsageError):
+            check_image_ref(ref)
+
+
+def test_filters_are_checked():
+    assert parse_filters(["status=running", "name=x*"]) == {"status": "running", "name": "x*"}
+    for bad in ("status=bogus", "colour=red", "name"):
+        with pytest.raises(UsageError):
+            parse_filters([bad])
+
+
+def test_env_file_lines(tmp_path):
+    from cubbi_tools.envs import read_env_file
+
+    f = tmp_path / "e"
+    f.write_text("# c\nA=1\nexport B='two words'\nC=${A}x\n")
+    assert read_env_file(str(f)) == {"A": "1", "B": "two words", "C": "1x"}
+    for text, line in (("A=1\n{bad\n", 2), ('A="open\n', 1), ("A B=1\n", 1)):
+        f.write_text(text)
+        with pytest.raises(UsageError, match=f"{f} line {line}"):
+            read_env_file(str(f))
+    with pytest.raises(UsageError, match="directory"):
+        read_env_file(str(tmp_path))
 
 
 def test_parse_since():
@@ -188,6 +234,13 @@ def test_filters_and_names():
     assert _matches(rec, {"name": "t1*", "image": "aider"})
     assert not _matches(rec, {"name": "t2*"})
     assert not _matches(rec, {"project": "x"})
+    assert _matches(rec, {"image": "aider:latest"})
+    assert _matches({"image": "r/x:latest"}, {"image": "r/x"})
+    assert not _matches({"image": "r/x:1"}, {"image": "r/x"})
+    proj = {"project": "https://github.com/x/y"}
+    assert _matches(proj, {"project": "github.com/x/y"})
+    assert _matches(proj, {"project": "git@github.com:x/y.git"})
+    assert not _matches(proj, {"project": "github.com/x/z"})
     assert _short_image("registry.example/team/aider:1.2") == "aider"
     assert _short_image("/") == "session"
 
