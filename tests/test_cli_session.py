@@ -495,7 +495,7 @@ def test_ambiguous_prefix_exit_2(cubbi, busybox_image, prefix, engine):
     (["--memory", "0"], 2, ["'0'"]),
     (["-i", ""], 2, ["--image"]),
     (["-i", "UPPER/Case"], 2, ["UPPER/Case"]),
-    (["--mount", "/tmp/cubbi-test-a:b"], 2, ["':'"]),
+    (["--mount", "@COLONDIR"], 2, ["':'"]),
     (["--env-file", "/tmp"], 2, ["/tmp", "directory"]),
     (["--env-file", "@BADENV"], 2, ["line 2", "{bad"]),
 ])
@@ -503,8 +503,9 @@ def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, w
     extra = [] if "--name" in argv else ["--name", f"{prefix}-bad"]
     if "--mount" not in argv:
         extra.append("--no-mount")
-    else:
-        os.makedirs("/tmp/cubbi-test-a:b", exist_ok=True)  # exists: the ':' is the problem
+    if "@COLONDIR" in argv:  # it exists: the ':' is the problem
+        (tmp_path / "a:b").mkdir()
+        argv = [str(tmp_path / "a:b") if a == "@COLONDIR" else a for a in argv]
     if "@BADENV" in argv:
         (tmp_path / "bad.env").write_text("GOOD=1\n{bad\n")
         argv = [str(tmp_path / "bad.env") if a == "@BADENV" else a for a in argv]
