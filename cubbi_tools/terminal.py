@@ -5,9 +5,9 @@ window size sent at start and on every SIGWINCH.  Without (`-- CMD`):
 stdin is streamed then closed (EOF), stdout and stderr come back on their
 own streams, and the command's exit status is returned, as a local
 cubbi-connect does: once the command has ended no more stdin is sent (`yes |
-cubbi-connect ID -- echo done` is 0), and a reader that closes stdout (`|
-head -1`) ends the connection, which stops the command, with status 141
-(128 + SIGPIPE).
+cubbi-connect ID -- echo done` is 0); a reader that closes stdout (`|
+head -1`) stops the command and gives 141 (128 + SIGPIPE), Ctrl-C stops it
+and gives 130; in both cases once the server has stopped it.
 """
 
 import json
@@ -16,8 +16,11 @@ import select
 import signal
 import sys
 import threading
+import time
 
 from .errors import CubbiError
+
+STOP_WAIT = 5  # seconds the server has to stop a command the client gives up on
 
 
 def _size():
@@ -32,7 +35,7 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
     from .remote import KINDS
 
     ws = remote.websocket(rec, command, tty=tty, size=_size() if tty else None)
-    result = {"code": None, "error": None, "pipe": None}
+    result = {"code": None, "error": None, "pipe": None, "stopping": None}
     done, left = threading.Event(), threading.Event()
     out = {1: stdout or sys.stdout.buffer, 2: sys.stderr.buffer}
 
@@ -48,9 +51,10 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
                         try:
                             stream.write(msg[1:])
                             stream.flush()
-                        except BrokenPipeError:
+                        except BrokenPipeError:  # stop the command, as SIGPIPE would
                             result["pipe"] = stream
-                            return
+                            _silence(stream)
+                            _stop(ws, result)
                     continue
                 try:
                     ctl = json.loads(msg)
@@ -86,6 +90,8 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
         if not stdin_open:
             _send(ws.send_text, json.dumps({"type": "eof"}))
         while not done.is_set():
+            if result["stopping"] and time.monotonic() - result["stopping"] > STOP_WAIT:
+                break
             if winch["changed"]:
                 winch["changed"] = False
                 size = _size()
@@ -111,7 +117,11 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
             else:
                 stdin_open = False
                 _send(ws.send_text, json.dumps({"type": "eof"}))
-        done.wait(10)
+        done.wait(0 if result["stopping"] else 10)
+    except KeyboardInterrupt:  # 130, once the command is stopped in the session
+        _stop(ws, result)
+        done.wait(STOP_WAIT)
+        raise
     finally:
         left.set()
         if saved is not None:
@@ -121,7 +131,6 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
             signal.signal(signal.SIGWINCH, signal.SIG_DFL)
         ws.close()
     if result["pipe"] is not None:
-        _silence(result["pipe"])
         return 141  # 128 + SIGPIPE, as the command itself gets locally
     err = result["error"]
     if err:
@@ -141,6 +150,13 @@ def _silence(stream):
         os.close(null)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def _stop(ws, result):
+    """Ask the server to stop the command (it answers with its exit)."""
+    if not result["stopping"]:
+        result["stopping"] = time.monotonic()
+        _send(ws.send_text, json.dumps({"type": "stop"}))
 
 
 def _shutdown(ws):

@@ -109,7 +109,7 @@ DOCUMENT = {
             "get": {"summary": "WebSocket terminal (Upgrade: websocket): ?tty=1&rows=&cols=&term= "
                                "for a TTY, ?cmd=JSON-list for a command; binary frames carry "
                                "stdin, and output prefixed by a stream byte (1 stdout, 2 stderr); "
-                               "text frames carry {type: resize|eof|exit|error}",
+                               "text frames carry {type: resize|eof|stop|exit|error}",
                     "parameters": _ID, "responses": {"101": _ok("switching protocols"),
                                                      **_errors(400)}},
             "post": {"summary": "exec mode: run a command without a TTY",

@@ -4,7 +4,8 @@ Query: tty=1 for a terminal (a real TTY through a Docker exec), rows, cols,
 term; cmd=JSON list for a command (default: the session's login shell).
 
 Messages, client to server: binary frames are stdin bytes; text frames are
-JSON controls: {"type": "resize", "rows": R, "cols": C}, {"type": "eof"}.
+JSON controls: {"type": "resize", "rows": R, "cols": C}, {"type": "eof"}, {"type": "stop"}
+(hang up the command and what it started; "exit" follows).
 Server to client: binary frames whose first byte is the stream (1 stdout,
 2 stderr; a TTY has only 1), then {"type": "exit", "code": N} as text, or
 {"type": "error", "error", "kind", "status"} when it could not start.
@@ -84,6 +85,8 @@ def serve(ws, request, auth, service, ref):
                     continue
                 if ctl.get("type") == "resize" and tty:
                     _resize(api, eid, ctl.get("rows"), ctl.get("cols"))
+                elif ctl.get("type") == "stop" and not stopping:  # answered by "exit"
+                    stopping.append(gevent.spawn(_stop, service, handle))
                 elif ctl.get("type") == "eof" and stdin:
                     stdin = False
                     try:
@@ -93,15 +96,15 @@ def serve(ws, request, auth, service, ref):
         except Exception:
             pass
 
+    stopping = []
     out = gevent.spawn(pump)
     rx = gevent.spawn(inbox)
+    running = True
     try:
         gevent.wait([out, rx], count=1)
         if out.dead:  # the command ended: the client closes once it has the status
             conn.close()  # wakes a write of stdin the command never read
             rx.join(timeout=LINGER)
-        elif not tty:  # the client went first; its last output may be on its way
-            out.join(timeout=2)
         running = not out.dead
     finally:
         conn.close()
@@ -111,14 +114,19 @@ def serve(ws, request, auth, service, ref):
             ws.close()
         except Exception:
             pass
-    if running:  # the client went away first: stop what it started
-        try:
-            service.exec_stop(handle)
-        except Exception as exc:  # logged; the client is gone anyway
-            import sys
+    if running and not stopping:  # the client went away first: stop what it started
+        _stop(service, handle)
 
-            sys.stderr.write(f"cubbi-server: could not stop an exec in {handle[0][:12]}: "
-                             f"{type(exc).__name__}: {exc}\n")
+
+def _stop(service, handle):
+    """Stop an exec's processes (service.exec_stop); a failure is logged."""
+    try:
+        service.exec_stop(handle)
+    except Exception as exc:  # logged; the client is gone anyway
+        import sys
+
+        sys.stderr.write(f"cubbi-server: could not stop an exec in {handle[0][:12]}: "
+                         f"{type(exc).__name__}: {exc}\n")
 
 
 def _exit_code(api, eid):
