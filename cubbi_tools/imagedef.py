@@ -174,6 +174,10 @@ def validate(data, shown=FILENAME):
         if not isinstance(source, str) or not (source.startswith("/") or source.startswith("~/")):
             bad(f"{field}.source", f"expected an absolute path or ~/path in the container, "
                                    f"not {source!r}")
+        elif not _safe_source(source):
+            bad(f"{field}.source", f"{source!r} cannot be linked: not /, /app itself, a "
+                                   "folder holding it, a home itself, cubbi's own folders, "
+                                   "or a path with '.' or '..'")
         target = pc.get("target")
         if not isinstance(target, str) or not target.startswith(CONFIG_MOUNT + "/") \
                 or "/../" in target + "/" or target.rstrip("/") == CONFIG_MOUNT:
@@ -191,6 +195,24 @@ def validate(data, shown=FILENAME):
             "source": source.rstrip("/") or source, "target": target.rstrip("/"), "type": kind,
             "description": _opt_str(pc.get("description"), f"{field}.description", bad)})
     return out
+
+
+_PROTECTED = ("/app", "/cubbi", CONFIG_MOUNT)
+
+
+def _safe_source(source):
+    """A persistent_configs source the init may replace by a symlink: never
+    /, the project (/app, a host folder), cubbi's folders or what holds them."""
+    rest = source[2:] if source.startswith("~/") else source
+    parts = rest.strip("/").split("/")
+    if not rest.strip("/") or any(p in ("", ".", "..") for p in parts):
+        return False
+    if source.startswith("~/"):
+        return True
+    path = "/" + "/".join(parts)
+    if any(path == p or p.startswith(path + "/") for p in _PROTECTED):
+        return False  # /app itself, cubbi's folders, or a folder holding them
+    return not path.startswith(("/cubbi/", CONFIG_MOUNT + "/"))  # under /app is fine
 
 
 def _known(mapping, keys, prefix, bad):

@@ -617,6 +617,16 @@ _pc_mkdirs() {
 _pc_link() {
     _pc_s=$2
     case "$_pc_s" in "~/"*) _pc_s="$user_home/${_pc_s#\~/}";; esac
+    # never replace /, the project, cubbi's own folders, a home, or any
+    # mount point (a host folder): rm -rf there would delete the user's files
+    case "$_pc_s" in
+        /|/app|/cubbi|/cubbi/*|/cubbi-config|/cubbi-config/*|"$user_home"|*/.|*/./*|*/..|*/../*)
+            say "refused to link $_pc_s: cubbi does not replace that path"; return 1;;
+    esac
+    case /app/ in "$_pc_s"/*) say "refused to link $_pc_s: it holds /app"; return 1;; esac
+    if [ -e "$_pc_s" ] && cut -d' ' -f5 /proc/self/mountinfo 2>/dev/null | grep -qxF "$_pc_s"; then
+        say "refused to link $_pc_s: it is a mount point"; return 1
+    fi
     _pc_mkdirs "$(dirname "$3")" || return 1
     if [ "$1" = directory ]; then
         if [ ! -d "$3" ]; then
