@@ -40,6 +40,10 @@ def check_url(url, what="URL"):
         port = parts.port
     except ValueError:
         port = -1
+    if parts.username is not None or parts.password is not None:
+        # never echo it back: the part before @ may be a password
+        raise UsageError(f"invalid {what}: no user or password in the URL; give the "
+                         "token with --token (it goes to the secret store)")
     if (parts.scheme not in ("http", "https") or not parts.hostname or port == -1
             or port == 0 or parts.query or parts.fragment):
         raise UsageError(f"invalid {what} {url!r}: use http(s)://HOST[:PORT] "
@@ -294,16 +298,20 @@ class RemoteProjects:
     def get(self, url_or_id, detail=False):
         return self.service.request("GET", self._path(url_or_id))
 
-    def add(self, url, ssh_key=None, token=None):
+    def add(self, url, ssh_key=None, token=None, force=False):
+        from .projects import exists_error
+
         auth = "ssh_key" if ssh_key else "token" if token else "none"
         body = {"url": url, "auth": auth}
         if auth != "none":
             body[auth] = ssh_key or token
         try:
-            self.service.request("GET", self._path(url))
+            pid = self.service.request("GET", self._path(url))["id"]
             replaced = True
         except NotFound:
             replaced = False
+        if replaced and not force:  # (POST refuses one added meanwhile)
+            raise exists_error(pid)
         if replaced:
             return self.service.request("PUT", self._path(url), body=body), True
         return self.service.request("POST", "/projects", body=body), False

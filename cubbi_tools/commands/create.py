@@ -14,6 +14,7 @@ def build_request(args):
     from ..engine import CreateRequest
     from ..errors import NotFound, UsageError
 
+    _apply_target(args)
     cfg = config.load()
     defaults = config.defaults(cfg)
     image = args.image if args.image is not None else defaults.get("image") or "goose"
@@ -52,7 +53,10 @@ def build_request(args):
 
         if args.mount:
             raise UsageError("--project and --mount exclude each other: the repository is /app")
-        project, _, project_env, files = projects.session_setup(args.project)
+        # on a remote, only the service's own stored projects lend credentials:
+        # a local key or token never travels to a shared server unasked
+        local_store = None if backend.remote_name(args) is None else (None, None)
+        project, _, project_env, files = projects.session_setup(args.project, local_store)
         env.update(project_env)
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
                   pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
@@ -66,6 +70,24 @@ def build_request(args):
         project=project, files=files,
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
+
+
+def _apply_target(args):
+    """TARGET, as `cubbi DIR` / `cubbi URL` give it: a directory is --mount,
+    anything else a repository URL for --project."""
+    from ..errors import UsageError
+
+    target = getattr(args, "target", None)
+    if not target:
+        return
+    if os.path.isdir(target):
+        if args.mount:
+            raise UsageError(f"{target}: give the directory once (TARGET or --mount)")
+        args.mount = target
+    else:
+        if getattr(args, "project", None):
+            raise UsageError(f"{target}: give the repository once (TARGET or --project)")
+        args.project = target
 
 
 def _owner():
@@ -179,6 +201,9 @@ COMMAND = cli.Command(
         ("id=$(cubbi-create -q --no-connect --image debian:bookworm)", "a plain session for a script"),
         ("cubbi-create --no-connect --run 'make test' --image ci", "run the tests in a fresh session"),
     ],
+    args=[cli.Arg("target", "a directory to mount at /app (as --mount), or a repository URL "
+                            "to clone into /app (as --project); what `cubbi DIR` and "
+                            "`cubbi URL` pass", nargs="?", complete="dir", metavar="TARGET")],
     see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config"],
 )
 
