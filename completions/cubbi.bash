@@ -36,7 +36,7 @@ declare -gA _cubbi_opts=(
   ['cubbi-server']='-h --help'
   ['cubbi-server serve']='-c --config --database --host -p --port -q --quiet -h --help'
   ['cubbi-server token']='-c --config --database --label --json -q --quiet -h --help'
-  ['cubbi-server user']='-c --config --database --json -q --quiet -h --help'
+  ['cubbi-server user']='-c --config --database -y --yes --json -q --quiet -h --help'
 )
 declare -gA _cubbi_val=(
   ['cubbi-close|-r']='remote'

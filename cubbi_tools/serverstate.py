@@ -8,6 +8,10 @@ projects.  Sessions are not here: Docker labels stay their only store.
   (AES-128-CBC + HMAC, from `cryptography`) under a key derived from the
   service config's projects.storage.key.  Without one, a random key is made
   once in DB.key (mode 0600) beside the database, so a restart loses nothing.
+- Each user row has a random key, made with the row: the sessions the
+  service makes for the user carry it (label cubbi.served), so a session
+  made locally with the same cubbi.owner, another service's, or one left
+  by a removed user of the same name is never theirs.
 
 One connection per State, kept open: the server runs in gevent greenlets
 on one thread, and every statement here takes well under a millisecond
@@ -28,7 +32,8 @@ SCHEMA = """
 PRAGMA journal_mode=WAL;
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    key TEXT
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -81,6 +86,7 @@ class State:
             os.makedirs(d, exist_ok=True)
             with self._db() as db:
                 db.executescript(SCHEMA)
+                self._migrate(db)
             os.chmod(path, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise CubbiError(f"cannot open the server database {path}: {exc}") from None
@@ -95,12 +101,30 @@ class State:
             self._conn = db
         return _Kept(self._conn)
 
+    @staticmethod
+    def _migrate(db):
+        """A database made before users had a key gets the column, and a key
+        for each user (their older sessions, unlabelled, stay out of reach)."""
+        if "key" not in [r[1] for r in db.execute("PRAGMA table_info(users)")]:
+            db.execute("ALTER TABLE users ADD COLUMN key TEXT")
+        for (name,) in db.execute("SELECT name FROM users WHERE key IS NULL").fetchall():
+            db.execute("UPDATE users SET key = ? WHERE name = ? AND key IS NULL",
+                       (secrets.token_hex(12), name))
+
     # -- users and tokens ------------------------------------------------
     def add_user(self, name):
         check_user_name(name)
         with self._db() as db:
-            db.execute("INSERT OR IGNORE INTO users (name, created) VALUES (?, ?)", (name, _now()))
+            db.execute("INSERT OR IGNORE INTO users (name, created, key) VALUES (?, ?, ?)",
+                       (name, _now(), secrets.token_hex(12)))
         return {"user": name}
+
+    def user_key(self, name):
+        """The random key of user name's row (None when there is no such
+        user): the value of the cubbi.served label on their sessions."""
+        with self._db() as db:
+            row = db.execute("SELECT key FROM users WHERE name = ?", (name,)).fetchone()
+        return row["key"] if row else None
 
     def users(self):
         with self._db() as db:
@@ -110,11 +134,22 @@ class State:
         return [{"user": r["name"], "created": r["created"], "tokens": r["tokens"]} for r in rows]
 
     def remove_user(self, name):
+        """Remove user name with their tokens and projects (and so the
+        projects' encrypted credentials), in one transaction."""
         with self._db() as db:
-            if not db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
-                raise NotFound(f"no user {name!r}; see cubbi-server user list")
-            db.execute("DELETE FROM tokens WHERE user = ?", (name,))
-        return {"user": name, "removed": True}
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                tokens = db.execute("DELETE FROM tokens WHERE user = ?", (name,)).rowcount
+                projects = [r["id"] for r in db.execute(
+                    "SELECT id FROM projects WHERE owner = ? ORDER BY id", (name,))]
+                db.execute("DELETE FROM projects WHERE owner = ?", (name,))
+                if not db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
+                    raise NotFound(f"no user {name!r}; see cubbi-server user list")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return {"user": name, "removed": True, "tokens": tokens, "projects": projects}
 
     def create_token(self, user, label=None):
         """A new token for user (created on demand); the secret is returned

@@ -12,6 +12,13 @@ server's own disk would be a hole; an image that is a path is refused by
 its form, and no image name is looked up as a path on the server's disk),
 the session uid/gid of the service config (sessions.uid/gid, default 1000),
 the owner from the authenticated user, no `cubbi.*` labels from the client.
+
+A session is a user's when it carries both cubbi.owner=USER and
+cubbi.served=KEY, the random key of the user's row in this service's
+database (serverstate): a local session whose owner is the same account
+name, another service's, or a removed user's of the same name is "not
+found".  Every lookup (list, get, close, logs, connect, exec) goes
+through sessions(), so none can skip either label.
 """
 
 import copy
@@ -42,6 +49,7 @@ DEFAULTS = {
 # hold spaces): state ppid pgrp session ...
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 FILTER_KEYS = ("image", "name", "status", "project")
+L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
 
 
 def resolve_refs(node, where="", environ=None):
@@ -121,12 +129,22 @@ class Service:
                             if isinstance(i, dict) and i.get("name")}
 
     # -- sessions --------------------------------------------------------
-    def sessions(self, user, all=False, filters=None):
-        filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
-        filters["owner"] = user
+    def _scope(self, user):
+        """The labels every session of user's carries (AuthError when the
+        user was removed since their token was checked)."""
+        from .errors import AuthError
         from .session import L_OWNER
 
-        return self.engine.list(all=all, filters=filters, labels=[f"{L_OWNER}={user}"])
+        key = self.state.user_key(user)
+        if not key:
+            raise AuthError("invalid token")
+        return key, [f"{L_OWNER}={user}", f"{L_SERVED}={key}"]
+
+    def sessions(self, user, all=False, filters=None, status=True):
+        filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
+        filters["owner"] = user
+        return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],
+                                status=status)
 
     def session(self, user, ref):
         return self.engine.resolve(ref, records=self.sessions(user, all=True))
@@ -137,7 +155,7 @@ class Service:
         req = CreateRequest(**check_create(payload))
         req.owner = user
         req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])
-        req.labels = {k: v for k, v in req.labels.items() if not k.startswith("cubbi.")}
+        req.labels[L_SERVED] = self._scope(user)[0]  # check_create refused the client's cubbi.*
         if req.project:
             self._project_setup(user, req)
         conf_image = self.images_conf.get(req.image)
@@ -166,6 +184,28 @@ class Service:
     def close(self, user, ref):
         rec = self.session(user, ref)
         return self.engine.close(rec["id"], records=[rec])
+
+    def remove_user(self, user, confirm=False):
+        """Remove user: their tokens, projects (with the credentials) and
+        sessions.  Without confirm a user who has sessions or projects is
+        refused.  The database goes first, so no token of theirs works while
+        the sessions close; the sessions are listed again after it, to
+        catch one made in the meantime."""
+        from .errors import NotFound
+
+        if not self.state.user_key(user):
+            raise NotFound(f"no user {user!r}; see cubbi-server user list")
+        sessions = self.sessions(user, all=True, status=False)
+        projects = self.state.projects(user)
+        if (sessions or projects) and not confirm:
+            raise UsageError(f"user {user} has {_count(len(sessions), 'session')} and "
+                             f"{_count(len(projects), 'project')}; to close and delete them with "
+                             f"the user, confirm with --yes: cubbi-server user remove {user} --yes")
+        scope = self._scope(user)[1]
+        rec = self.state.remove_user(user)
+        rec["sessions"] = [self.engine.close(sess["id"], records=[sess])["id"] for sess in
+                           self.engine.list(all=True, labels=scope, status=False)]
+        return rec
 
     def logs(self, user, ref, follow=False, tail=None, since=None):
         return self.engine.logs(self.session(user, ref), follow=follow, tail=tail, since=since)
@@ -269,6 +309,10 @@ class Service:
         return self.state.delete_project(user, project_id(pid))
 
 
+def _count(n, what):
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def project_id(url):
     """The normalised project id, as cubbi-project computes it locally."""
     from .projects import normalise
@@ -318,6 +362,10 @@ def check_create(payload):
     for key in ("env", "labels"):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in out.get(key, {}).items()):
             raise UsageError(f'"{key}" must map strings to strings')
+    ours = sorted(k for k in out.get("labels", {}) if k.startswith("cubbi."))
+    if ours:
+        raise UsageError(f'"labels": {", ".join(ours)}: cubbi.* labels are set by the service '
+                         "only")
     files = {}
     for path, spec in out.get("files", {}).items():
         if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)

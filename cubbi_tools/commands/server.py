@@ -80,6 +80,19 @@ def _need(args, what):
     return args.user
 
 
+def _remove_user(args, conf):
+    from ..service import Service, _count
+
+    rec = Service(conf).remove_user(_need(args, "a USER"), confirm=args.yes)
+    parts = [_count(rec["tokens"], "token")]
+    parts.append(f"closed {_count(len(rec['sessions']), 'session')}"
+                 + (f" ({', '.join(rec['sessions'])})" if rec["sessions"] else ""))
+    parts.append(f"deleted {_count(len(rec['projects']), 'project')}"
+                 + (f" ({', '.join(rec['projects'])}) with their credentials"
+                    if rec["projects"] else ""))
+    return _report(args, rec, f"removed user {rec['user']}: " + "; ".join(parts))
+
+
 def run(args):
     conf = _conf(args)
     if args.subcommand == "serve":
@@ -103,8 +116,7 @@ def run(args):
         return _table(args, state.users(), [("user", "USER"), ("tokens", "TOKENS"),
                                             ("created", "CREATED")], key="user")
     if action == ("user", "remove"):
-        rec = state.remove_user(_need(args, "a USER"))
-        return _report(args, rec, f"removed user {rec['user']} and their tokens")
+        return _remove_user(args, conf)
     known = "create, list or revoke" if args.subcommand == "token" else "list or remove"
     raise UsageError(f"unknown {args.subcommand} action {args.action!r}: use {known}")
 
@@ -122,7 +134,12 @@ COMMAND = cli.Command(
                 "Sessions stay in Docker labels; users, tokens (stored hashed) and projects "
                 "(credentials encrypted) live in a SQLite database, so a restart loses "
                 "nothing. token create USER prints a new API token once; give it to the user, "
-                "who runs cubbi-remote add NAME URL --token -.",
+                "who runs cubbi-remote add NAME URL --token -. A user reaches only the "
+                "sessions the service made for them (labels cubbi.owner and cubbi.served, "
+                "the latter a random key of the user's row), never a local session of the "
+                "same owner name. user remove USER refuses a user who still has sessions or "
+                "projects unless --yes, then closes the sessions and deletes the projects "
+                "and their credentials with the user and their tokens.",
     subcommands={
         "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
         "token": ("token create USER [--label L] | token list [USER] | token revoke ID",
@@ -131,8 +148,11 @@ COMMAND = cli.Command(
                   [cli.Arg("action", "create, list or revoke", metavar="ACTION"),
                    cli.Arg("user", "the user (create, list) or token id (revoke)", nargs="?",
                            metavar="USER|ID")]),
-        "user": ("user list | user remove USER (and their tokens)",
-                 [CONFIG, DATABASE, cli.JSON, cli.QUIET],
+        "user": ("user list | user remove USER [--yes] (with their tokens, sessions and "
+                 "projects)",
+                 [CONFIG, DATABASE, cli.Opt("-y", "--yes", help="remove a user who has sessions "
+                                            "or projects: close and delete them too"),
+                  cli.JSON, cli.QUIET],
                  [cli.Arg("action", "list or remove", metavar="ACTION"),
                   cli.Arg("user", "the user", nargs="?", metavar="USER")]),
     },
