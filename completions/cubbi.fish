@@ -100,6 +100,8 @@ function __cubbi_poskind --argument-names node pos
             echo 'session'
         case 'cubbi-connect|*'
             echo '-'
+        case 'cubbi-create|0'
+            echo 'dir'
         case 'cubbi-image show|0'
             echo 'image'
         case 'cubbi-image build|0'
@@ -308,6 +310,7 @@ complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'no-connect' -d 'do
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'q' -l 'quiet' -d 'print session ids only, one per line'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'h' -l 'help' -d 'show a short help and exit'
+complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -a '(__cubbi_posargs)'
 
 # cubbi-image
 complete -c cubbi-image -f
@@ -368,10 +371,11 @@ complete -c cubbi-ls -n '__cubbi_at \'cubbi-ls\'' -s 'h' -l 'help' -d 'show a sh
 complete -c cubbi-project -f
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\'' -s 'h' -l 'help' -d 'show a short help and exit'
-complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'add' -d 'add a project (or replace its credential)'
+complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'add' -d 'add a project; --force replaces a stored one and its credential'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'list' -d 'list projects'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'show' -d 'show a project and the kind of credential it has'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project\' 0' -a 'remove' -d 'remove projects and their credentials; ids from arguments or stdin'
+complete -c cubbi-project -n '__cubbi_at \'cubbi-project add\'' -s 'f' -l 'force' -d 'replace the project if it is stored already (its stored credential goes; give the new one with this add)'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project add\'' -l 'ssh-key' -x -a '(__cubbi_values \'file\')' -d 'an SSH private key without passphrase (a deploy key); the clone uses ssh with the server\'s host key scanned at session start'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project add\'' -l 'token' -x -a '(__cubbi_values \'-\')' -d 'an access token for https; \'-\' reads it from stdin, which keeps it out of your shell history and of ps'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project add\'' -l 'token-env' -x -a '(__cubbi_values \'-\')' -d 'read the access token from environment variable VAR'

@@ -242,8 +242,16 @@ def record(pid, meta, detail=False):
     return rec
 
 
-def add(url, ssh_key=None, token=None):
-    """Store a project and its credential; return (record, replaced)."""
+def exists_error(pid):
+    """The refusal of adding project pid again without --force."""
+    return CubbiError(f"project {pid} exists; use --force to replace it (its stored "
+                      f"credential goes) or cubbi-project remove {pid}")
+
+
+def add(url, ssh_key=None, token=None, force=False):
+    """Store a project and its credential; return (record, replaced).  A
+    project already stored is refused unless force: replacing it drops its
+    credential, which nothing else keeps."""
     import datetime
 
     if ssh_key and token:
@@ -267,24 +275,29 @@ def add(url, ssh_key=None, token=None):
         clone = r.url()
     pid = r.id
     store = _store()
-    # the secret first, outside the projects file's lock (the secret file
-    # store takes the same lock); undone when the metadata cannot be written
-    for kind in ("ssh_key", "token"):
-        if kind != auth:
-            store.delete(secret_name(pid, kind))
-    if auth != "none":
-        store.put(secret_name(pid, auth), ssh_key or token)
     from . import config
 
     meta = {"url": clone, "auth": auth, "added": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ")}
+    # all under the projects file's lock (the secret file store locks its own
+    # file): two adds of one id cannot interleave, and a refused add touches
+    # no secret.  A new secret is undone when the metadata cannot be written.
+    stored = False
     try:
         with config.edit(path()) as data:
             projects = _projects_of(data)
             replaced = pid in projects
+            if replaced and not force:
+                raise exists_error(pid)
+            for kind in ("ssh_key", "token"):
+                if kind != auth:
+                    store.delete(secret_name(pid, kind))
+            if auth != "none":
+                store.put(secret_name(pid, auth), ssh_key or token)
+                stored = True
             projects[pid] = meta
     except BaseException:
-        if auth != "none":
+        if stored:
             store.delete(secret_name(pid, auth))
         raise
     return record(pid, meta), replaced
@@ -314,12 +327,12 @@ def remove(url_or_id):
 
     if pid not in _read():
         raise NotFound(f"no project {pid!r}; see cubbi-project list")
-    with config.edit(path()) as data:
+    with config.edit(path()) as data:  # (the secrets under the lock, as add does)
         meta = _projects_of(data).pop(pid, None)
-    if meta is None:  # removed meanwhile by another run
-        raise NotFound(f"no project {pid!r}; see cubbi-project list")
-    for kind in ("ssh_key", "token"):
-        store.delete(secret_name(pid, kind))
+        if meta is None:  # removed meanwhile by another run
+            raise NotFound(f"no project {pid!r}; see cubbi-project list")
+        for kind in ("ssh_key", "token"):
+            store.delete(secret_name(pid, kind))
     return record(pid, meta)
 
 
@@ -348,7 +361,7 @@ def session_setup(url, found=None):
             if not value:
                 raise CubbiError(f"the {auth.replace('_', ' ')} of project {pid} is missing from "
                                  f"the secret store ({_store().where()}); add it again with "
-                                 f"cubbi-project add {pid} --{auth.replace('_', '-')} ...")
+                                 f"cubbi-project add --force {pid} --{auth.replace('_', '-')} ...")
             if auth == "ssh_key" and not value.endswith("\n"):
                 value += "\n"
             files[f"{PROJECT_DIR}/{auth}"] = (value, 0o600)

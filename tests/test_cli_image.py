@@ -135,6 +135,40 @@ def test_ca_cert_errors(cubbi, tmp_path):
     assert r.exit_code == 2 and "not a PEM certificate" in r.stderr, r
 
 
+@pytest.mark.parametrize("sub", [["build", FIXTURE], ["validate", FIXTURE],
+                                 ["bootstrap-base", "--force"]])
+@pytest.mark.parametrize("how", ["-r", "--remote=", "CUBBI_REMOTE", "cubbi -r", "default"])
+def test_local_only_subcommands_refuse_a_remote(cubbi, tmp_path, sub, how):
+    """They used to ignore -r and build on the local engine: now one line,
+    exit 2, and no engine touched (DOCKER_HOST points nowhere)."""
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "CUBBI_REMOTE": ""}
+    argv = ["cubbi-image", *sub]
+    if how == "-r":
+        argv = ["cubbi-image", "-r", "srv", *sub]
+    elif how == "--remote=":
+        argv = ["cubbi-image", "--remote=srv", *sub]
+    elif how == "CUBBI_REMOTE":
+        env["CUBBI_REMOTE"] = "srv"
+    elif how == "cubbi -r":
+        argv = ["cubbi", "-r", "srv", "image", *sub]
+    else:
+        r = cubbi("cubbi-remote", "add", "srv", "http://127.0.0.1:9", "--default")
+        assert r.exit_code == 0, r
+    r = cubbi(*argv, env=env)
+    want = (f"cubbi-image: cubbi-image {sub[0]} works on the local engine only (-r local); "
+            "build on the server host, or use an image name the server knows\n")
+    assert (r.exit_code, r.stderr, r.stdout) == (2, want, ""), r
+
+
+def test_local_only_subcommands_run_with_r_local_and_list_stays_remote(cubbi):
+    r = cubbi("cubbi-image", "-r", "local", "validate", FIXTURE, env={"CUBBI_REMOTE": "srv"})
+    assert r.exit_code == 0 and "valid image definition" in r.stdout, r
+    # list and show still go to the remote (here one that does not exist: 3)
+    for argv in (["list"], ["show", "base"]):
+        r = cubbi("cubbi-image", "-r", "no-such-remote", *argv)
+        assert r.exit_code == 3 and "no remote 'no-such-remote'" in r.stderr, r
+
+
 # -- building (real engine, no registry) ------------------------------------
 @pytest.fixture(scope="module")
 def tool_image(engine, debian_image, tmp_path_factory):

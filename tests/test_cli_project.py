@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "gitservers"))
 import gitservers  # noqa: E402
 
 from cubbi_tools import projects  # noqa: E402
-from cubbi_tools.errors import UsageError  # noqa: E402
+from cubbi_tools.errors import CubbiError, UsageError  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _own_state_home(tmp_path, monkeypatch):
@@ -151,12 +151,88 @@ def test_token_env_and_ssh_key(cubbi, tmp_path):
     assert rec["auth"] == "ssh_key" and rec["url"] == "git@github.com:hello/private.git"
     body = open(key).read().splitlines()[2]
     assert body not in cubbi("cubbi-project", "show", "github.com/hello/private").output
-    # replacing the credential with a token drops the key
+    # replacing the credential with a token (--force) drops the key
     r = cubbi("cubbi-project", "add", "https://github.com/hello/private", "--token-env", "MYTOK",
-              env={"MYTOK": "tok-from-env"})
-    assert r.exit_code == 0 and "updated" in r.stderr, r
+              "--force", env={"MYTOK": "tok-from-env"})
+    assert r.exit_code == 0 and "replaced project github.com/hello/private (token)" in r.stderr, r
     assert not _secret(cubbi, "project:github.com/hello/private:ssh_key")
     assert _secret(cubbi, "project:github.com/hello/private:token")
+
+
+EXISTS = ("cubbi-project: project github.com/hello/private exists; use --force to replace it "
+          "(its stored credential goes) or cubbi-project remove github.com/hello/private\n")
+
+
+def test_adding_a_stored_project_again_is_refused_and_keeps_its_key(cubbi, tmp_path):
+    """Re-adding (any form of the URL) used to drop the key silently."""
+    key, _ = gitservers.keypair(str(tmp_path), "k")
+    assert cubbi("cubbi-project", "add", "git@github.com:hello/private.git",
+                 "--ssh-key", key).exit_code == 0
+    before = open(os.path.join(cubbi.config_dir, "projects.yaml")).read()
+    for argv, kw in ((["https://github.com/hello/private"], {}),
+                     (["github.com/hello/private", "--ssh-key", key], {}),
+                     (["https://github.com/hello/private", "--token", "-", "--json"],
+                      {"input": "new-tok\n"})):
+        r = cubbi("cubbi-project", "add", *argv, **kw)
+        assert (r.exit_code, r.stderr, r.stdout) == (1, EXISTS, ""), r
+    assert open(os.path.join(cubbi.config_dir, "projects.yaml")).read() == before
+    assert _secret(cubbi, "project:github.com/hello/private:ssh_key")
+    assert not _secret(cubbi, "project:github.com/hello/private:token")
+    # --force replaces, here by no credential at all: the key goes
+    r = cubbi("cubbi-project", "add", "https://github.com/hello/private", "-f", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()[0]["auth"] == "none"
+    assert not _secret(cubbi, "project:github.com/hello/private:ssh_key")
+    # --force on a project not stored yet just adds it
+    r = cubbi("cubbi-project", "add", "h.example/new/one", "--force")
+    assert r.exit_code == 0 and "added project h.example/new/one" in r.stderr, r
+
+
+def test_the_library_refuses_a_stored_project_without_force(cubbi, monkeypatch):
+    monkeypatch.setenv("CUBBI_CONFIG_DIR", str(cubbi.config_dir))
+    monkeypatch.setenv("CUBBI_SECRETS", "file")
+    projects.add("h.example/x/y", token="t1")
+    with pytest.raises(CubbiError, match="exists; use --force") as exc:
+        projects.add("https://h.example/x/y")
+    assert type(exc.value) is CubbiError  # exit 1
+    assert projects.get("h.example/x/y")["auth"] == "token"
+    rec, replaced = projects.add("h.example/x/y", token="t2", force=True)
+    assert replaced and rec["auth"] == "token"
+
+
+@pytest.fixture
+def service(cubbi, tmp_path):
+    """A real cubbi-server on loopback (no engine needed for projects),
+    added as remote srv."""
+    from serverproc import ServerProcess
+
+    os.makedirs(tmp_path / "srv")
+    srv = ServerProcess(str(tmp_path / "srv"),
+                        env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    srv.start()
+    try:
+        r = cubbi("cubbi-remote", "add", "srv", srv.url, "--token", "-",
+                  input=srv.token("alice"), env={"CUBBI_SECRETS": "file"})
+        assert r.exit_code == 0, r
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_the_service_path_refuses_too(cubbi, service):
+    env = {"CUBBI_SECRETS": "file"}
+    r = cubbi("cubbi-project", "-r", "srv", "add", "https://github.com/hello/private",
+              "--token", "-", input="tok-one\n", env=env)
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-project", "-r", "srv", "add", "git@github.com:hello/private.git", env=env)
+    assert (r.exit_code, r.stderr) == (1, EXISTS), r
+    (rec,) = cubbi("cubbi-project", "-r", "srv", "show", "github.com/hello/private", "--json",
+                   env=env).json()
+    assert rec["auth"] == "token"
+    r = cubbi("cubbi-project", "-r", "srv", "add", "git@github.com:hello/private.git", "--force",
+              "--json", env=env)
+    assert r.exit_code == 0 and r.json()[0]["auth"] == "none", r
+    assert cubbi("cubbi-project", "list", "-q").stdout == ""  # nothing stored locally
 
 
 @pytest.mark.parametrize("argv,code,words", [
@@ -436,4 +512,5 @@ def test_a_credential_lost_from_the_store_is_a_clear_error(cubbi):
     assert run([sys.executable, "-c", code], env={"CUBBI_CONFIG_DIR": str(cubbi.config_dir)}).exit_code == 0
     r = cubbi("cubbi-create", "--project", "https://h.example/x/y", "--image", "none", "--no-connect")
     assert r.exit_code == 1, r
-    assert "token of project h.example/x/y is missing" in r.stderr and "cubbi-project add" in r.stderr
+    assert "token of project h.example/x/y is missing" in r.stderr
+    assert "cubbi-project add --force h.example/x/y --token" in r.stderr

@@ -177,8 +177,25 @@ HANDLERS = {"list": do_list, "show": do_show, "build": do_build, "validate": do_
             "bootstrap-base": do_bootstrap}
 
 
+LOCAL_ONLY = ("build", "validate", "bootstrap-base")
+
+
 def run(args):
+    if args.subcommand in LOCAL_ONLY:
+        _refuse_remote(args)
     return HANDLERS[args.subcommand](args)
+
+
+def _refuse_remote(args):
+    """build, validate and bootstrap-base read definitions and build on this
+    host: with a remote selected (-r, CUBBI_REMOTE, remote.default) they
+    would act on the wrong engine, so they refuse (exit 2)."""
+    from .. import backend
+    from ..errors import UsageError
+
+    if backend.remote_name(args):
+        raise UsageError(f"{PROG} {args.subcommand} works on the local engine only (-r local); "
+                         "build on the server host, or use an image name the server knows")
 
 
 QUIET = cli.Opt("-q", "--quiet", help="print names (build: tags) only, one per line")
@@ -197,7 +214,10 @@ COMMAND = cli.Command(
                 "cubbi-image build rebuilds it. Every built-in Dockerfile starts FROM the "
                 "build argument BASE_IMAGE (--base; default debian:bookworm-slim, or a "
                 "Debian base made locally with bootstrap-base when no registry answers) and "
-                "installs the extra CA certificates of --ca-cert before apt, pip and npm run.",
+                "installs the extra CA certificates of --ca-cert before apt, pip and npm run. "
+                "With a remote (-r NAME, CUBBI_REMOTE, remote.default) list and show ask the "
+                "service; build, validate and bootstrap-base work on the local engine only and "
+                "refuse a remote (exit 2).",
     options=[cli.REMOTE],
     subcommands={
         "list": ("list image definitions and whether their image is built",

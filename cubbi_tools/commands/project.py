@@ -34,18 +34,32 @@ def _add(args):
     from .. import projects
     from ..errors import UsageError
 
+    if not args.force:  # before reading a token from stdin
+        _refuse_existing(args)
     token = _token(args)
     if args.ssh_key and token:
         raise UsageError("give one credential: --ssh-key or --token")
     key = projects.read_ssh_key(args.ssh_key) if args.ssh_key else None
-    rec, replaced = _projects(args).add(args.url, ssh_key=key, token=token)
+    rec, replaced = _projects(args).add(args.url, ssh_key=key, token=token, force=args.force)
     if token and rec["url"].startswith("http://"):
         message(f"warning: {rec['url']} is plain http: the token travels unencrypted", PROG)
     if not args.json and not args.quiet:
-        message(f"{'updated' if replaced else 'added'} project {rec['id']} "
+        message(f"{'replaced' if replaced else 'added'} project {rec['id']} "
                 f"({_auth_text(rec['auth'])})", PROG)
     _print(args, [rec])
     return 0
+
+
+def _refuse_existing(args):
+    """Adding a stored project again would drop its credential: only with --force."""
+    from ..errors import NotFound
+    from ..projects import exists_error
+
+    try:
+        rec = _projects(args).get(args.url)
+    except NotFound:
+        return
+    raise exists_error(rec["id"])
 
 
 def _auth_text(auth):
@@ -126,7 +140,9 @@ COMMAND = cli.Command(
                 "project is cloned anonymously.",
     options=[cli.REMOTE],
     subcommands={
-        "add": ("add a project (or replace its credential)", [
+        "add": ("add a project; --force replaces a stored one and its credential", [
+            cli.Opt("-f", "--force", help="replace the project if it is stored already (its stored "
+                                    "credential goes; give the new one with this add)"),
             cli.Opt("--ssh-key", kind="value", metavar="FILE", complete="file",
                     help="an SSH private key without passphrase (a deploy key); the clone "
                          "uses ssh with the server's host key scanned at session start"),
