@@ -570,18 +570,15 @@ class LocalEngine:
             return rec
         raise CubbiError(_not_running(rec))
 
-    def exec_argv(self, rec, command=None, tty=False, interactive=True):
-        """The docker CLI argv that runs command (or a login shell) in the
-        session as its user, with the session's environment loaded."""
+    def exec_argv(self, rec, command=None):
+        """The docker CLI argv (exec -it) that runs command, or a login shell,
+        in the session as its user, with the session's environment loaded:
+        the interactive path of connect().  Without a TTY, commands go over
+        the Engine API instead (_run_exec)."""
         user, workdir, cmd = self.exec_spec(rec, command)
-        argv = ["docker", "exec"]
-        if interactive:
-            argv.append("-i")
-        if tty:
-            argv.append("-t")
-        argv += ["-u", user, "-w", workdir]
+        argv = ["docker", "exec", "-i", "-t", "-u", user, "-w", workdir]
         term = os.environ.get("TERM")
-        if tty and term:
+        if term:
             argv += ["-e", f"TERM={term}"]
         return argv + [rec["container_id"]] + cmd
 
@@ -646,7 +643,7 @@ class LocalEngine:
         import sys
 
         if tty:
-            argv = self.exec_argv(rec, command, tty=True, interactive=True)
+            argv = self.exec_argv(rec, command)
             sys.stdout.flush()
             os.execvpe(argv[0], argv, self.docker_env())
         return _run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
