@@ -65,6 +65,9 @@ RUN groupadd -g 10001 cubbi \
 USER cubbi
 ENV HOME=/var/lib/cubbi
 WORKDIR /var/lib/cubbi
+# fail the build, not the container, when the base keeps the server's user
+# away from its program (a / of mode 0700 from an import, say)
+RUN cubbi-server --help >/dev/null
 # users, hashed tokens and projects (SQLite; state.database in the config)
 VOLUME ["/var/lib/cubbi"]
 EXPOSE 3000

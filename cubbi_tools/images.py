@@ -131,7 +131,11 @@ def _unmount_below(root):
 
 def _import_dir(api, root, repo, tag, changes=()):
     """tar a directory (numeric owners, no /dev, /proc, /sys contents) into
-    POST /images/create?fromSrc=-."""
+    POST /images/create?fromSrc=-.  The image's / gets mode 0755: a
+    temporary directory is 0700, and on storage drivers that keep the
+    layer's own root (vfs, btrfs, zfs) a 0700 / locks every non-root user
+    out of everything, /bin/sh and /dev/null included."""
+    os.chmod(root, 0o755)
     tar = subprocess.Popen(
         ["tar", "--numeric-owner", "--xattrs", "-C", root,
          "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*", "-c", "."],

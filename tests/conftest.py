@@ -102,6 +102,7 @@ def busybox_image(engine):
     if not busybox:
         pytest.fail("tests need a static busybox on the host: apt-get install busybox-static")
     root = tempfile.mkdtemp(prefix="cubbi-bb-")
+    os.chmod(root, 0o755)  # the image's /: 0700 locks non-root users out on vfs
     try:
         os.makedirs(os.path.join(root, "bin"))
         for d in ("etc", "tmp", "root"):

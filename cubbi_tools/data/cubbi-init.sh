@@ -47,6 +47,14 @@ if [ -z "$user_name" ]; then
     if [ -f /etc/shadow ]; then echo "cubbi:!:19000:0:99999:7:::" >> /etc/shadow; fi
 fi
 [ -n "$user_home" ] || user_home=/home/$user_name
+# an image imported from a 0700 directory has a / that only root may cross;
+# storage drivers without overlay (vfs, btrfs, zfs) keep it so
+if [ "$CUBBI_UID" != 0 ]; then
+    case $(ls -ld / 2>/dev/null) in
+        d????????[xt]*) ;;
+        *) chmod go+rx / 2>/dev/null && say "made / searchable for the session user (the image had it closed)" ;;
+    esac
+fi
 mkdir -p "$user_home" /app || fail "cannot create $user_home or /app"
 chown "$CUBBI_UID:$CUBBI_GID" "$user_home" 2>/dev/null
 # /app belongs to the session user unless it is a host mount (left as it is)

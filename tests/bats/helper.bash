@@ -39,6 +39,7 @@ ensure_test_image() {
     local bb root
     bb=$(command -v busybox) || { echo "need busybox-static on the host" >&2; return 1; }
     root=$(mktemp -d)
+    chmod 755 "$root"  # the image's /: 0700 locks non-root users out on vfs
     mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
     cp "$bb" "$root/bin/busybox"
     for a in $("$bb" --list); do
