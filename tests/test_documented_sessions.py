@@ -3,7 +3,6 @@ against the real engine: --hardened sessions, the defaults.* keys of
 config.yaml, and the README's own first command, `cubbi --image base`,
 run in a real pseudo-terminal."""
 
-import json
 import os
 import re
 import subprocess
