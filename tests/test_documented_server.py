@@ -15,7 +15,6 @@ from conftest import BIN, cubbi_env
 from ptyterm import Terminal
 from serverproc import ServerProcess
 
-pytestmark = pytest.mark.engine
 
 
 # -- an unset ${VAR} in the service config -----------------------------------------
@@ -111,6 +110,7 @@ def _running(engine, cid, text, present, timeout=15):
         time.sleep(0.2)
 
 
+@pytest.mark.engine
 def test_remote_connect_is_an_interactive_terminal_that_follows_resizes(
         cubbi, remote, engine, busybox_image, prefix):
     env, full = remote

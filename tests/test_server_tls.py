@@ -23,6 +23,8 @@ pytestmark = pytest.mark.engine
 
 
 def _openssl(*args, cwd):
+    if not shutil.which("openssl"):
+        pytest.fail("the TLS tests make their CA with openssl: apt-get install openssl")
     r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     assert r.returncode == 0, (args, r.stderr)
 
