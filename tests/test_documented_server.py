@@ -148,3 +148,22 @@ def test_remote_connect_is_an_interactive_terminal_that_follows_resizes(
         attrs = termios.tcgetattr(t.fd)
         assert attrs[3] & termios.ICANON and attrs[3] & termios.ECHO, attrs
     assert "Traceback" not in t.text()
+
+
+@pytest.mark.engine
+def test_config_defaults_and_hardened_reach_a_remote_session(cubbi, remote, engine,
+                                                            busybox_image, prefix):
+    """defaults.cpus / defaults.pids_limit of the client's config, and
+    --hardened, travel in the request and reach the container the service makes."""
+    env, _ = remote
+    cfg = cubbi.config_dir / "config.yaml"
+    cfg.write_text(cfg.read_text() + "defaults:\n  cpus: 0.5\n  pids_limit: 64\n")
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-rdef", "--json",
+              "--no-connect", "--wait", "--hardened", env=env)
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    hc = engine.inspect_container(rec["container_id"])["HostConfig"]
+    assert (hc["NanoCpus"], hc["PidsLimit"]) == (500_000_000, 64), hc
+    r = cubbi("cubbi-connect", rec["id"], "--", "grep", "-E", "^(CapBnd|NoNewPrivs)",
+              "/proc/1/status", env=env)
+    assert r.stdout.split() == ["CapBnd:", "00000000000000cb", "NoNewPrivs:", "1"], r
