@@ -235,6 +235,65 @@ followed() {
     [ -z "$output" ]
 }
 
+# status_of ID [SWITCHES...]: the session's status ("" once it is gone)
+status_of() {
+    cubbi-ls --json --all "${@:2}" | jq -r --arg id "$1" 'select(.id == $id) | .status'
+}
+is_stopped() { [ "$(status_of "$1")" = stopped ]; }
+
+teardown() {
+    if [ -n "${SCOPED:-}" ]; then
+        kill "$SCOPED" 2>/dev/null || true
+    fi
+}
+
+@test "cubbi-close --all closes every session it can see, stopped ones too, and no other" {
+    # Locally --all is every session on the engine, and a test machine's
+    # engine is shared: here cubbi-close reaches it through scoped-engine,
+    # which shows only this test's "-all-" sessions and refuses to touch any
+    # other container.  Through a server, --all is the user's sessions on
+    # that service: a local session, of the same owner even, is not one.
+    a=$(new_session all-a)
+    b=$(new_session all-b --wait)
+    keep=$(cubbi-create -r local --image "$BB" --name "$(name keep)" --no-mount -q)
+    # b's init ends on TERM: a stopped session
+    run cubbi-connect "$b" -- kill -TERM 1  # lint: ok, the exec may die with the session or not
+    wait_until 30 is_stopped "$b"
+    if is_remote; then
+        where=()
+        # before anything is closed: the service shows this user nothing but
+        # this file's sessions (one that showed other people's, the local
+        # bystander first, would have --all close them)
+        run -0 bash -o pipefail -c 'cubbi-ls --all --json |
+            jq -r --arg p "$1-" --arg keep "$2" "select(.name == \$keep or (.name | startswith(\$p) | not)) | .name"' \
+            _ "$PREFIX" "$(name keep)"
+        [ -z "$output" ]
+    else
+        where=(-r local)
+        mkfifo "$BATS_TEST_TMPDIR/ready"
+        "$BATS_TEST_DIRNAME/fixtures/close/scoped-engine" "$BATS_TEST_TMPDIR/engine.sock" \
+            "$(name all-)" > "$BATS_TEST_TMPDIR/ready" 3>&- &
+        SCOPED=$!
+        read -r -t 20 ready < "$BATS_TEST_TMPDIR/ready"
+        [ "$ready" = ready ]
+        export DOCKER_HOST="unix://$BATS_TEST_TMPDIR/engine.sock"
+    fi
+    run -2 --separate-stderr cubbi-close "${where[@]}" --all "$a"
+    one_line_error 2
+    run -0 --separate-stderr cubbi-close "${where[@]}" --all -q
+    grep -qx "$a" <<<"$output"
+    grep -qx "$b" <<<"$output"
+    run -0 cubbi-ls "${where[@]}" -q --all
+    [ -z "$output" ]
+    unset DOCKER_HOST
+    # on the engine itself: those are gone, the one --all could not see is not
+    run -0 cubbi-ls -r local -q --all --filter "name=$(name all-)*"
+    [ -z "$output" ]
+    run -0 cubbi-ls -r local -q --all --filter "name=$(name keep)"
+    [ "$output" = "$keep" ]
+    run -0 cubbi-close -r local -q "$keep"
+}
+
 # -- local engine only ---------------------------------------------------
 
 @test "local: the engine unreachable exits 4 with one line" {
