@@ -88,8 +88,13 @@ new_session() {
     cubbi-create --image "$BB" --name "$(name "$n")" --no-mount -q "$@"
 }
 
-# mine: my sessions as JSON lines (cubbi-ls --json, filtered by prefix)
-mine() { cubbi-ls --json --all --filter "name=$PREFIX*" "$@"; }
+# state_of NAME [SWITCHES...]: "STATUS<TAB>REASON" of the session NAME, as
+# cubbi-ls --all tells it (nothing once it is gone)
+state_of() {
+    local -
+    set -o pipefail
+    cubbi-ls --json --all --filter "name=$1" "${@:2}" | jq -r '[.status, .reason] | @tsv'
+}
 
 # error_lines STATUS N: the bad-input contract on the last `run
 # --separate-stderr`: exit STATUS, N lines on stderr (one per bad input),

@@ -235,11 +235,7 @@ followed() {
     [ -z "$output" ]
 }
 
-# status_of ID [SWITCHES...]: the session's status ("" once it is gone)
-status_of() {
-    cubbi-ls --json --all "${@:2}" | jq -r --arg id "$1" 'select(.id == $id) | .status'
-}
-is_stopped() { [ "$(status_of "$1")" = stopped ]; }
+is_stopped() { [ "$(state_of "$1" | cut -f1)" = stopped ]; }
 
 teardown() {
     if [ -n "${SCOPED:-}" ]; then
@@ -258,7 +254,7 @@ teardown() {
     keep=$(cubbi-create -r local --image "$BB" --name "$(name keep)" --no-mount -q)
     # b's init ends on TERM: a stopped session
     run cubbi-connect "$b" -- kill -TERM 1  # lint: ok, the exec may die with the session or not
-    wait_until 30 is_stopped "$b"
+    wait_until 30 is_stopped "$(name all-b)"
     if is_remote; then
         where=()
         # before anything is closed: the service shows this user nothing but
