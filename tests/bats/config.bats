@@ -38,8 +38,8 @@ setup() {
     run --separate-stderr bash -c 'printf "sk-bats-secret\n" | cubbi-config set anthropic.api_key -'
     [ "$status" -eq 0 ]
     [[ "$stderr" == *"stored in $CUBBI_CONFIG_DIR/secrets.yaml"* ]]
-    ! grep -q sk-bats-secret "$CUBBI_CONFIG_DIR/config.yaml"
-    grep -q 'secret:services.anthropic.api_key' "$CUBBI_CONFIG_DIR/config.yaml"
+    run -1 grep -q sk-bats-secret "$CUBBI_CONFIG_DIR/config.yaml"
+    run -0 grep -q 'secret:services.anthropic.api_key' "$CUBBI_CONFIG_DIR/config.yaml"
     [ "$(stat -c %a "$CUBBI_CONFIG_DIR/secrets.yaml")" = 600 ]
     run -0 cubbi-config list
     [[ "$output" != *sk-bats-secret* ]]
@@ -110,7 +110,7 @@ setup() {
     run --separate-stderr cubbi-config reset </dev/null
     one_line_error 2
     run -0 cubbi-config reset --yes
-    ! grep -q sk-gone "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -1 grep -q sk-gone "$CUBBI_CONFIG_DIR/secrets.yaml"
     run -3 cubbi-config get openai.api_key
 }
 
@@ -122,12 +122,12 @@ setup() {
     [[ "$stderr" == *"--yes"* ]]
     run --separate-stderr cubbi-config unset remote </dev/null
     one_line_error 2
-    grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
-    grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -0 grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -0 grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
     run -0 cubbi-config unset services --yes
     run -0 cubbi-config unset remote --yes
-    ! grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
-    ! grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -1 grep -q sk-bats-section "$CUBBI_CONFIG_DIR/secrets.yaml"
+    run -1 grep -q tok-bats-rv "$CUBBI_CONFIG_DIR/secrets.yaml"
 }
 
 @test "secret:... in a plain key is a string; unsetting it keeps the secret it names" {

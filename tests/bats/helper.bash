@@ -41,6 +41,10 @@ ensure_test_image() {
     root=$(mktemp -d)
     chmod 755 "$root"  # the image's /: 0700 locks non-root users out on vfs
     mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
+    # the tar's "." is the image's /: mktemp -d made it 0700, which a
+    # session user who is not root could not even look into
+    chmod 0755 "$root"
+    chmod 1777 "$root/tmp"
     cp "$bb" "$root/bin/busybox"
     for a in $("$bb" --list); do
         [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"
@@ -65,9 +69,14 @@ common_setup_file() {
     ensure_test_image
 }
 
-# common_teardown_file: close this file's sessions, and only those.
+# common_teardown_file: close this file's sessions, and only those (in a
+# remote run also the local ones a test made with -r local).
 common_teardown_file() {
     cubbi-ls -q --all --filter "name=$PREFIX*" 2>/dev/null | cubbi-close -q >/dev/null 2>&1 || true
+    if is_remote; then
+        cubbi-ls -r local -q --all --filter "name=$PREFIX*" 2>/dev/null |
+            cubbi-close -r local -q >/dev/null 2>&1 || true
+    fi
 }
 
 # name WORD: a session name unique to this file run and test
@@ -80,12 +89,40 @@ new_session() {
     cubbi-create --image "$BB" --name "$(name "$n")" --no-mount -q "$@"
 }
 
-# mine: my sessions as JSON lines (cubbi-ls --json, filtered by prefix)
-mine() { cubbi-ls --json --all --filter "name=$PREFIX*" "$@"; }
+# state_of NAME [SWITCHES...]: "STATUS<TAB>REASON" of the session NAME, as
+# cubbi-ls --all tells it (nothing once it is gone)
+state_of() {
+    local -
+    set -o pipefail
+    cubbi-ls --json --all --filter "name=$1" "${@:2}" | jq -r '[.status, .reason] | @tsv'
+}
 
-# one_line STATUS: the bad-input contract on the last `run --separate-stderr`
-one_line_error() {
+# error_lines STATUS N: the bad-input contract on the last `run
+# --separate-stderr`: exit STATUS, N lines on stderr (one per bad input),
+# no Python traceback.  The suite's only copy of that check.
+error_lines() {
     [ "$status" -eq "$1" ] || { echo "status $status, want $1; stderr: $stderr" >&2; return 1; }
-    [ "$(printf '%s\n' "$stderr" | grep -c .)" -eq 1 ] || { echo "stderr: $stderr" >&2; return 1; }
+    [ "$(printf '%s\n' "$stderr" | grep -c .)" -eq "$2" ] || {
+        echo "want $2 stderr line(s): $stderr" >&2
+        return 1
+    }
     case $stderr in *Traceback*) echo "traceback: $stderr" >&2; return 1 ;; esac
+}
+
+# one_line_error STATUS: error_lines STATUS 1
+one_line_error() { error_lines "$1" 1; }
+
+# wait_until SECONDS CMD...: run CMD until it succeeds, for SECONDS at most;
+# then fail saying what never happened.  Wait on a signal this way, never
+# with a bare sleep.
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "waited in vain for: $*" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
 }

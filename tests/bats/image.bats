@@ -48,8 +48,7 @@ teardown_file() { common_teardown_file; }
         --no-mount --wait -q
     [ "$status" -eq 1 ]
     [[ "$stderr" == *"TINY_KEY"* ]]
-    run -0 bash -c 'cubbi-ls --json --all --filter "name=$1" | jq -r "[.status, .reason] | @tsv"' \
-        _ "$(name nokey)"
+    run -0 state_of "$(name nokey)"
     [[ "$output" == failed$'\t'"required variable TINY_KEY is not set"* ]]
 
     id=$(cubbi-create --image "$FIX/bats-tiny" --name "$(name ok)" --no-mount --wait -q \

@@ -108,7 +108,7 @@ setup() {
         --name "$(name w)" --no-connect --wait -q
     [ "$status" -eq 1 ]
     [[ "$stderr" == *"Permission denied (publickey)"* ]]
-    run -0 bash -c 'cubbi-ls --json --all --filter "name=$1" | jq -r "[.status, .reason] | @tsv"' _ "$(name w)"
+    run -0 state_of "$(name w)"
     [[ "$output" == "failed"$'\t'"cannot clone $(gs ssh_url): "*"Permission denied (publickey)"* ]]
     body=$(sed -n 2p "$BATS_TEST_TMPDIR/wrong")
     run -0 bash -c 'cubbi-logs "$1" 2>&1' _ "$(name w)"

@@ -34,7 +34,8 @@ teardown_file() { common_teardown_file; }
         cubbi-close' _ "$(name a)" "$(name c)"
     [ "$status" -eq 0 ]
     [ -z "$output" ]
-    [[ "$stderr" == *"closed $a"* && "$stderr" == *"closed $c"* ]]
+    [[ "$stderr" == *"closed $a"* ]]
+    [[ "$stderr" == *"closed $c"* ]]
     run -0 cubbi-ls -q --filter "name=$PREFIX-$BATS_TEST_NUMBER-*"
     [ "$output" = "$b" ]
 }
@@ -66,10 +67,10 @@ teardown_file() { common_teardown_file; }
     a=$(new_session a)
     b=$(new_session b)
     run --separate-stderr bash -c 'printf "%s\n" "not an id" "$1" "{\"no\":\"id\"}" "$2" | cubbi-close -q' _ "$a" "$b"
-    [ "$status" -eq 2 ]  # a malformed line is a usage error
+    error_lines 2 2  # a malformed line is a usage error: one stderr line each
     [ "$output" = "$a"$'\n'"$b" ]
-    [[ "$stderr" == *"stdin line 1"* && "$stderr" == *"stdin line 3"* ]]
-    [ "${#stderr}" -gt 0 ] && [[ "$stderr" != *Traceback* ]]
+    [[ "$stderr" == *"stdin line 1"* ]]
+    [[ "$stderr" == *"stdin line 3"* ]]
     run -0 cubbi-ls -q --all --filter "name=$PREFIX-$BATS_TEST_NUMBER-*"
     [ -z "$output" ]
 }
@@ -132,7 +133,9 @@ teardown_file() { common_teardown_file; }
 @test "--port shows the host port in the record" {
     run -0 --separate-stderr bash -c 'cubbi-create --image "$BB" --name "$1" --no-mount --port 8000 --json | jq -r ".ports[0] | [.container, .host, .host_ip] | @tsv"' _ "$(name p)"
     read -r cport hport hip <<<"$output"
-    [ "$cport" = 8000 ] && [ "$hport" -gt 0 ] && [ "$hip" = 127.0.0.1 ]
+    [ "$cport" = 8000 ]
+    [ "$hport" -gt 0 ]
+    [ "$hip" = 127.0.0.1 ]
     run -0 cubbi-ls --filter "name=$(name p)"
     [[ "$output" == *"$hport->8000"* ]]
 }
@@ -159,24 +162,46 @@ teardown_file() { common_teardown_file; }
     run -0 bash -c 'cubbi-ls --json --filter "name=$PREFIX-$1-*" | cubbi-logs --json | jq -r "select(.stream==\"stdout\") | [.session, .line] | @tsv" | sort' _ "$BATS_TEST_NUMBER"
     [ "$output" = "$(printf '%s\tout-a\n%s\tout-b\n' "$a" "$b" | sort)" ]
     run -0 cubbi-logs "$a" "$(name b)"
-    [[ "$output" == *"$(name a) | out-a"* && "$output" == *"$(name b) | out-b"* ]]
+    [[ "$output" == *"$(name a) | out-a"* ]]
+    [[ "$output" == *"$(name b) | out-b"* ]]
+}
+
+# log_line ID FD WORD: the session's init writes WORD to its fd FD: a log line
+log_line() { cubbi-connect "$1" -- sh -c "echo $3 > /proc/1/fd/$2"; }
+
+# followed ID FILE: cubbi-logs -f into FILE follows ID: a marker line written
+# to ID's log arrived in FILE (written again until one does, for 30 s at most)
+followed() {
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        log_line "$1" 1 "followed-$1"
+        if wait_until 2 grep -q "followed-$1" "$2" 2>/dev/null; then
+            return 0
+        fi
+    done
+    echo "cubbi-logs -f never showed a line of $1" >&2
+    return 1
 }
 
 @test "cubbi-logs -f interleaves sessions as lines arrive, ends when they close" {
     a=$(new_session a --wait)
     b=$(new_session b --wait)
-    timeout 60 cubbi-logs -f --json --tail 0 "$a" "$b" > "$BATS_TEST_TMPDIR/f.jsonl" &
+    f="$BATS_TEST_TMPDIR/f.jsonl"
+    timeout 60 cubbi-logs -f --json --tail 0 "$a" "$b" > "$f" 3>&- &
     pid=$!
-    sleep 1
-    cubbi-connect "$a" -- sh -c 'echo one > /proc/1/fd/1'
-    sleep 0.5
-    cubbi-connect "$b" -- sh -c 'echo two > /proc/1/fd/1'
-    sleep 0.5
-    cubbi-connect "$a" -- sh -c 'echo three > /proc/1/fd/2'
-    sleep 1
+    followed "$a" "$f"
+    followed "$b" "$f"
+    # each line is written once the one before it has arrived: the order is
+    # the order they were written in, and each arrives while -f runs
+    log_line "$a" 1 one
+    wait_until 20 grep -q '"one"' "$f"
+    log_line "$b" 1 two
+    wait_until 20 grep -q '"two"' "$f"
+    log_line "$a" 2 three
+    wait_until 20 grep -q '"three"' "$f"
     cubbi-close -q "$a" "$b" >/dev/null
-    wait "$pid"
-    run -0 jq -r '[.session, .stream, .line] | @tsv' "$BATS_TEST_TMPDIR/f.jsonl"
+    wait "$pid"  # ends by itself (not the timeout's 124) once both are closed
+    run -0 jq -r 'select(.line | startswith("followed-") | not) | [.session, .stream, .line] | @tsv' "$f"
     [ "$output" = "$a"$'\tstdout\tone\n'"$b"$'\tstdout\ttwo\n'"$a"$'\tstderr\tthree' ]
 }
 
@@ -202,11 +227,67 @@ teardown_file() { common_teardown_file; }
     run -0 bash -c '
         set -e
         id=$(cubbi-create -q --no-mount --no-connect --image "$BB" --name "$1" --wait)
-        cubbi-connect "$id" -- sh -c "echo 6*7 | bc 2>/dev/null || echo 42"
+        cubbi-connect "$id" -- sh -c "echo \$((6*7))"
         cubbi-close -q "$id"' _ "$(name s)"
+    [ "${#lines[@]}" -eq 2 ]
     [ "${lines[0]}" = 42 ]
     run -0 cubbi-ls -q --all --filter "name=$(name s)"
     [ -z "$output" ]
+}
+
+is_stopped() { [ "$(state_of "$1" | cut -f1)" = stopped ]; }
+
+teardown() {
+    if [ -n "${SCOPED:-}" ]; then
+        kill "$SCOPED" 2>/dev/null || true
+    fi
+}
+
+@test "cubbi-close --all closes every session it can see, stopped ones too, and no other" {
+    # Locally --all is every session on the engine, and a test machine's
+    # engine is shared: here cubbi-close reaches it through scoped-engine,
+    # which shows only this test's "-all-" sessions and refuses to touch any
+    # other container.  Through a server, --all is the user's sessions on
+    # that service: a local session, of the same owner even, is not one.
+    a=$(new_session all-a)
+    b=$(new_session all-b --wait)
+    keep=$(cubbi-create -r local --image "$BB" --name "$(name keep)" --no-mount -q)
+    # b's init ends on TERM: a stopped session
+    run cubbi-connect "$b" -- kill -TERM 1  # lint: ok, the exec may die with the session or not
+    wait_until 30 is_stopped "$(name all-b)"
+    if is_remote; then
+        where=()
+        # before anything is closed: the service shows this user nothing but
+        # this file's sessions (one that showed other people's, the local
+        # bystander first, would have --all close them)
+        run -0 bash -o pipefail -c 'cubbi-ls --all --json |
+            jq -r --arg p "$1-" --arg keep "$2" "select(.name == \$keep or (.name | startswith(\$p) | not)) | .name"' \
+            _ "$PREFIX" "$(name keep)"
+        [ -z "$output" ]
+    else
+        where=(-r local)
+        mkfifo "$BATS_TEST_TMPDIR/ready"
+        "$BATS_TEST_DIRNAME/fixtures/close/scoped-engine" "$BATS_TEST_TMPDIR/engine.sock" \
+            "$(name all-)" > "$BATS_TEST_TMPDIR/ready" 3>&- &
+        SCOPED=$!
+        read -r -t 20 ready < "$BATS_TEST_TMPDIR/ready"
+        [ "$ready" = ready ]
+        export DOCKER_HOST="unix://$BATS_TEST_TMPDIR/engine.sock"
+    fi
+    run -2 --separate-stderr cubbi-close "${where[@]}" --all "$a"
+    one_line_error 2
+    run -0 --separate-stderr cubbi-close "${where[@]}" --all -q
+    grep -qx "$a" <<<"$output"
+    grep -qx "$b" <<<"$output"
+    run -0 cubbi-ls "${where[@]}" -q --all
+    [ -z "$output" ]
+    unset DOCKER_HOST
+    # on the engine itself: those are gone, the one --all could not see is not
+    run -0 cubbi-ls -r local -q --all --filter "name=$(name all-)*"
+    [ -z "$output" ]
+    run -0 cubbi-ls -r local -q --all --filter "name=$(name keep)"
+    [ "$output" = "$keep" ]
+    run -0 cubbi-close -r local -q "$keep"
 }
 
 # -- local engine only ---------------------------------------------------
@@ -223,10 +304,15 @@ teardown_file() { common_teardown_file; }
 
 @test "local: a host port already taken fails clearly and leaves no container" {
     skip_if_remote "binds a port on this host and asks docker ps -a"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(); time.sleep(30)' "$port" &
+    # the holder binds a port the kernel picks (no window for anyone else to
+    # take it) and prints it once it listens; it lives 5 minutes at most
+    mkfifo "$BATS_TEST_TMPDIR/port"
+    python3 -c 'import socket, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); threading.Event().wait(300)' > "$BATS_TEST_TMPDIR/port" 3>&- &
     holder=$!
-    sleep 0.5
+    read -r -t 20 port < "$BATS_TEST_TMPDIR/port"
+    [ "$port" -gt 0 ]
     run --separate-stderr cubbi-create --image "$BB" --name "$(name t)" --no-mount --port "$port:80"
     kill "$holder"
     one_line_error 1
