@@ -107,6 +107,7 @@ def busybox_image(engine):
         os.makedirs(os.path.join(root, "bin"))
         for d in ("etc", "tmp", "root"):
             os.makedirs(os.path.join(root, d))
+        os.chmod(os.path.join(root, "tmp"), 0o1777)
         shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
         applets = subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split()
         for a in applets:

@@ -39,7 +39,6 @@ ensure_test_image() {
     local bb root
     bb=$(command -v busybox) || { echo "need busybox-static on the host" >&2; return 1; }
     root=$(mktemp -d)
-    chmod 755 "$root"  # the image's /: 0700 locks non-root users out on vfs
     mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
     # the tar's "." is the image's /: mktemp -d made it 0700, which a
     # session user who is not root could not even look into
