@@ -114,6 +114,7 @@ def test_a_project_stored_on_the_service_clones_with_its_token(cubbi, remote_env
     assert servers["token"] not in json.dumps(rec)
 
 
+# -- which remote gets which token, host paths, exit codes ----------------------
 def test_env_url_never_redirects_a_named_remote(cubbi, server, remote_env, busybox_image,
                                                 prefix, tmp_path, recorder):
     trap = {"CUBBI_SECRETS": "file", "CUBBI_REMOTE_URL": recorder.url,

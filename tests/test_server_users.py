@@ -103,6 +103,7 @@ def test_projects_are_per_user(alice, bob):
     assert st == 200 and body["removed"]
 
 
+# -- the admin commands: tokens, removing a user ---------------------------------
 def _admin(cubbi, server):
     """cubbi-server's admin commands on the test server's config and database."""
     from conftest import BIN
