@@ -1,5 +1,5 @@
 """The OpenAPI document of the service, kept here and nowhere else; served
-at /openapi.json, and tests/test_server.py checks its paths and methods
+at /openapi.json, and tests/test_server_api.py checks its paths and methods
 against the app's routes."""
 
 _ERR = {"description": "error", "content": {"application/json": {

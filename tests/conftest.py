@@ -7,6 +7,12 @@ debootstrap'ed Debian image (cached by tag) for tests that need apt/git.
 
 Every session a test makes is named with the test's own prefix, and only
 those are closed afterwards, so parallel runs on one engine do not collide.
+
+The `engine` marker is set here from the fixtures a test uses (never by
+hand), and the engine-free tests run first: `pytest -m "not engine"` is a
+fast gate that needs no Docker at all.  The shared helpers live here too:
+one_line_error (the bad-input contract), the server fixtures (through
+tests/serverproc.py), and the non-root host user.
 """
 
 import json
@@ -21,6 +27,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
+# this checkout's cubbi_tools and cubbi_server, in the tests and in every
+# command they run (see tests/serverproc.py)
+PYTHONPATH = [ROOT, os.path.join(ROOT, "tests", "pkgroot")]
+for _p in reversed(PYTHONPATH):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 BUSYBOX_IMAGE = "cubbi-test/busybox:latest"
 DEBIAN_IMAGE = "cubbi/base-os:bookworm"
 
@@ -28,11 +40,14 @@ DEBIAN_IMAGE = "cubbi/base-os:bookworm"
 def cubbi_env(extra=None):
     env = dict(os.environ)
     env["PATH"] = BIN + os.pathsep + os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = os.pathsep.join(PYTHONPATH + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("CUBBI_DEBUG", None)
     env.setdefault("NO_COLOR", "1")
-    if extra:
-        env.update(extra)
+    for key, value in (extra or {}).items():
+        if value is None:  # {"NO_COLOR": None}: unset it for this command
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
@@ -55,6 +70,22 @@ def run(args, input=None, env=None, timeout=300, cwd=None):
     proc = subprocess.run(args, input=input, capture_output=True, text=True,
                           env=cubbi_env(env), timeout=timeout, cwd=cwd)
     return Result(proc)
+
+
+def one_line(stderr, *words):
+    """What a command says on bad input: one stderr line holding each of
+    WORDS, and no traceback."""
+    assert "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.endswith("\n"), stderr
+    for w in words:
+        assert w in stderr, (w, stderr)
+
+
+def one_line_error(r, code, *words):
+    """The bad-input contract of a finished command: exit code CODE, and
+    one_line(its stderr, *WORDS)."""
+    assert r.exit_code == code, r
+    one_line(r.stderr, *words)
 
 
 @pytest.fixture
@@ -154,3 +185,286 @@ def prefix(engine):
                 engine.remove(entry["Id"])
             except Exception:
                 pass
+
+
+# -- a real cubbi-server on loopback (tests/serverproc.py) ----------------------
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a cubbi-server for this test: start_server(env=..., config_text=...)
+    -> a started serverproc.ServerProcess, stopped after the test."""
+    from serverproc import ServerProcess
+
+    started = []
+
+    def _start(env=None, config_text=None):
+        work = tmp_path / f"server-{len(started)}"
+        work.mkdir()
+        srv = ServerProcess(str(work), env=env, config_text=config_text)
+        started.append(srv)
+        return srv.start()
+
+    yield _start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    """One cubbi-server per test module, on the real engine."""
+    from serverproc import ServerProcess
+
+    srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(server):
+    from serverproc import Client
+
+    return Client(server.url, server.token("alice"))
+
+
+@pytest.fixture(scope="module")
+def bob(server):
+    from serverproc import Client
+
+    return Client(server.url, server.token("bob"))
+
+
+@pytest.fixture
+def remote_env(server, cubbi):
+    """cubbi commands talking to the server as alice, through cubbi-remote add."""
+    tok = server.token("alice")
+    r = cubbi("cubbi-remote", "add", "srv", server.url, "--token", "-", input=tok,
+              env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 0, r
+    return {"CUBBI_REMOTE": "srv", "CUBBI_SECRETS": "file"}
+
+
+@pytest.fixture
+def recorder():
+    """A loopback HTTP server that records what clients send (serverproc.Recorder)."""
+    from serverproc import Recorder
+
+    rec = Recorder()
+    yield rec
+    rec.close()
+
+
+def served_session(client, image, name, hook=None):
+    """A running session made through the server's API as CLIENT."""
+    body = {"image": image, "name": name}
+    if hook:  # a setup hook: runs (as root) before the session reports ready
+        body["files"] = {"/cubbi/hooks/90-test.sh": [hook, 0o755]}
+    st, rec = client.call("POST", "/sessions", body)
+    assert st == 201, rec
+    st, rec = client.call("GET", f"/sessions/{rec['id']}?wait=60")
+    assert st == 200 and rec["status"] == "running", rec
+    return rec
+
+
+# -- a real non-root host user ---------------------------------------------------
+# Tests that run cubbi as a non-root Linux user: a user made for this run
+# (useradd, in the Docker socket's group, as `usermod -aG docker` does) and
+# deleted after it, and a copy of cubbi installed where that user can read
+# it.  The checkout and its .venv may sit under root's 0700 home, and the
+# host's python3 may lack cubbi's dependencies, so the copy is a venv of its
+# own outside the checkout: cubbi_tools (with the built-in images) and the
+# distributions cubbi requires, copied from this interpreter's environment.
+
+def _docker_socket():
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return host[len("unix://"):] if host.startswith("unix://") else None
+
+
+def _sh(*argv):
+    r = subprocess.run(argv, capture_output=True, text=True)
+    assert r.returncode == 0, (argv, r.stderr)
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def host_user(request):
+    """A non-root Linux user that may use the Docker socket, made for this
+    run (its own name, so parallel runs do not share it) and deleted after
+    it, even when a test failed: membership of the socket's group is
+    root-equivalent and must not outlive the run."""
+    import grp
+    import pwd
+
+    if os.getuid() != 0:
+        pytest.fail("this test makes a Linux user: run the suite as root (CI does)")
+    sock = _docker_socket()
+    if not sock:
+        pytest.fail("the non-root user test needs the engine on a unix socket")
+    group = grp.getgrgid(os.stat(sock).st_gid).gr_name
+    if group == "root":
+        pytest.fail(f"{sock} belongs to group root: start dockerd with its default "
+                    "group (docker) so a user can be given access")
+    name = "cubbitest-" + secrets.token_hex(3)
+    _sh("useradd", "--create-home", "--user-group", "--shell", "/bin/sh",
+        "--groups", group, name)
+    request.addfinalizer(lambda: _remove_user(name))
+    pw = pwd.getpwnam(name)
+    assert pw.pw_uid != 0 and name in grp.getgrnam(group).gr_mem
+    return pw
+
+
+def _remove_user(name):
+    """userdel: the user, its home, its own group and its membership of the
+    socket's group."""
+    r = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
+    if r.returncode not in (0, 6):  # 6: no such user
+        raise RuntimeError(f"userdel {name} failed ({r.returncode}): {r.stderr}; remove it "
+                           f"by hand (userdel --remove {name}): it is in the Docker socket's group")
+
+
+def _reachable_tmp():
+    """A temp directory every user can reach (TMPDIR may sit under /root)."""
+    d = tempfile.gettempdir()
+    while True:
+        if not os.stat(d).st_mode & 0o001:
+            return "/tmp"
+        if d == os.path.dirname(d):
+            return tempfile.gettempdir()
+        d = os.path.dirname(d)
+
+
+def _requirement_closure(requirements):
+    """The installed distributions REQUIREMENTS need here, transitively
+    (markers evaluated for this interpreter, extras left out)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen, todo, dists = set(), list(requirements), []
+    while todo:
+        req = Requirement(todo.pop())
+        if req.marker and not req.marker.evaluate({"extra": ""}):
+            continue
+        key = req.name.lower().replace("_", "-").replace(".", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"cubbi needs {req.name}, which is not installed for {sys.executable}: "
+                        "run ./install --dev")
+        dists.append(dist)
+        todo.extend(dist.requires or [])
+    return dists
+
+
+def _user_python(user):
+    """A Python 3.11+ that USER may run: this interpreter's base (when it is
+    not under a home USER cannot enter), else the system's python3."""
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    tried = []
+    for exe in dict.fromkeys([base, "/usr/bin/python3", "/usr/local/bin/python3"]):
+        if not os.path.exists(exe):
+            continue
+        tried.append(exe)
+        r = subprocess.run(["runuser", "-u", user, "--", exe, "-c",
+                            "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and tuple(map(int, r.stdout.split("."))) >= (3, 11):
+            return exe, r.stdout.strip()
+    pytest.fail(f"no Python 3.11+ that {user} may run (tried {', '.join(tried)}): install "
+                "python3 where every user can run it")
+
+
+@pytest.fixture(scope="session")
+def user_tree(host_user):
+    """cubbi installed for the non-root user outside the checkout: a venv
+    (world-readable, under /tmp) holding a copy of cubbi_tools, the built-in
+    images and cubbi's dependencies, with cubbi's executables in its bin.
+    Yields (bin directory, python version)."""
+    import tomllib
+
+    python, version = _user_python(host_user.pw_name)
+    tree = tempfile.mkdtemp(prefix="cubbi-user-tree-", dir=_reachable_tmp())
+    try:
+        os.chmod(tree, 0o755)
+        venv = os.path.join(tree, "venv")
+        _sh(python, "-m", "venv", "--without-pip", venv)
+        site = os.path.join(venv, "lib", f"python{version}", "site-packages")
+        assert os.path.isdir(site), site
+        no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(os.path.join(ROOT, "cubbi_tools"), os.path.join(site, "cubbi_tools"),
+                        ignore=no_cache)
+        shutil.copytree(os.path.join(ROOT, "images"),
+                        os.path.join(site, "cubbi_tools", "builtin_images"), ignore=no_cache)
+        with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+            requires = tomllib.load(fh)["project"]["dependencies"]
+        for dist in _requirement_closure(requires):
+            for f in dist.files or ():
+                if f.parts[0] == ".." or "__pycache__" in f.parts:
+                    continue  # scripts, byte code
+                dst = os.path.join(site, *f.parts)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(f.locate(), dst)
+        bindir = os.path.join(venv, "bin")
+        for n in os.listdir(BIN):
+            shutil.copy2(os.path.join(BIN, n), os.path.join(bindir, n))
+        subprocess.run(["chmod", "-R", "a+rX", tree], check=True)
+        check = subprocess.run(
+            ["runuser", "-u", host_user.pw_name, "--", "env", "-i", f"PATH={bindir}:/usr/bin:/bin",
+             "python3", "-c", "import cubbi_tools, yaml, dotenv, keyring; print(cubbi_tools.__file__)"],
+            capture_output=True, text=True, cwd="/")
+        if check.returncode != 0 or not check.stdout.startswith(site):
+            pytest.fail(f"cubbi installed for {host_user.pw_name} in {venv} does not import "
+                        f"there: {check.stdout}{check.stderr}")
+        yield bindir, version
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+@pytest.fixture
+def as_user(host_user, user_tree):
+    """Run a cubbi executable as the non-root user, from its own install
+    (user_tree) and with its own config directory; returns a Result."""
+    bindir, _ = user_tree
+    cfg = tempfile.mkdtemp(prefix="cubbi-user-cfg-", dir=_reachable_tmp())
+    os.chown(cfg, host_user.pw_uid, host_user.pw_gid)
+
+    def _run(*argv, input=None):
+        env = ["env", "-i", f"PATH={bindir}:/usr/local/bin:/usr/bin:/bin",
+               f"HOME={host_user.pw_dir}", f"USER={host_user.pw_name}",
+               f"CUBBI_CONFIG_DIR={cfg}", "NO_COLOR=1"]
+        if os.environ.get("DOCKER_HOST"):
+            env.append(f"DOCKER_HOST={os.environ['DOCKER_HOST']}")
+        proc = subprocess.run(["runuser", "-u", host_user.pw_name, "--"] + env + list(argv),
+                              input=input, capture_output=True, text=True, timeout=300,
+                              cwd="/")
+        return Result(proc)
+
+    yield _run
+    shutil.rmtree(cfg, ignore_errors=True)
+
+
+# -- the engine marker: set from the fixtures, engine-free tests first ---------
+# A test needs the engine when it uses one of these fixtures, directly or
+# through another fixture (item.fixturenames is that closure).  The marker
+# is never set by hand: `pytest -m "not engine"` is the fast gate that runs
+# with no Docker at all, and it is run first in a full run.
+ENGINE_FIXTURES = frozenset({"engine", "busybox_image", "debian_image", "prefix"})
+
+
+def needs_engine(item):
+    return bool(ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marker
+def pytest_collection_modifyitems(config, items):
+    hand_set = [i.nodeid for i in items if i.get_closest_marker("engine")]
+    if hand_set:
+        raise pytest.UsageError(
+            "the engine marker is set by tests/conftest.py from the fixtures a test uses, "
+            "never by hand; remove it from: " + ", ".join(hand_set))
+    for item in items:
+        if needs_engine(item):
+            item.add_marker(pytest.mark.engine)
+    # a stable sort: the engine-free tier first, each tier in file order
+    items.sort(key=lambda i: i.get_closest_marker("engine") is not None)

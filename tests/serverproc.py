@@ -21,12 +21,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.path.join(ROOT, "bin")
+# The checkout's packages first: cubbi_tools is ROOT/cubbi_tools, but the
+# server package lives in ROOT/server and is installed as cubbi_server, so
+# tests/pkgroot/cubbi_server (a link to ../../server) makes this checkout's
+# server code the one that runs, whatever venv's editable install is used.
+PYTHONPATH = [ROOT, os.path.join(HERE, "pkgroot")]
 
 
 def _env(extra=None):
     env = dict(os.environ)
     env["PATH"] = BIN + os.pathsep + os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = os.pathsep.join(PYTHONPATH + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("CUBBI_REMOTE", None)
     env.update(extra or {})
     return env
@@ -94,6 +99,89 @@ class ServerProcess:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+class Client:
+    """A JSON client of the server's HTTP API: call() returns (status, body)."""
+
+    def __init__(self, url, token=None):
+        import urllib.parse
+
+        p = urllib.parse.urlsplit(url)
+        self.host, self.port, self.token = p.hostname, p.port, token
+
+    def call(self, method, path, body=None, raw=None, headers=None, token=...):
+        import http.client
+        import json
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        hdrs = dict(headers or {})
+        tok = self.token if token is ... else token
+        if tok:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        text = resp.read()
+        conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        assert "json" in ctype, (method, path, resp.status, ctype, text[:200])
+        return resp.status, (json.loads(text) if text.strip() and "ndjson" not in ctype else text)
+
+
+class Recorder:
+    """A loopback HTTP server standing in for a remote: it records every
+    request as it came over the wire (method, path, headers, body) and
+    answers each with `answer` (status, JSON body): where did a token go,
+    what did a client send?"""
+
+    def __init__(self, answer=(200, {"sessions": []})):
+        import http.server
+        import json
+        import threading
+
+        self.requests = []
+        self.answer = answer  # may be changed between requests
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _record(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append({"method": self.command, "path": self.path,
+                                       "headers": dict(self.headers.items()),
+                                       "body": self.rfile.read(n) if n else b""})
+                status, body = outer.answer
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _record
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def seen(self):
+        """The Authorization header of each request, in order."""
+        return [r["headers"].get("Authorization") for r in self.requests]
+
+    def wire(self):
+        """Every byte the clients sent that the handler saw: request lines,
+        headers and bodies."""
+        return b"".join(f"{r['method']} {r['path']}\n".encode()
+                        + "".join(f"{k}: {v}\n" for k, v in r["headers"].items()).encode()
+                        + r["body"] for r in self.requests)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def main(argv):

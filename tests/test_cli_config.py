@@ -12,15 +12,9 @@ import textwrap
 
 import pytest
 
-from conftest import BIN, cubbi_env
+from conftest import BIN, BUSYBOX_IMAGE, cubbi_env, one_line_error
 
 FILE = {"CUBBI_SECRETS": "file"}
-
-
-def one_line(r, code):
-    assert r.exit_code == code, r
-    assert len(r.stderr.strip().splitlines()) == 1, r
-    assert "Traceback" not in r.stderr, r
 
 
 # -- the command ---------------------------------------------------------------
@@ -55,15 +49,15 @@ def test_set_reads_the_value_from_stdin(cubbi):
     r = cubbi("cubbi-config", "get", "anthropic.api_key", "--reveal", env=FILE)
     assert r.stdout == "sk-ant-stdin\n"
     r = cubbi("cubbi-config", "set", "anthropic.api_key", "-", input="", env=FILE)
-    one_line(r, 2)
+    one_line_error(r, 2)
 
 
 def test_unset_removes_the_key_and_its_secret(cubbi):
     cubbi("cubbi-config", "set", "openrouter.api_key", "sk-or-1", env=FILE)
     assert cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE).exit_code == 0
     assert "sk-or-1" not in (cubbi.config_dir / "secrets.yaml").read_text()
-    one_line(cubbi("cubbi-config", "get", "openrouter.api_key", env=FILE), 3)
-    one_line(cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE), 3)
+    one_line_error(cubbi("cubbi-config", "get", "openrouter.api_key", env=FILE), 3)
+    one_line_error(cubbi("cubbi-config", "unset", "openrouter.api_key", env=FILE), 3)
 
 
 def _secrets_file(cubbi):
@@ -85,7 +79,7 @@ def test_secret_prefix_in_a_plain_key_is_a_string_and_unset_keeps_other_secrets(
     r = cubbi("cubbi-config", "get", "openai.api_key", "--reveal", env=FILE)
     assert r.stdout == "sk-keep-me\n", r
     # a secret key takes the secret itself, never a reference to another key's
-    one_line(cubbi("cubbi-config", "set", "anthropic.api_key", "secret:services.openai.api_key",
+    one_line_error(cubbi("cubbi-config", "set", "anthropic.api_key", "secret:services.openai.api_key",
                    env=FILE), 2)
     assert cubbi("cubbi-config", "get", "anthropic.api_key", env=FILE).exit_code == 3
 
@@ -96,7 +90,7 @@ def test_unset_of_a_section_needs_yes_and_takes_its_secrets(cubbi):
     cubbi("cubbi-config", "set", "defaults.image", "aider", env=FILE)
     for key in ("services", "services.openai"):
         r = cubbi("cubbi-config", "unset", key, env=FILE)
-        one_line(r, 2)
+        one_line_error(r, 2)
         assert "--yes" in r.stderr and key in r.stderr
     assert "sk-sect-1" in _secrets_file(cubbi) and "sk-sect-2" in _secrets_file(cubbi)
     r = cubbi("cubbi-config", "unset", "services", "--yes", env=FILE)
@@ -104,7 +98,7 @@ def test_unset_of_a_section_needs_yes_and_takes_its_secrets(cubbi):
     assert "removed services (2 settings, 2 stored secrets)" in r.stderr
     assert "sk-sect" not in _secrets_file(cubbi)
     assert cubbi("cubbi-config", "get", "defaults.image").stdout == "aider\n"
-    one_line(cubbi("cubbi-config", "unset", "services", "--yes", env=FILE), 3)
+    one_line_error(cubbi("cubbi-config", "unset", "services", "--yes", env=FILE), 3)
 
 
 def test_unset_remote_leaves_no_orphaned_tokens(cubbi):
@@ -116,12 +110,12 @@ def test_unset_remote_leaves_no_orphaned_tokens(cubbi):
                   f"tok-{name}-secret", env=FILE)
         assert r.exit_code == 0, r
     cubbi("cubbi-remote", "default", "rva", env=FILE)
-    one_line(cubbi("cubbi-config", "unset", "remote", env=FILE), 2)
+    one_line_error(cubbi("cubbi-config", "unset", "remote", env=FILE), 2)
     assert "tok-rva-secret" in _secrets_file(cubbi)
     r = cubbi("cubbi-config", "unset", "remote.endpoints.rva", "--yes", env=FILE)
     assert r.exit_code == 0, r
     assert "tok-rva-secret" not in _secrets_file(cubbi) and "tok-rvb-secret" in _secrets_file(cubbi)
-    one_line(cubbi("cubbi-config", "get", "remote.default", env=FILE), 3)  # it named rva
+    one_line_error(cubbi("cubbi-config", "get", "remote.default", env=FILE), 3)  # it named rva
     assert cubbi("cubbi-config", "unset", "remote", "-y", env=FILE).exit_code == 0
     assert "tok-rv" not in _secrets_file(cubbi)
     assert cubbi("cubbi-remote", "list", "--json", env=FILE).json() == []
@@ -159,7 +153,7 @@ def test_bad_input_is_one_line_and_the_file_is_kept(cubbi):
         (("set",), 2, "required"),
     ]:
         r = cubbi("cubbi-config", *args)
-        one_line(r, code)
+        one_line_error(r, code)
         assert words in r.stderr, r
     assert (cubbi.config_dir / "config.yaml").read_bytes() == before
 
@@ -171,7 +165,7 @@ def test_malformed_yaml_is_reported_and_never_overwritten(cubbi):
     before = path.read_bytes()
     for args in (("list",), ("set", "defaults.image", "goose"), ("network", "add", "n")):
         r = cubbi("cubbi-config", *args)
-        one_line(r, 1)
+        one_line_error(r, 1)
         assert f"{path}:" in r.stderr and "invalid YAML" in r.stderr, r
         line, col = r.stderr.split(f"{path}:", 1)[1].split(":")[:2]
         assert line.isdigit() and col.isdigit(), r
@@ -181,12 +175,12 @@ def test_malformed_yaml_is_reported_and_never_overwritten(cubbi):
 def test_a_config_that_is_a_directory_or_not_in_a_directory(cubbi, tmp_path):
     (cubbi.config_dir / "config.yaml").mkdir()
     r = cubbi("cubbi-config", "list")
-    one_line(r, 1)
+    one_line_error(r, 1)
     assert "is a directory" in r.stderr
     notdir = tmp_path / "plainfile"
     notdir.write_text("x")
     r = cubbi("cubbi-config", "set", "defaults.image", "x", env={"CUBBI_CONFIG_DIR": str(notdir)})
-    one_line(r, 1)
+    one_line_error(r, 1)
     assert notdir.read_text() == "x"
 
 
@@ -214,7 +208,7 @@ def test_network_list_add_remove(cubbi):
 
 def test_reset_needs_confirmation_off_a_terminal(cubbi):
     cubbi("cubbi-config", "set", "openai.api_key", "sk-reset", env=FILE)
-    one_line(cubbi("cubbi-config", "reset", env=FILE), 2)
+    one_line_error(cubbi("cubbi-config", "reset", env=FILE), 2)
     assert "sk-reset" in (cubbi.config_dir / "secrets.yaml").read_text()
     r = cubbi("cubbi-config", "reset", "--yes", env=FILE)
     assert r.exit_code == 0, r
@@ -231,8 +225,8 @@ def test_path(cubbi):
 
 def test_unset_env_reference_fails_create_naming_the_key(cubbi):
     cubbi("cubbi-config", "set", "openai.api_key", "${CUBBI_T_NEVER_SET}")
-    r = cubbi("cubbi-create", "--image", "cubbi-test/busybox:latest", "--no-mount", "--json")
-    one_line(r, 1)
+    r = cubbi("cubbi-create", "--image", BUSYBOX_IMAGE, "--no-mount", "--json")
+    one_line_error(r, 1)
     assert "services.openai.api_key" in r.stderr and "CUBBI_T_NEVER_SET" in r.stderr
     assert "export CUBBI_T_NEVER_SET=..." in r.stderr
     assert "cubbi-config unset services.openai.api_key" in r.stderr
@@ -281,7 +275,6 @@ def _session_env(cubbi, sid, *names):
     return dict(line.split("=", 1) for line in r.stdout.splitlines())
 
 
-@pytest.mark.engine
 def test_env_mapping_and_precedence_reach_the_session(cubbi, busybox_image, prefix, tmp_path,
                                                        monkeypatch):
     for key, value in [("openai.api_key", "cfg-openai"), ("anthropic.api_key", "cfg-anthropic"),
@@ -315,7 +308,6 @@ def test_env_mapping_and_precedence_reach_the_session(cubbi, busybox_image, pref
     }
 
 
-@pytest.mark.engine
 def test_defaults_drive_bare_cubbi(cubbi, busybox_image, prefix, engine):
     net = f"{prefix}-net"
     engine.create_network(net, labels={"cubbi.test": "true"})
@@ -339,7 +331,6 @@ def test_defaults_drive_bare_cubbi(cubbi, busybox_image, prefix, engine):
         subprocess.run(["docker", "network", "rm", net], capture_output=True)
 
 
-@pytest.mark.engine
 def test_secret_canary_appears_only_inside_the_session(cubbi, busybox_image, prefix):
     canary_cfg = "sk-canary-cfg-" + _secrets.token_hex(8)
     canary_cli = "sk-canary-cli-" + _secrets.token_hex(8)

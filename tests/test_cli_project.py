@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, one_line_error, run
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "gitservers"))
 import gitservers  # noqa: E402
@@ -201,22 +201,14 @@ def test_the_library_refuses_a_stored_project_without_force(cubbi, monkeypatch):
 
 
 @pytest.fixture
-def service(cubbi, tmp_path):
+def service(cubbi, start_server, tmp_path):
     """A real cubbi-server on loopback (no engine needed for projects),
     added as remote srv."""
-    from serverproc import ServerProcess
-
-    os.makedirs(tmp_path / "srv")
-    srv = ServerProcess(str(tmp_path / "srv"),
-                        env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
-    srv.start()
-    try:
-        r = cubbi("cubbi-remote", "add", "srv", srv.url, "--token", "-",
-                  input=srv.token("alice"), env={"CUBBI_SECRETS": "file"})
-        assert r.exit_code == 0, r
-        yield srv
-    finally:
-        srv.stop()
+    srv = start_server(env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    r = cubbi("cubbi-remote", "add", "srv", srv.url, "--token", "-",
+              input=srv.token("alice"), env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 0, r
+    return srv
 
 
 def test_the_service_path_refuses_too(cubbi, service):
@@ -247,10 +239,7 @@ def test_the_service_path_refuses_too(cubbi, service):
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_bad_input(cubbi, argv, code, words):
-    r = cubbi("cubbi-project", *argv)
-    assert r.exit_code == code, r
-    assert words in r.stderr and len(r.stderr.splitlines()) == 1, r
-    assert "Traceback" not in r.output
+    one_line_error(cubbi("cubbi-project", *argv), code, words)
     assert not (cubbi.config_dir / "projects.yaml").exists()
 
 
@@ -302,7 +291,6 @@ def _add(cubbi, url, *cred, input=None):
 
 
 
-@pytest.mark.engine
 def test_clone_over_ssh_with_the_key(cubbi, servers, prefix):
     _add(cubbi, servers["ssh_url"], "--ssh-key", servers["key"])
     r = _create(cubbi, servers, f"{prefix}-ssh", servers["ssh_url"])
@@ -322,7 +310,6 @@ def test_clone_over_ssh_with_the_key(cubbi, servers, prefix):
     assert "StrictHostKeyChecking=yes" in out
 
 
-@pytest.mark.engine
 def test_clone_over_ssh_on_another_port_and_a_non_root_user(cubbi, servers, prefix, monkeypatch):
     """The key file belongs to the session user (uid 4242 here): ssh accepts
     it, and the clone in /app is theirs."""
@@ -344,7 +331,6 @@ def test_clone_over_ssh_on_another_port_and_a_non_root_user(cubbi, servers, pref
     assert lines[3].startswith(f"[{servers['ssh_host']}]:2222 ")
 
 
-@pytest.mark.engine
 def test_wrong_key_fails_with_the_reason_and_no_secret(cubbi, servers, prefix, tmp_path):
     wrong, _ = gitservers.keypair(str(tmp_path), "wrong")
     _add(cubbi, servers["ssh_url"], "--ssh-key", wrong)
@@ -359,7 +345,6 @@ def test_wrong_key_fails_with_the_reason_and_no_secret(cubbi, servers, prefix, t
         assert line not in logs.output + r.output
 
 
-@pytest.mark.engine
 def test_clone_over_http_with_the_token(cubbi, servers, prefix):
     _add(cubbi, servers["http_url"], "--token", "-", input=servers["token"])
     # the shorthand: cubbi URL
@@ -380,7 +365,6 @@ def test_clone_over_http_with_the_token(cubbi, servers, prefix):
     assert _inside(cubbi, rec["id"], q.format("https", f"{servers['http_host']}:8080")).strip() == "0"
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("token,why", [(None, "could not read Username"),
                                         ("not-the-token", "Authentication failed")])
 def test_http_refuses_without_the_token(cubbi, servers, prefix, token, why):
@@ -394,7 +378,6 @@ def test_http_refuses_without_the_token(cubbi, servers, prefix, token, why):
         assert token not in r.output + cubbi("cubbi-logs", rec["id"]).output
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("which,why", [
     ("nope", "does not appear to be a git repository"),
     ("nohost", "no SSH host key from"),
@@ -412,7 +395,6 @@ def test_clone_failures_say_why(cubbi, servers, prefix, which, why):
     assert why in cubbi("cubbi-logs", rec["id"]).output
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_credentials_never_leak(cubbi, servers, prefix, debug):
     """Canary: the token and the key appear in no cubbi output (debug on or
@@ -456,7 +438,6 @@ def test_credentials_never_leak(cubbi, servers, prefix, debug):
     assert _inside(cubbi, ids[0], "cat /cubbi/project/token").strip() == servers["token"]
 
 
-@pytest.mark.engine
 @pytest.mark.parametrize("url", ["ssh://host/x;touch /tmp/PWNED", "https://h.example/$(touch /tmp/PWNED)",
                                  "git@h.example:x/`touch /tmp/PWNED`.git"])
 def test_metacharacters_in_the_url_run_nothing(cubbi, servers, prefix, url, tmp_path):
@@ -470,7 +451,6 @@ def test_metacharacters_in_the_url_run_nothing(cubbi, servers, prefix, url, tmp_
     assert cubbi("cubbi-ls", "-q", "--all", "--filter", f"name={prefix}*").stdout == ""
 
 
-@pytest.mark.engine
 def test_the_hook_itself_refuses_metacharacters(cubbi, servers, prefix):
     """Defence in depth: even a project.env that bypassed cubbi's checks
     runs nothing (the hook re-checks and quotes every expansion)."""
@@ -497,7 +477,6 @@ def test_project_and_mount_exclude_each_other(cubbi, tmp_path):
     assert r.exit_code == 2 and "exclude" in r.stderr, r
 
 
-@pytest.mark.engine
 def test_an_image_without_git_fails_saying_so(cubbi, busybox_image, prefix):
     r = cubbi("cubbi-create", "--project", "https://git.example.com/x/y", "--image", busybox_image,
               "--name", f"{prefix}-nogit", "--no-connect", "--wait", "--json")

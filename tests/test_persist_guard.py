@@ -26,7 +26,6 @@ def test_spec_style_sources_under_app_and_home_stay_valid():
     assert imagedef._safe_source("~/.config/goose")
 
 
-@pytest.mark.engine
 def test_the_init_refuses_to_replace_a_mounted_project(busybox_image, prefix, tmp_path):
     project = tmp_path / "project"
     project.mkdir()

@@ -17,7 +17,6 @@ import urllib.request
 
 import pytest
 
-pytestmark = pytest.mark.engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = "cubbi-test/service"
