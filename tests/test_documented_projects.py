@@ -21,7 +21,6 @@ from serverproc import ServerProcess
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "gitservers"))
 import gitservers  # noqa: E402
 
-pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")

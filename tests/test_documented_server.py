@@ -110,7 +110,6 @@ def _running(engine, cid, text, present, timeout=15):
         time.sleep(0.2)
 
 
-@pytest.mark.engine
 def test_remote_connect_is_an_interactive_terminal_that_follows_resizes(
         cubbi, remote, engine, busybox_image, prefix):
     env, full = remote
@@ -150,7 +149,6 @@ def test_remote_connect_is_an_interactive_terminal_that_follows_resizes(
     assert "Traceback" not in t.text()
 
 
-@pytest.mark.engine
 def test_config_defaults_and_hardened_reach_a_remote_session(cubbi, remote, engine,
                                                             busybox_image, prefix):
     """defaults.cpus / defaults.pids_limit of the client's config, and

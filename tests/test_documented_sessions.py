@@ -12,7 +12,6 @@ import pytest
 from conftest import BIN, cubbi_env
 from ptyterm import Terminal
 
-pytestmark = pytest.mark.engine
 
 # what --hardened keeps (engine.py: CapDrop ALL, CapAdd these five), as the
 # kernel's capability bits: CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, SETGID 6, SETUID 7

@@ -19,7 +19,6 @@ from conftest import BIN, cubbi_env
 from ptyterm import Terminal
 from serverproc import ServerProcess
 
-pytestmark = pytest.mark.engine
 
 
 def _openssl(*args, cwd):
