@@ -1,0 +1,98 @@
+"""The layer table of ARCHITECTURE.md, enforced: every import (lazy ones
+too) goes to the same layer or below, the imports form no circle, and no
+module takes a private name (`_x`) from another.  Stdlib ast only."""
+
+import importlib.util
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _graph_module():
+    spec = importlib.util.spec_from_file_location(
+        "import_graph", os.path.join(ROOT, "bench", "import_graph.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def layers():
+    """{module or package prefix: layer} from the table in ARCHITECTURE.md."""
+    with open(os.path.join(ROOT, "ARCHITECTURE.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    out = {"cubbi_tools": 0, "cubbi_server": 0}
+    for line in text.splitlines():
+        m = re.match(r"\|\s*(\d+)\s*\|[^|]*\|([^|]*)\|\s*$", line)
+        if not m:
+            continue
+        for name in re.findall(r"`([^`]+)`", m.group(2)):
+            full = name if name.startswith("cubbi_server") else f"cubbi_tools.{name}"
+            out[full] = int(m.group(1))
+    return out
+
+
+def layer_of(mod, table):
+    """The layer of MOD: its own entry, else that of `pkg.*` it falls under."""
+    if mod in table:
+        return table[mod]
+    parts = mod.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        star = ".".join(parts[:i]) + ".*"
+        if star in table:
+            return table[star]
+    return None
+
+
+def violations(edges, table=None):
+    """Every import against the table, as text; a module missing from the
+    table is one too."""
+    table = layers() if table is None else table
+    out = []
+    for mod in sorted(edges):
+        mine = layer_of(mod, table)
+        if mine is None:
+            out.append(f"{mod} is not in the layer table of ARCHITECTURE.md")
+            continue
+        for dep in sorted(edges[mod]):
+            theirs = layer_of(dep, table)
+            if theirs is not None and theirs > mine:
+                out.append(f"{mod} (layer {mine}) imports {dep} (layer {theirs})")
+    return out
+
+
+def test_every_import_goes_down_the_layer_table():
+    _, edges, _, _ = _graph_module().graph(ROOT)
+    assert violations(edges) == []
+
+
+def test_no_import_circles():
+    g = _graph_module()
+    _, edges, _, _ = g.graph(ROOT)
+    assert g.circles(edges) == []
+
+
+def test_no_private_names_across_modules():
+    _, _, _, privates = _graph_module().graph(ROOT)
+    assert [f"{m}:{line}: {text}" for m, line, text in privates] == []
+
+
+def test_the_checks_catch_what_they_look_for(tmp_path):
+    """The checker itself: an upward lazy import, a circle and a private
+    name in a made-up tree are all reported."""
+    pkg = tmp_path / "cubbi_tools"
+    pkg.mkdir()
+    (tmp_path / "server").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "errors.py").write_text("def f():\n    from . import output\n")
+    (pkg / "output.py").write_text("from . import errors\nx = errors._hidden\n")
+    (pkg / "nowhere.py").write_text("")
+    g = _graph_module()
+    _, edges, lazy, privates = g.graph(tmp_path)
+    assert "cubbi_tools.output" in lazy["cubbi_tools.errors"]
+    assert g.circles(edges) == [["cubbi_tools.errors", "cubbi_tools.output"]]
+    assert [t for _, _, t in privates] == ["cubbi_tools.errors._hidden"]
+    found = violations(edges, {"cubbi_tools": 0, "cubbi_tools.errors": 0,
+                               "cubbi_tools.output": 1})
+    assert found == ["cubbi_tools.errors (layer 0) imports cubbi_tools.output (layer 1)",
+                     "cubbi_tools.nowhere is not in the layer table of ARCHITECTURE.md"]
