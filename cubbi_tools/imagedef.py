@@ -70,13 +70,12 @@ def load(directory, expect_name=None):
         raise InvalidDefinition(f"{shown}: cannot read: {exc.strerror}") from None
     import yaml
 
+    from .files import yaml_error
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidDefinition(f"{shown}{where}: invalid YAML: {problem}") from None
+        raise InvalidDefinition(yaml_error(shown, exc, advice=None)) from None
     defn = validate(data, shown)
     if expect_name is not None and defn["name"] != expect_name:
         raise InvalidDefinition(f"{shown}: name: {defn['name']!r} differs from its folder "

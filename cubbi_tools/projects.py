@@ -142,16 +142,16 @@ def normalise(url):
 
 # -- the metadata file -----------------------------------------------------
 def path():
-    from . import config
+    from . import files
 
-    return os.path.join(config.config_dir(), FILE)
+    return os.path.join(files.config_dir(), FILE)
 
 
 def _read():
     """{id: {url, auth, added}} from the projects file ({} when absent)."""
-    from . import config
+    from . import files
 
-    return _projects_of(config.load(path(), fresh=True))
+    return _projects_of(files.load(path(), fresh=True))
 
 
 def _projects_of(data):
@@ -275,7 +275,7 @@ def add(url, ssh_key=None, token=None, force=False):
         clone = r.url()
     pid = r.id
     store = _store()
-    from . import config
+    from . import files
 
     meta = {"url": clone, "auth": auth, "added": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -284,7 +284,7 @@ def add(url, ssh_key=None, token=None, force=False):
     # no secret.  A new secret is undone when the metadata cannot be written.
     stored = False
     try:
-        with config.edit(path()) as data:
+        with files.edit(path()) as data:
             projects = _projects_of(data)
             replaced = pid in projects
             if replaced and not force:
@@ -323,11 +323,11 @@ def get(url_or_id, detail=False):
 def remove(url_or_id):
     pid = parse(url_or_id).id
     store = _store()
-    from . import config
+    from . import files
 
     if pid not in _read():
         raise NotFound(f"no project {pid!r}; see cubbi-project list")
-    with config.edit(path()) as data:  # (the secrets under the lock, as add does)
+    with files.edit(path()) as data:  # (the secrets under the lock, as add does)
         meta = _projects_of(data).pop(pid, None)
         if meta is None:  # removed meanwhile by another run
             raise NotFound(f"no project {pid!r}; see cubbi-project list")

@@ -27,10 +27,6 @@ IMAGE_PATH_REFUSED = ("image directories are built where they are; build it with
                       "build and push, or use a name the server knows")
 
 
-def token_secret(name):
-    return f"remote:{name}:token"
-
-
 def check_url(url, what="URL"):
     """URL without a trailing slash, or UsageError: http(s)://HOST[:PORT][/PATH]
     with a port in 1-65535."""
@@ -114,7 +110,7 @@ class RemoteService:
             else:
                 from . import secrets
 
-                tok = secrets.get(token_secret(self.remote))
+                tok = secrets.get(secrets.token_secret(self.remote))
                 if not tok:
                     raise AuthError(f"no token for remote {self.remote!r}; store one with "
                                     f"cubbi-remote add --force {self.remote} {self.url} --token -")

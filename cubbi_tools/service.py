@@ -23,7 +23,6 @@ through sessions(), so none can skip either label.
 
 import copy
 import os
-import re
 
 from .errors import CubbiError, UsageError
 
@@ -42,19 +41,14 @@ DEFAULTS = {
     "sessions": {"uid": SESSION_UID, "gid": SESSION_GID},
 }
 
-# $1: an exec's mark (the name of its wrapper sh, in /proc/PID/cmdline, which
-# root may read for any user, unlike environ).  That process, every process
-# in its session and every one below it get SIGHUP, then SIGKILL.
-# /proc/PID/stat is read after the ")" that ends the command name (which may
-# hold spaces): state ppid pgrp session ...
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 FILTER_KEYS = ("image", "name", "status", "project")
 L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
 
 
 def resolve_refs(node, where="", environ=None):
-    """A copy of node with ${VAR} references replaced from the environment;
-    an unset one is an error naming the key that holds it."""
+    """A copy of node with ${VAR} references replaced from the environment
+    ($${VAR} is a literal ${VAR}, as in the user config); an unset one is an
+    error naming the key that holds it."""
     environ = os.environ if environ is None else environ
     if isinstance(node, dict):
         return {k: resolve_refs(v, f"{where}.{k}" if where else str(k), environ)
@@ -62,13 +56,10 @@ def resolve_refs(node, where="", environ=None):
     if isinstance(node, list):
         return [resolve_refs(v, f"{where}[{i}]", environ) for i, v in enumerate(node)]
     if isinstance(node, str):
-        def sub(m):
-            if m.group(1) not in environ:
-                raise CubbiError(f"{where}: ${{{m.group(1)}}} is not set in the environment; "
-                                 "export it or change the service config")
-            return environ[m.group(1)]
+        from .expand import env
 
-        return _REF.sub(sub, node)
+        return env(node, lambda var: f"{where}: ${{{var}}} is not set in the environment; "
+                                     "export it or change the service config", environ)
     return node
 
 
@@ -91,15 +82,9 @@ def load_config(path=None, environ=None):
                 text = fh.read()
         except OSError as exc:
             raise CubbiError(f"cannot read the service config {path}: {exc.strerror}") from None
-        import yaml
+        from .files import parse_yaml
 
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            raise CubbiError(f"{path}{where}: invalid YAML: "
-                             f"{getattr(exc, 'problem', None) or exc}") from None
+        data = parse_yaml(text, path, advice=None) or {}
         if not isinstance(data, dict):
             raise CubbiError(f"{path}: the top level must be a mapping of sections")
         base = os.path.dirname(os.path.abspath(path))
