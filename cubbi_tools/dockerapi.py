@@ -430,6 +430,22 @@ class DockerAPI:
     def exec_resize(self, exec_id, rows, cols):
         self.post(f"/exec/{quote(exec_id)}/resize", params={"h": int(rows), "w": int(cols)})
 
+    def exec_exit_code(self, exec_id, timeout=5):
+        """The exit status of an exec whose output has ended, or None when the
+        engine has not recorded one within TIMEOUT seconds: it may take a
+        moment after the end of the stream (polled; the engine sends no
+        event for it)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.exec_inspect(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return info["ExitCode"]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+
     def exec_inspect(self, exec_id):
         return self.get(f"/exec/{quote(exec_id)}/json")
 

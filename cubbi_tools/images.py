@@ -12,6 +12,7 @@ import tempfile
 
 from .dockerapi import APIError, json_stream
 from .errors import CubbiError, NotFound
+from .validate import check_image_ref, looks_like_path, short_name
 
 BASE_OS_TAG = "cubbi/base-os:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -41,7 +42,6 @@ def bootstrap_base(api=None, tag=BASE_OS_TAG, suite="bookworm", mirror=None, pro
     --variant=minbase into a temporary directory, then import it as TAG
     through the Engine API.  Needs root and debootstrap on the host."""
     from .dockerapi import DockerAPI
-    from .engine import check_image_ref
 
     check_image_ref(tag, "--tag")
     api = api or DockerAPI()
@@ -206,17 +206,13 @@ def search_dirs():
     return out
 
 
-def _looks_like_path(name):
-    return name.startswith((".", "/", "~")) or os.sep in name and os.path.isdir(name)
-
-
 def find_definition(name, paths=True):
     """The definition NAME names: a directory path (unless paths=False: the
     service never reads its own disk for a client), or a folder name in the
     user's or the built-in images; None when it names none."""
     from . import imagedef
 
-    if paths and _looks_like_path(name):
+    if paths and looks_like_path(name):
         path = os.path.abspath(os.path.expanduser(name))
         if not os.path.isdir(path):
             raise NotFound(f"{name}: no such directory")
@@ -424,8 +420,6 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
 
     started = time.time()
     if tag:
-        from .engine import check_image_ref
-
         check_image_ref(tag, "--tag")
     tag = tag or tag_for(defn)
     if ca_certs is None:
@@ -473,7 +467,8 @@ def _stderr_raw(text):
     sys.stderr.flush()
 
 
-def _inspect(api, ref):
+def inspect(api, ref):
+    """The engine's inspect record of image REF, or None when it has none."""
     try:
         return api.inspect_image(ref)
     except APIError as exc:
@@ -515,7 +510,7 @@ def ensure_image(engine, name, progress=None):
     defn = find_definition(name, paths=getattr(engine, "image_paths", True))
     if defn is not None:
         tag = tag_for(defn)
-        info = _inspect(api, tag)
+        info = inspect(api, tag)
         if info is None:
             _say(progress, f"image {tag} is not built yet; building it from {defn['path']} "
                            "(first use, this can take minutes)")
@@ -528,9 +523,7 @@ def ensure_image(engine, name, progress=None):
                 _say(progress, f"note: {defn['path']} changed since {tag} was built; "
                                f"rebuild it with 'cubbi-image build {name}'")
         return tag, session_meta(defn)
-    from .engine import check_image_ref
-
-    info = _inspect(api, check_image_ref(name))
+    info = inspect(api, check_image_ref(name))
     if info is None:
         raise NotFound(f"unknown image {name!r}: no image definition and no local Docker "
                        "image by that name; see cubbi-image list or docker images")
@@ -556,7 +549,7 @@ def session_files(image_meta, image_ref):
     image: hooks in /cubbi/hooks/ (sourced in name order by cubbi-init.sh)
     and /cubbi/command (what cubbi-connect starts)."""
     meta = image_meta or {}
-    name = meta.get("name") or _short_name(image_ref)
+    name = meta.get("name") or short_name(image_ref, "image")
     files = {"/cubbi/hooks/20-image-env.sh": _env_hook(meta, name),
              "/cubbi/hooks/60-persistent-configs.sh": _persist_hook(meta, name)}
     init = meta.get("init") or {}
@@ -572,12 +565,6 @@ def session_files(image_meta, image_ref):
             f"# what cubbi-connect starts (init.command of {name})\n{init['command']}\n".encode(),
             0o644, 0, 0)
     return out
-
-
-def _short_name(ref):
-    base = str(ref or "").rstrip("/").split("/")[-1].split("@")[0].split(":")[0]
-    out = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-.")
-    return out or "image"
 
 
 def _env_hook(meta, name):

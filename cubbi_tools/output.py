@@ -43,6 +43,11 @@ def message(text, prog=None):
     sys.stderr.flush()
 
 
+def plural(n, what):
+    """'1 session', '2 sessions'."""
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 _STATUS_COLORS = {"running": "32", "initializing": "33", "failed": "31", "stopped": "90"}
 
 

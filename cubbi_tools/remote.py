@@ -16,6 +16,7 @@ import os
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+from .validate import IMAGE_PATH_REFUSED, refuse_host_paths  # noqa: F401
 
 KINDS = {"usage": UsageError, "not_found": NotFound, "auth": AuthError,
          "engine": EngineUnreachable}
@@ -23,8 +24,6 @@ LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever rem
 
 
 ENV_URL, ENV_TOKEN = "CUBBI_REMOTE_URL", "CUBBI_REMOTE_TOKEN"
-IMAGE_PATH_REFUSED = ("image directories are built where they are; build it with cubbi-image "
-                      "build and push, or use a name the server knows")
 
 
 def check_url(url, what="URL"):
@@ -187,16 +186,7 @@ class RemoteService:
         return self._mark(self.request("GET", "/sessions/" + quote(ref, safe="")))
 
     def create(self, req, progress=None):
-        if req.volumes:
-            raise UsageError("-v/--volume is not available with a remote: paths on this "
-                             "machine do not exist on the server")
-        if req.mount and req.mount_explicit:
-            raise UsageError("--mount is not available with a remote: this directory is "
-                             "not on the server; use --project URL to clone a repository")
-        from .images import _looks_like_path
-
-        if req.image and _looks_like_path(req.image):
-            raise UsageError(f"--image {req.image}: {IMAGE_PATH_REFUSED}")
+        refuse_host_paths(req.volumes, req.mount_explicit and req.mount, req.image)
         body = req.to_dict()
         body["mount"] = None  # the default (current directory) is not on the server
         for key in ("uid", "gid", "owner", "state_dir", "volumes", "mount_explicit"):

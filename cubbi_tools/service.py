@@ -178,13 +178,15 @@ class Service:
         catch one made in the meantime."""
         from .errors import NotFound
 
+        from .output import plural
+
         if not self.state.user_key(user):
             raise NotFound(f"no user {user!r}; see cubbi-server user list")
         sessions = self.sessions(user, all=True, status=False)
         projects = self.state.projects(user)
         if (sessions or projects) and not confirm:
-            raise UsageError(f"user {user} has {_count(len(sessions), 'session')} and "
-                             f"{_count(len(projects), 'project')}; to close and delete them with "
+            raise UsageError(f"user {user} has {plural(len(sessions), 'session')} and "
+                             f"{plural(len(projects), 'project')}; to close and delete them with "
                              f"the user, confirm with --yes: cubbi-server user remove {user} --yes")
         scope = self._scope(user)[1]
         rec = self.state.remove_user(user)
@@ -222,7 +224,7 @@ class Service:
                     out[stream].append(data)
         finally:
             conn.close()
-        code = self.engine.api.exec_inspect(eid).get("ExitCode")
+        code = self.engine.api.exec_exit_code(eid)
         return {"exit_code": code, "stdout": b"".join(out["stdout"]),
                 "stderr": b"".join(out["stderr"])}
 
@@ -231,21 +233,19 @@ class Service:
         """The records of cubbi-image list --json: the image definitions the
         server knows, then the service config's images: entries."""
         from . import images
-        from .commands.image import _record
 
-        out = [_record(d, images._inspect(self.engine.api, images.tag_for(d)))
+        out = [images.record(d, images.inspect(self.engine.api, images.tag_for(d)))
                for d in images.definitions()]
         have = {r["name"] for r in out}
         return out + [self._conf_image(n) for n in sorted(self.images_conf) if n not in have]
 
     def image(self, name):
         from . import images
-        from .commands.image import _record
         from .errors import NotFound
 
         defn = images.find_definition(name, paths=False)
         if defn is not None:
-            return _record(defn, images._inspect(self.engine.api, images.tag_for(defn)))
+            return images.record(defn, images.inspect(self.engine.api, images.tag_for(defn)))
         if name in self.images_conf:
             return self._conf_image(name)
         raise NotFound(f"no image definition {name!r}; see cubbi-image list")
@@ -294,10 +294,6 @@ class Service:
         return self.state.delete_project(user, project_id(pid))
 
 
-def _count(n, what):
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
 def project_id(url):
     """The normalised project id, as cubbi-project computes it locally."""
     from .projects import normalise
@@ -315,12 +311,9 @@ def check_create(payload):
     everything that names a path on the client's machine refused."""
     if not isinstance(payload, dict):
         raise UsageError("the request body must be a JSON object (a CreateRequest)")
-    if payload.get("volumes"):
-        raise UsageError("-v/--volume is not available on a remote service: host paths of "
-                         "your machine do not exist there")
-    if payload.get("mount"):
-        raise UsageError("--mount is not available on a remote service: your directory "
-                         "is not on the server; use --project URL to clone a repository")
+    from .validate import refuse_host_paths
+
+    refuse_host_paths(payload.get("volumes"), payload.get("mount"))
     out = {}
     for key, kind in _TYPES.items():
         value = payload.get(key)
@@ -337,10 +330,7 @@ def check_create(payload):
             out[key] = value
     if not out.get("image"):
         raise UsageError('"image" is required')
-    if out["image"].startswith((".", "/", "~")):  # by its form only: the disk is never read
-        from .remote import IMAGE_PATH_REFUSED
-
-        raise UsageError(f"image {out['image']!r}: {IMAGE_PATH_REFUSED}")
+    refuse_host_paths(image=out["image"], disk=False)  # by its form only: the disk is never read
     for key in ("networks", "ports"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')

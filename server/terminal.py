@@ -130,20 +130,11 @@ def _stop(service, handle):
 
 
 def _exit_code(api, eid):
-    """The exec's exit status; the engine may take a moment after the end of
-    its output to record it."""
-    import time
-
-    deadline = time.time() + 5
-    while True:
-        try:
-            info = api.exec_inspect(eid)
-        except CubbiError:
-            return None
-        if info.get("ExitCode") is not None and not info.get("Running") \
-                or time.time() > deadline:
-            return info.get("ExitCode")
-        gevent.sleep(0.05)
+    """The exec's exit status (None when the engine cannot tell)."""
+    try:
+        return api.exec_exit_code(eid)
+    except CubbiError:
+        return None
 
 
 def _resize(api, eid, rows, cols):

@@ -17,12 +17,6 @@ def _api(args):
     return DockerAPI()
 
 
-def _record(defn, info=None):
-    from .. import images
-
-    return images.record(defn, info)
-
-
 def _human(rec):
     out = dict(rec)
     if rec.get("size"):
@@ -64,8 +58,8 @@ def do_list(args):
     out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
     errors = []
     for defn in images.definitions(errors=errors):
-        info = images._inspect(api, images.tag_for(defn)) if api else None
-        rec = _record(defn, info)
+        info = images.inspect(api, images.tag_for(defn)) if api else None
+        rec = images.record(defn, info)
         out.add(_human(rec) if out.fmt == "table" else rec)
     out.close()
     for err in errors:
@@ -81,7 +75,7 @@ def do_show(args):
         rec = remote.image(args.name)
     else:
         defn = _definition(args.name)
-        rec = _record(defn, images._inspect(_api(args), images.tag_for(defn)))
+        rec = images.record(defn, images.inspect(_api(args), images.tag_for(defn)))
     fmt = cli.output_format(args)
     if fmt != "table":
         Printer(fmt, key="name").add(rec)
