@@ -41,6 +41,10 @@ class APIError(CubbiError):
         if status == 404:
             self.code = NotFound.code
 
+    def wire_status(self):
+        """The engine's own 4xx goes to the client as it is; a 5xx is 502."""
+        return self.status if 400 <= self.status < 500 else 502
+
 
 class ProtocolError(OSError):
     """An HTTP answer that is malformed or cut short."""
@@ -217,19 +221,9 @@ class _Response:
 
 
 def resolve_host(host=None):
-    """The engine address: explicit, else DOCKER_HOST, else the config's
-    docker.socket (read only when a config file exists), else the default."""
-    if host:
-        return host
-    env = os.environ.get("DOCKER_HOST")
-    if env:
-        return env
-    from . import config
-
-    sock = config.peek("docker.socket")
-    if sock:
-        return sock if "://" in sock else "unix://" + sock
-    return DEFAULT_HOST
+    """The engine address: explicit (the caller read the settings), else
+    DOCKER_HOST, else the default."""
+    return host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
 
 class DockerAPI:

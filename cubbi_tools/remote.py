@@ -15,11 +15,9 @@ import json
 import os
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+from .errors import AuthError, EngineUnreachable, NotFound, UsageError, from_wire
 from .validate import IMAGE_PATH_REFUSED, refuse_host_paths  # noqa: F401
 
-KINDS = {"usage": UsageError, "not_found": NotFound, "auth": AuthError,
-         "engine": EngineUnreachable}
 LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
 
 
@@ -70,19 +68,15 @@ def endpoint(name):
 
 
 def raise_for(status, body, remote=None):
-    """The CubbiError for an error response of the service."""
+    """Raise the CubbiError of an error response of the service."""
     try:
         data = json.loads(body)
-        message, kind = data.get("error"), data.get("kind")
-    except (ValueError, AttributeError):
-        message, kind = None, None
-    if not message:
-        message = f"HTTP {status} from remote {remote!r}"
-    if kind is None:
-        kind = {400: "usage", 401: "auth", 403: "auth", 404: "not_found", 503: "engine"}.get(status)
-    if kind == "auth" and remote:
-        message = f"remote {remote!r}: {message}"
-    raise KINDS.get(kind, CubbiError)(message)
+    except ValueError:
+        data = None
+    exc = from_wire(data, status, f"HTTP {status} from remote {remote!r}")
+    if isinstance(exc, AuthError) and remote:
+        exc = AuthError(f"remote {remote!r}: {exc}")
+    raise exc
 
 
 class RemoteService:
@@ -174,7 +168,12 @@ class RemoteService:
         return rec
 
     # -- the engine interface ------------------------------------------------
-    def list(self, all=False, filters=None):
+    def list(self, all=False, filters=None, labels=(), status=True):
+        """Session records; labels narrow the engine's answer on the local
+        engine only (the service scopes by user itself); the service always
+        reads each status."""
+        if labels:
+            raise UsageError("label filters are not available with a remote")
         params = {"all": "1" if all else None}
         params.update(filters or {})
         return [self._mark(r) for r in self.request("GET", "/sessions", params)["sessions"]]
@@ -198,8 +197,9 @@ class RemoteService:
     def close(self, ref, records=None):
         return self._mark(self.request("DELETE", "/sessions/" + quote(ref.strip(), safe="")))
 
-    def logs(self, rec, follow=False, tail=None, since=None):
-        """Yield {session, stream, time, line}, as LocalEngine.logs."""
+    def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
+        """Yield {session, stream, time, line}, as LocalEngine.logs (the
+        deadline is the service's: wait_ready asks it to wait)."""
         resp = self.request("GET", f"/sessions/{quote(rec['id'], safe='')}/logs",
                             {"follow": "1" if follow else None,
                              "tail": None if tail is None else str(tail),
@@ -217,7 +217,7 @@ class RemoteService:
                     continue  # heartbeat
                 item = json.loads(line)
                 if "error" in item and "line" not in item:
-                    raise KINDS.get(item.get("kind"), CubbiError)(item["error"])
+                    raise from_wire(item)
                 yield item
         finally:
             resp.close()
@@ -257,7 +257,8 @@ class RemoteService:
             raise self._unreachable(exc) from None
 
     # -- images and projects (cubbi-image -r, cubbi-project -r) -------------
-    def images(self):
+    def images(self, errors=None, offline=False):
+        """The service's image records (it skips broken definitions itself)."""
         return self.request("GET", "/images")["images"]
 
     def image(self, name):
@@ -266,6 +267,19 @@ class RemoteService:
     @property
     def projects(self):
         return RemoteProjects(self)
+
+    def project_setup(self, url):
+        """A project's clone URL, id, env and files for a session on the
+        service: only the service's own stored projects lend credentials
+        (it adds them), a local key or token never travels to a shared
+        server unasked."""
+        from . import projects
+
+        return projects.session_setup(url, (None, None))
+
+    def index(self):
+        """None: each reference is resolved on the service."""
+        return None
 
 
 class RemoteProjects:

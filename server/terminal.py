@@ -17,14 +17,12 @@ import json
 
 import gevent
 
-from cubbi_tools.errors import CubbiError, UsageError
+from cubbi_tools.errors import CubbiError, UsageError, to_wire
 
 LINGER = 10  # seconds a client has to close after the exit status
 
 
 def serve(ws, request, auth, service, ref):
-    from .app import classify
-
     try:
         user = auth.user(request)
         q = request.query
@@ -36,8 +34,8 @@ def serve(ws, request, auth, service, ref):
         env = {"TERM": q.get("term") or "xterm-256color"} if tty else None
         eid, conn, handle = service.exec_open(user, ref, command, tty=tty, env=env)
     except (CubbiError, ValueError) as exc:
-        status, kind = classify(exc) if isinstance(exc, CubbiError) else (400, "usage")
-        _send(ws, json.dumps({"type": "error", "error": str(exc), "kind": kind, "status": status}))
+        wire = to_wire(exc if isinstance(exc, CubbiError) else UsageError(str(exc)))
+        _send(ws, json.dumps({"type": "error", **wire}))
         ws.close()
         return
     api = service.engine.api

@@ -96,3 +96,25 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
                                "cubbi_tools.output": 1})
     assert found == ["cubbi_tools.errors (layer 0) imports cubbi_tools.output (layer 1)",
                      "cubbi_tools.nowhere is not in the layer table of ARCHITECTURE.md"]
+
+
+def test_both_backends_have_the_interface_with_the_same_signatures():
+    import inspect
+
+    from cubbi_tools.engine import LocalEngine
+    from cubbi_tools.interface import Backend
+    from cubbi_tools.remote import RemoteService
+
+    names = [n for n, v in vars(Backend).items()
+             if not n.startswith("_") and (callable(v) or isinstance(v, property))]
+    assert {"list", "resolve", "create", "close", "logs", "wait_ready", "connect",
+            "index", "project_setup", "images", "image", "projects"} <= set(names)
+    for name in names:
+        want = vars(Backend)[name]
+        for cls in (LocalEngine, RemoteService):
+            have = inspect.getattr_static(cls, name)
+            if isinstance(want, property):
+                assert isinstance(have, property), (cls.__name__, name)
+                continue
+            assert inspect.signature(have) == inspect.signature(want).replace(
+                return_annotation=inspect.Signature.empty), (cls.__name__, name)
