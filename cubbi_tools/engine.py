@@ -101,21 +101,36 @@ def _tar(files):
 
 
 class LocalEngine:
+    """Sessions on a Docker engine (interface.Backend).  Its settings are
+    parameters, read by the caller (backend.local, service.Service):
+    host the engine's address (None: $DOCKER_HOST, else the default);
+    network the network every session joins (default cubbi-network);
+    images {base, ca_certs, mirror} for building image definitions;
+    image_paths whether an --image may be a directory on this host.
+    network and images may be callables, asked when first needed."""
+
     remote = None
 
-    def __init__(self, host=None, network=None):
+    def __init__(self, host=None, network=None, images=None, image_paths=True):
         self.api = DockerAPI(host)
-        self._network = network
+        self._settings = {"network": network, "images": images}
+        self.image_paths = image_paths
+
+    def _setting(self, name, default):
+        value = self._settings[name]
+        if callable(value):
+            value = self._settings[name] = value()
+        return value or default
 
     @property
     def network(self):
-        """The network every session joins: docker.network of the config
-        (the service's own config on a server), else cubbi-network."""
-        if self._network is None:
-            from . import config
+        """The network every session joins."""
+        return self._setting("network", NETWORK)
 
-            self._network = config.peek("docker.network") or NETWORK
-        return self._network
+    @property
+    def image_settings(self):
+        """{base, ca_certs, mirror} for images.build and bootstrap_base."""
+        return self._setting("images", {})
 
     # -- listing ---------------------------------------------------------
     def list(self, all=False, filters=None, labels=(), status=True):
@@ -364,6 +379,36 @@ class LocalEngine:
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)
         return _tar(files)
+
+    # -- images and projects ---------------------------------------------
+    def images(self, errors=None, offline=False):
+        """The records of every image definition (a broken one is skipped and
+        its error appended to ERRORS); offline: without asking the engine
+        whether each is built."""
+        from . import images
+
+        return [images.record(d, None if offline else images.inspect(self.api, images.tag_for(d)))
+                for d in images.definitions(errors=errors)]
+
+    def image(self, name):
+        from . import images
+
+        defn = images.definition(name)
+        return images.record(defn, images.inspect(self.api, images.tag_for(defn)))
+
+    @property
+    def projects(self):
+        """The projects stored on this machine (cubbi_tools.projects)."""
+        from . import projects
+
+        return projects
+
+    def project_setup(self, url):
+        """A project's clone URL, id, env and files, with the credential
+        stored on this machine."""
+        from . import projects
+
+        return projects.session_setup(url)
 
     # -- using -----------------------------------------------------------
     def close(self, ref, records=None):

@@ -45,10 +45,7 @@ def bootstrap_base(api=None, tag=BASE_OS_TAG, suite="bookworm", mirror=None, pro
 
     check_image_ref(tag, "--tag")
     api = api or DockerAPI()
-    if mirror is None:
-        from . import config
-
-        mirror = config.peek("images.mirror") or DEFAULT_MIRROR
+    mirror = mirror or DEFAULT_MIRROR
     debootstrap = shutil.which("debootstrap") or (
         "/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None)
     if not debootstrap:
@@ -192,9 +189,9 @@ def builtin_dir():
 
 
 def user_dir():
-    from . import config
+    from .files import config_dir
 
-    return os.path.join(config.config_dir(), "images")
+    return os.path.join(config_dir(), "images")
 
 
 def search_dirs():
@@ -228,6 +225,15 @@ def find_definition(name, paths=True):
             defn["source"] = source
             return defn
     return None
+
+
+def definition(name):
+    """find_definition, or NotFound naming where definitions are found."""
+    defn = find_definition(name)
+    if defn is None:
+        raise NotFound(f"no image definition {name!r}; see cubbi-image list (or give a "
+                       "directory holding a cubbi_image.yaml)")
+    return defn
 
 
 def definitions(errors=None):
@@ -365,15 +371,6 @@ def read_ca_certs(paths):
     return out
 
 
-def _config_list(key):
-    from . import config
-
-    value = config.peek(key)
-    if not value:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
 def pull(api, ref):
     """Pull REF; raise CubbiError with the engine's reason when it fails."""
     error = None
@@ -385,12 +382,11 @@ def pull(api, ref):
 
 
 def resolve_base(api, base=None, progress=None):
-    """The base image to build FROM: --base / images.base when given (it
-    must exist or be pullable), else debian:bookworm-slim, falling back to a
-    locally bootstrapped cubbi/base-os:bookworm when that cannot be pulled."""
-    from . import config
-
-    explicit = base or config.peek("images.base")
+    """The base image to build FROM: BASE (--base, else images.base, read by
+    the caller) when given (it must exist or be pullable), else
+    debian:bookworm-slim, falling back to a locally bootstrapped
+    cubbi/base-os:bookworm when that cannot be pulled."""
+    explicit = base
     base = explicit or DEFAULT_BASE
     if image_exists(api, base):
         return base
@@ -413,18 +409,18 @@ def resolve_base(api, base=None, progress=None):
 
 
 def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
-          progress=None, log=None):
+          progress=None, log=None, colors=True):
     """Build DEFN through the Engine API; stream its output to log (default
-    stderr).  Returns {name, tag, id, size, base, seconds}."""
+    stderr, in colour when output.use_color(stderr, colors)).  base and
+    ca_certs (paths) come from the caller (--base, images.base, ...).
+    Returns {name, tag, id, size, base, seconds}."""
     import time
 
     started = time.time()
     if tag:
         check_image_ref(tag, "--tag")
     tag = tag or tag_for(defn)
-    if ca_certs is None:
-        ca_certs = _config_list("images.ca_cert")
-    certs = read_ca_certs(ca_certs)
+    certs = read_ca_certs(ca_certs or [])
     base = resolve_base(api, base, progress)
     definition = {k: v for k, v in defn.items() if k not in ("path", "source")}
     labels = {L_NAME: defn["name"], L_DIGEST: digest(defn["path"]),
@@ -440,7 +436,7 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
     write = log or _stderr_raw
     from .output import use_color
 
-    plain = log is not None or not use_color(sys.stderr)
+    plain = log is not None or not use_color(sys.stderr, colors)
     error, image_id = None, None
     for item in json_stream(api.build(_context_tar(defn["path"], certs), params)):
         if item.get("stream"):
@@ -507,14 +503,16 @@ def ensure_image(engine, name, progress=None):
     definition (name or directory) gives cubbi/<name>:latest, built on first
     use; a plain local Docker image works as it is; else NotFound."""
     api = engine.api
-    defn = find_definition(name, paths=getattr(engine, "image_paths", True))
+    defn = find_definition(name, paths=engine.image_paths)
     if defn is not None:
         tag = tag_for(defn)
         info = inspect(api, tag)
         if info is None:
             _say(progress, f"image {tag} is not built yet; building it from {defn['path']} "
                            "(first use, this can take minutes)")
-            build(api, defn, progress=progress,
+            settings = engine.image_settings
+            build(api, defn, base=settings.get("base"), ca_certs=settings.get("ca_certs"),
+                  progress=progress,
                   log=(lambda text: [_say(progress, ln) for ln in text.rstrip("\n").split("\n")
                                      if ln.strip()]) if progress else None)
         else:

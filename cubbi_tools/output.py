@@ -9,21 +9,13 @@ import os
 import sys
 
 
-def use_color(stream=None):
+def use_color(stream=None, enabled=True):
+    """Colour on STREAM: a terminal, no NO_COLOR, TERM not dumb, and ENABLED
+    (the ui.colors setting, read by the caller; a callable is asked last,
+    so the setting is read only on a terminal)."""
     stream = stream or sys.stdout
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb" \
-        and _config_colors()
-
-
-def _config_colors():
-    """ui.colors from the config (read only on a terminal; no file: True)."""
-    from . import config
-    from .errors import CubbiError
-
-    try:
-        return bool(config.peek("ui.colors", True))
-    except CubbiError:
-        return True
+        and bool(enabled() if callable(enabled) else enabled)
 
 
 def dumps(record):
@@ -63,10 +55,11 @@ def _cell(value):
     return str(value)
 
 
-def table(rows, columns, stream=None):
-    """Print rows (dicts) as aligned columns; columns is [(key, HEADER)]."""
+def table(rows, columns, stream=None, colors=True):
+    """Print rows (dicts) as aligned columns; columns is [(key, HEADER)];
+    a status column is coloured when use_color(stream, colors)."""
     stream = stream or sys.stdout
-    color = use_color(stream)
+    color = use_color(stream, colors)
     cells = [[_cell(r.get(k)) for k, _ in columns] for r in rows]
     widths = [len(h) for _, h in columns]
     for row in cells:
@@ -88,8 +81,9 @@ def table(rows, columns, stream=None):
 class Printer:
     """Prints records in the chosen format: 'table', 'json' or 'quiet'."""
 
-    def __init__(self, fmt, columns=None, key="id", stream=None):
+    def __init__(self, fmt, columns=None, key="id", stream=None, colors=True):
         self.fmt = fmt
+        self.colors = colors
         self.columns = columns or []
         self.key = key
         self.stream = stream or sys.stdout
@@ -106,5 +100,5 @@ class Printer:
 
     def close(self):
         if self.fmt == "table" and self.columns:
-            table(self.rows, self.columns, self.stream)
+            table(self.rows, self.columns, self.stream, self.colors)
             self.rows = []

@@ -41,7 +41,6 @@ DEFAULTS = {
     "sessions": {"uid": SESSION_UID, "gid": SESSION_GID},
 }
 
-FILTER_KEYS = ("image", "name", "status", "project")
 L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
 
 
@@ -107,8 +106,9 @@ class Service:
         sock = conf["docker"].get("socket")
         if sock and "://" not in sock:
             sock = "unix://" + sock
-        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None)
-        self.engine.image_paths = False  # an image is a name or a Docker reference, never a path
+        # the service config only: never the personal config of the account running it
+        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
+                                  images={}, image_paths=False)  # an image is never a path
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}
@@ -126,6 +126,8 @@ class Service:
         return key, [f"{L_OWNER}={user}", f"{L_SERVED}={key}"]
 
     def sessions(self, user, all=False, filters=None, status=True):
+        from .session import FILTER_KEYS
+
         filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
         filters["owner"] = user
         return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],

@@ -11,12 +11,6 @@ BUILD_COLUMNS = [("name", "NAME"), ("tag", "TAG"), ("size_mb", "SIZE MB"),
                  ("seconds", "SECONDS"), ("base", "BASE")]
 
 
-def _api(args):
-    from ..dockerapi import DockerAPI
-
-    return DockerAPI()
-
-
 def _human(rec):
     out = dict(rec)
     if rec.get("size"):
@@ -26,40 +20,12 @@ def _human(rec):
     return out
 
 
-def _definition(name):
-    from .. import images
-    from ..errors import NotFound
-
-    defn = images.find_definition(name)
-    if defn is None:
-        raise NotFound(f"no image definition {name!r}; see cubbi-image list (or give a "
-                       "directory holding a cubbi_image.yaml)")
-    return defn
-
-
-def _remote(args):
-    """The remote service (-r NAME / CUBBI_REMOTE), or None for the local engine."""
+def do_list(args):
     from .. import backend
 
-    return backend.get(args) if backend.remote_name(args) else None
-
-
-def do_list(args):
-    from .. import images
-
-    remote = _remote(args)
-    if remote:
-        out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
-        for rec in remote.images():
-            out.add(_human(rec) if out.fmt == "table" else rec)
-        out.close()
-        return 0
-    api = None if args.offline else _api(args)
-    out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
     errors = []
-    for defn in images.definitions(errors=errors):
-        info = images.inspect(api, images.tag_for(defn)) if api else None
-        rec = images.record(defn, info)
+    out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
+    for rec in backend.get(args).images(errors=errors, offline=args.offline):
         out.add(_human(rec) if out.fmt == "table" else rec)
     out.close()
     for err in errors:
@@ -68,14 +34,9 @@ def do_list(args):
 
 
 def do_show(args):
-    from .. import images
+    from .. import backend
 
-    remote = _remote(args)
-    if remote:
-        rec = remote.image(args.name)
-    else:
-        defn = _definition(args.name)
-        rec = images.record(defn, images.inspect(_api(args), images.tag_for(defn)))
+    rec = backend.get(args).image(args.name)
     fmt = cli.output_format(args)
     if fmt != "table":
         Printer(fmt, key="name").add(rec)
@@ -115,13 +76,15 @@ def do_show(args):
 
 
 def do_build(args):
-    from .. import images
+    from .. import backend, images
 
-    defn = _definition(args.name)
-    ca = args.ca_cert or None
-    result = images.build(_api(args), defn, base=args.base, ca_certs=ca,
+    engine = _local(args)
+    defn = images.definition(args.name)
+    settings = engine.image_settings
+    result = images.build(engine.api, defn, base=args.base or settings.get("base"),
+                          ca_certs=args.ca_cert or settings.get("ca_certs"),
                           no_cache=args.no_cache, tag=args.tag,
-                          progress=lambda m: message(m, PROG))
+                          progress=lambda m: message(m, PROG), colors=backend.colors)
     message(f"built {result['tag']} in {result['seconds']} s "
             f"({round((result['size'] or 0) / 1e6)} MB)", PROG)
     fmt = cli.output_format(args)
@@ -134,7 +97,8 @@ def do_build(args):
 def do_validate(args):
     from .. import images
 
-    defn = _definition(args.name)
+    _local(args)
+    defn = images.definition(args.name)
     fmt = cli.output_format(args)
     rec = {"name": defn["name"], "path": defn["path"], "valid": True,
            "digest": images.digest(defn["path"])}
@@ -150,12 +114,14 @@ def do_bootstrap(args):
 
     from .. import images
 
-    api = _api(args)
+    engine = _local(args)
+    api = engine.api
     started = time.time()
     if not args.force and images.image_exists(api, args.tag):
         message(f"{args.tag} exists; use --force to make it again", PROG)
     else:
-        images.bootstrap_base(api, tag=args.tag, suite=args.suite, mirror=args.mirror,
+        images.bootstrap_base(api, tag=args.tag, suite=args.suite,
+                              mirror=args.mirror or engine.image_settings.get("mirror"),
                               progress=lambda m: message(m, PROG))
     info = api.inspect_image(args.tag)
     rec = {"tag": args.tag, "id": info["Id"], "size": info.get("Size"),
@@ -171,25 +137,19 @@ HANDLERS = {"list": do_list, "show": do_show, "build": do_build, "validate": do_
             "bootstrap-base": do_bootstrap}
 
 
-LOCAL_ONLY = ("build", "validate", "bootstrap-base")
-
-
 def run(args):
-    if args.subcommand in LOCAL_ONLY:
-        _refuse_remote(args)
     return HANDLERS[args.subcommand](args)
 
 
-def _refuse_remote(args):
-    """build, validate and bootstrap-base read definitions and build on this
-    host: with a remote selected (-r, CUBBI_REMOTE, remote.default) they
-    would act on the wrong engine, so they refuse (exit 2)."""
+def _local(args):
+    """The local engine: build, validate and bootstrap-base read definitions
+    and build on this host; with a remote selected (-r, CUBBI_REMOTE,
+    remote.default) they would act on the wrong engine, so they refuse
+    (exit 2)."""
     from .. import backend
-    from ..errors import UsageError
 
-    if backend.remote_name(args):
-        raise UsageError(f"{PROG} {args.subcommand} works on the local engine only (-r local); "
-                         "build on the server host, or use an image name the server knows")
+    return backend.local_only(args, f"{PROG} {args.subcommand}",
+                              "build on the server host, or use an image name the server knows")
 
 
 QUIET = cli.Opt("-q", "--quiet", help="print names (build: tags) only, one per line")
