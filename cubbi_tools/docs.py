@@ -639,6 +639,15 @@ def header(comment="#"):
     return f"{comment} {MARK}\n{comment} Source: cubbi_tools/commands/*.py (cli.Command) and bin/cubbi.\n"
 
 
+def runtime(name):
+    """A completion runtime shipped as a data file (cubbi_tools/data/
+    completions/NAME): the shell functions the generated tables feed, with
+    @ARMS@ and @COMMANDS@ filled in by the generator."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "completions",
+                           name), encoding="utf-8") as fh:
+        return fh.read()
+
+
 def bash_completion(cmds):
     _, _, session = dispatcher()
     names = [c.name for c in cmds]
@@ -669,140 +678,10 @@ def bash_completion(cmds):
             ""]
     wc = word_commands()
     arms = "\n".join(f"    {k}) words=$({v});;" for k, v in wc.items())
-    out.append(BASH_RUNTIME.replace("@ARMS@", arms).replace("@COMMANDS@", " ".join(names)))
+    out.append(runtime('runtime.bash').replace("@ARMS@", arms).replace("@COMMANDS@", " ".join(names)))
     return "\n".join(out)
 
 
-BASH_RUNTIME = r'''# _cubbi_values KIND CUR: candidate words for a value of KIND into COMPREPLY.
-_cubbi_values() {
-  local kind=$1 cur=$2 words=
-  COMPREPLY=()
-  case $kind in
-    =*) words=${kind#=};;
-    file) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return;;
-    dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return;;
-    command) mapfile -t COMPREPLY < <(compgen -c -- "$cur"); return;;
-@ARMS@
-    sh:*) words=$(eval "${kind#sh:}" 2>/dev/null);;
-    *) return;;
-  esac
-  mapfile -t COMPREPLY < <(compgen -W "$words" -- "$cur")
-}
-
-# _cubbi_node NODE FIRST: complete COMP_WORDS[FIRST..COMP_CWORD] as arguments of NODE.
-_cubbi_node() {
-  local node=$1 i=$2 cur=${COMP_WORDS[COMP_CWORD]} w valopt= dashdash= pos=0 kind n
-  COMPREPLY=()
-  while (( i < COMP_CWORD )); do
-    w=${COMP_WORDS[i]}
-    if [[ -z $dashdash && $w == -- ]]; then
-      dashdash=1
-    elif [[ -z $dashdash && $w == -?* ]]; then
-      if [[ -n ${_cubbi_val["$node|$w"]+x} ]]; then
-        if [[ ${COMP_WORDS[i+1]} == = ]]; then
-          (( i++ ))
-          if (( i == COMP_CWORD )); then valopt=$w; cur=; break; fi
-        fi
-        if (( i + 1 == COMP_CWORD )); then valopt=$w; break; fi
-        (( i++ ))
-      fi
-    elif (( pos == 0 )) && [[ -n ${_cubbi_subs[$node]+x} && " ${_cubbi_subs[$node]} " == *" $w "* ]]; then
-      node="$node $w"
-    else
-      (( pos++ ))
-    fi
-    (( i++ ))
-  done
-  if [[ -z $valopt && -z $dashdash && $cur == -*=* && -n ${_cubbi_val["$node|${cur%%=*}"]+x} ]]; then
-    local opt=${cur%%=*}
-    _cubbi_values "${_cubbi_val["$node|$opt"]}" "${cur#*=}"
-    COMPREPLY=("${COMPREPLY[@]/#/$opt=}")
-    return
-  fi
-  if [[ -n $valopt ]]; then
-    _cubbi_values "${_cubbi_val["$node|$valopt"]}" "$cur"
-    return
-  fi
-  if [[ -z $dashdash && $cur == -* ]]; then
-    mapfile -t COMPREPLY < <(compgen -W "${_cubbi_opts[$node]}" -- "$cur")
-    return
-  fi
-  if (( pos == 0 )) && [[ -n ${_cubbi_subs[$node]+x} ]]; then
-    mapfile -t COMPREPLY < <(compgen -W "${_cubbi_subs[$node]}" -- "$cur")
-    return
-  fi
-  n=${_cubbi_args["$node|n"]:-0}
-  if (( pos < n )); then
-    kind=${_cubbi_args["$node|$pos"]}
-  else
-    kind=${_cubbi_args["$node|rest"]}
-  fi
-  _cubbi_values "$kind" "$cur"
-}
-
-# cubbi [-r REMOTE] SUB ARGS...: the dispatcher's forms.
-_cubbi() {
-  local i=1 w cur=${COMP_WORDS[COMP_CWORD]} node
-  COMPREPLY=()
-  while (( i < COMP_CWORD )); do
-    w=${COMP_WORDS[i]}
-    case $w in
-      -r|--remote)
-        [[ ${COMP_WORDS[i+1]} == = ]] && (( i++ ))
-        if (( i + 1 == COMP_CWORD )); then
-          [[ $cur == = ]] && cur=
-          _cubbi_values remote "$cur"; return
-        fi
-        (( i += 2 ));;
-      --remote=*) (( i++ ));;
-      *) break;;
-    esac
-  done
-  if (( i == COMP_CWORD )); then
-    if [[ $cur == -* ]]; then
-      mapfile -t COMPREPLY < <(compgen -W "$_cubbi_dispatch_opts ${_cubbi_opts[cubbi-create]}" -- "$cur")
-    else
-      local plugins
-      plugins=$(compgen -c -- "cubbi-$cur" 2>/dev/null | sed 's/^cubbi-//')
-      mapfile -t COMPREPLY < <(compgen -W "$_cubbi_commands help session $plugins" -- "$cur" | sort -u)
-      if [[ $cur == */* || $cur == .* || $cur == ~* ]]; then
-        compopt -o filenames 2>/dev/null
-        mapfile -t -O ${#COMPREPLY[@]} COMPREPLY < <(compgen -d -- "$cur")
-      fi
-    fi
-    return
-  fi
-  w=${COMP_WORDS[i]}
-  case $w in
-    help)
-      (( i + 1 == COMP_CWORD )) && mapfile -t COMPREPLY < <(compgen -W "$_cubbi_commands" -- "$cur")
-      return;;
-    session)
-      if (( i + 1 == COMP_CWORD )); then
-        mapfile -t COMPREPLY < <(compgen -W "${!_cubbi_session[*]}" -- "$cur")
-        return
-      fi
-      node=${_cubbi_session[${COMP_WORDS[i+1]}]}
-      [[ -n $node ]] && _cubbi_node "$node" $(( i + 2 ))
-      return;;
-    -*) _cubbi_node cubbi-create "$i"; return;;
-  esac
-  if [[ -n ${_cubbi_opts[cubbi-$w]+x} ]]; then
-    _cubbi_node "cubbi-$w" $(( i + 1 ))
-  else  # cubbi PATH|URL ARGS: cubbi-create's switches
-    _cubbi_node cubbi-create $(( i + 1 ))
-  fi
-}
-
-_cubbi_command() {
-  local name=${1##*/}
-  [[ -n ${_cubbi_opts[$name]+x} ]] || name=${COMP_WORDS[0]##*/}
-  _cubbi_node "$name" 1
-}
-
-complete -F _cubbi cubbi
-complete -F _cubbi_command @COMMANDS@
-'''
 
 
 def bash_stub(name):
@@ -1005,7 +884,7 @@ def fish_completion(cmds):
             posk.append(f"        case {fq(node.path + '|*')}\n            echo {fq(kind_key(*rest))}")
     wc = word_commands()
     arms = "\n".join(f"        case {k}\n            {v}" for k, v in wc.items())
-    out.append(FISH_RUNTIME.replace("@ARMS@", arms)
+    out.append(runtime('runtime.fish').replace("@ARMS@", arms)
                .replace("@VALOPTS@", "\n".join(valopts))
                .replace("@SUBS@", "\n".join(subs))
                .replace("@POS@", "\n".join(posk))
@@ -1047,135 +926,6 @@ def fish_completion(cmds):
     return "\n".join(out) + "\n" + fish_tail(cmds, session)
 
 
-FISH_RUNTIME = r'''function __cubbi_values --argument-names kind
-    switch $kind
-        case '=*'
-            string split ' ' -- (string sub -s 2 -- $kind)
-        case file
-            __fish_complete_path (commandline -ct)
-        case dir
-            __fish_complete_directories (commandline -ct)
-        case command
-            complete -C (commandline -ct)
-@ARMS@
-        case 'sh:*'
-            eval (string sub -s 4 -- $kind) 2>/dev/null
-    end
-end
-
-function __cubbi_valopts --argument-names node
-    switch $node
-@VALOPTS@
-    end
-end
-
-function __cubbi_subs --argument-names node
-    switch $node
-@SUBS@
-    end
-end
-
-function __cubbi_poskind --argument-names node pos
-    switch "$node|$pos"
-@POS@
-    end
-end
-
-# Walk the words before the cursor: sets __cubbi_node, __cubbi_pos, __cubbi_valopt.
-function __cubbi_walk
-    set -l tokens (commandline -opc)
-    set -g __cubbi_node (string replace -r '.*/' '' -- $tokens[1])
-    set -g __cubbi_pos 0
-    set -g __cubbi_valopt ''
-    set -l dashdash 0
-    set -e tokens[1]
-    while set -q tokens[1]
-        set -l w $tokens[1]
-        set -e tokens[1]
-        if test $dashdash = 0; and test "$w" = --
-            set dashdash 1
-        else if test $dashdash = 0; and string match -q -- '-?*' $w
-            if contains -- $w (__cubbi_valopts $__cubbi_node)
-                if set -q tokens[1]
-                    set -e tokens[1]
-                else
-                    set -g __cubbi_valopt $w
-                end
-            end
-        else if test $__cubbi_pos = 0; and contains -- $w (__cubbi_subs $__cubbi_node)
-            set -g __cubbi_node "$__cubbi_node $w"
-        else
-            set -g __cubbi_pos (math $__cubbi_pos + 1)
-        end
-    end
-end
-
-# __cubbi_at NODE [POS]: the cursor is in NODE's arguments (at positional POS).
-function __cubbi_at
-    __cubbi_walk
-    test "$__cubbi_node" = "$argv[1]"; or return 1
-    set -q argv[2]; and test "$__cubbi_pos" != "$argv[2]"; and return 1
-    return 0
-end
-
-function __cubbi_posargs
-    __cubbi_walk
-    test -z "$__cubbi_valopt"; or return
-    set -l kind (__cubbi_poskind $__cubbi_node $__cubbi_pos)
-    test -n "$kind"; or set kind (__cubbi_poskind $__cubbi_node '*')
-    test -n "$kind"; and __cubbi_values $kind
-end
-
-# The dispatcher: the words after cubbi [-r REMOTE].
-function __cubbi_rest
-    set -l tokens (commandline -opc)
-    set -e tokens[1]
-    while set -q tokens[1]
-        switch $tokens[1]
-            case -r --remote
-                set -e tokens[1..2]
-            case '--remote=*'
-                set -e tokens[1]
-            case '*'
-                break
-        end
-    end
-    string join \n -- $tokens
-end
-
-function __cubbi_first
-    test (count (__cubbi_rest)) = 0
-end
-
-function __cubbi_delegate
-    set -l rest (__cubbi_rest)
-    switch $rest[1]
-        case help
-            test (count $rest) = 1; and __cubbi_subs_of_cubbi
-            return
-        case session
-            if test (count $rest) = 1
-                __cubbi_session_forms
-                return
-            end
-            set -e rest[1]
-            switch $rest[1]
-@SESSION@
-                case '*'
-                    return
-            end
-        case '-*'
-            set rest cubbi-create $rest
-        case '*'
-            if contains -- cubbi-$rest[1] (__cubbi_commands)
-                set rest[1] cubbi-$rest[1]
-            else
-                set rest[1] cubbi-create
-            end
-    end
-    complete -C (string join ' ' -- (string escape -- $rest) (commandline -ct))
-end
-'''
 
 
 def fish_tail(cmds, session):
