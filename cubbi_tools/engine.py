@@ -1,5 +1,9 @@
 """LocalEngine: sessions on a Docker engine.  The remote client implements
-the same interface (list, resolve, create, close, logs, wait_ready, exec)."""
+the same interface (interface.Backend).
+
+(Over 500 lines: one class, the session's life on the engine: list,
+create with its container spec and init files, logs, readiness, exec.
+The non-interactive exec is localexec.py, the request checks validate.py.)"""
 
 import json
 import os
@@ -12,37 +16,13 @@ from .validate import (CreateRequest, check_image_ref, parse_cpus, parse_memory,
                        parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
-# Hang up every process whose command line names the mark $1, and their
-# descendants and session members; KILL what is left a second later.
-STOP_SCRIPT = r"""
-all=" "
-for d in /proc/[0-9]*; do
-    [ "${d#/proc/}" = "$$" ] && continue  # this script names the mark too
-    case " $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) " in
-        *" $1 "*) all="$all${d#/proc/} " ;;
-    esac
-done
-[ "$all" = " " ] && exit 0
-for round in 1 2 3 4 5 6; do
-    for d in /proc/[0-9]*; do
-        s=$(cat "$d/stat" 2>/dev/null) || continue
-        set -- ${s##*) }
-        case "$all" in *" ${d#/proc/} "*) continue ;; esac
-        case "$all" in *" $2 "*|*" $4 "*) all="$all${d#/proc/} " ;; esac
-    done
-done
-kill -HUP $all 2>/dev/null
-sleep 1
-kill -KILL $all 2>/dev/null
-exit 0
-"""
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
 
 
-def _init_script():
-    here = os.path.join(os.path.dirname(__file__), "data", "cubbi-init.sh")
-    with open(here, "rb") as fh:
+def _data(name):
+    """A file of cubbi_tools/data (shell that runs in the session)."""
+    with open(os.path.join(os.path.dirname(__file__), "data", name), "rb") as fh:
         return fh.read()
 
 
@@ -366,15 +346,15 @@ class LocalEngine:
     def _archive(self, req, image_meta):
         env = dict(req.env)
         files = {
-            f"{INIT_DIR}/init.sh": (_init_script(), 0o755, 0, 0),
+            f"{INIT_DIR}/init.sh": (_data("cubbi-init.sh"), 0o755, 0, 0),
             f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),
             f"{INIT_DIR}/image.json": (json.dumps(image_meta or {}).encode(), 0o644, 0, 0),
         }
         for name, data in _hooks():
             files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
-        from . import images  # the image's hooks: env checks, persistent configs, command
+        from .imagehooks import session_files  # env checks, persistent configs, command
 
-        files.update(images.session_files(image_meta, req.image))
+        files.update(session_files(image_meta, req.image))
         for path, (text, mode) in req.files.items():
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)
@@ -466,7 +446,7 @@ class LocalEngine:
         """The docker CLI argv (exec -it) that runs command, or a login shell,
         in the session as its user, with the session's environment loaded:
         the interactive path of connect().  Without a TTY, commands go over
-        the Engine API instead (_run_exec)."""
+        the Engine API instead (localexec.run_exec)."""
         user, workdir, cmd = self.exec_spec(rec, command)
         argv = ["docker", "exec", "-i", "-t", "-u", user, "-w", workdir]
         term = os.environ.get("TERM")
@@ -512,7 +492,8 @@ class LocalEngine:
         (as root in the container), then kill what is left a second later:
         Docker has no call that stops an exec when its client goes away."""
         cid, mark = handle
-        eid = self.api.exec_create(cid, ["/bin/sh", "-c", STOP_SCRIPT, "stop", mark],
+        eid = self.api.exec_create(cid, ["/bin/sh", "-c", _data("stop-exec.sh").decode(), "stop",
+                                         mark],
                                    user="0:0", stdin=False)
         conn = self.api.exec_start(eid)
         try:
@@ -538,78 +519,14 @@ class LocalEngine:
             argv = self.exec_argv(rec, command)
             sys.stdout.flush()
             os.execvpe(argv[0], argv, self.docker_env())
-        return _run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
+        from .localexec import run_exec
+
+        return run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
 
     def docker_env(self):
         env = dict(os.environ)
         env["DOCKER_HOST"] = self.api.host
         return env
-
-
-class _Signalled(Exception):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.code = 128 + signum
-
-
-def _write_all(fd, data):
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _run_exec(engine, rec, command, use_stdin, stdout):
-    import signal
-    import sys
-    import threading
-
-    eid, conn, handle = engine.exec_marked(rec, command)
-
-    def pump():
-        try:
-            fd = sys.stdin.fileno()
-            while True:
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                conn.sendall(data)
-        except (OSError, ValueError):
-            pass
-        conn.shutdown_write()
-
-    if use_stdin and sys.stdin is not None:
-        threading.Thread(target=pump, daemon=True).start()
-    else:
-        conn.shutdown_write()
-
-    def on_signal(signum, _frame):
-        raise _Signalled(signum)
-
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {sig: signal.signal(sig, on_signal) for sig in stops}
-    out = {"stdout": stdout.fileno(), "stderr": 2}
-    code = None
-    try:
-        try:
-            for stream, data in conn.frames():
-                _write_all(out.get(stream, out["stdout"]), data)
-        except _Signalled as exc:
-            code = exc.code
-        except BrokenPipeError:
-            code = 128 + signal.SIGPIPE
-        finally:
-            for sig in stops:  # a second Ctrl-C while stopping is not an error
-                signal.signal(sig, signal.SIG_IGN)
-            conn.close()
-        if code is not None:
-            engine.exec_stop(handle)
-            return code
-        code = engine.api.exec_exit_code(eid)  # the stream ends as the process does
-        if code is not None:
-            return code
-        raise CubbiError(f"the command in session {rec['id']} ended without an exit status")
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def _log_record(rec, stream, line):

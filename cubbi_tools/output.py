@@ -35,6 +35,16 @@ def message(text, prog=None):
     sys.stderr.flush()
 
 
+def say(progress, text):
+    """A progress line: to PROGRESS (a callable) when given, else on stderr
+    as "cubbi: TEXT"."""
+    if progress is not None:
+        progress(text)
+    else:
+        sys.stderr.write(f"cubbi: {text}\n")
+        sys.stderr.flush()
+
+
 def plural(n, what):
     """'1 session', '2 sessions'."""
     return f"{n} {what}" + ("" if n == 1 else "s")

@@ -112,15 +112,15 @@ def do_validate(args):
 def do_bootstrap(args):
     import time
 
-    from .. import images
+    from .. import baseos
 
     engine = _local(args)
     api = engine.api
     started = time.time()
-    if not args.force and images.image_exists(api, args.tag):
+    if not args.force and baseos.image_exists(api, args.tag):
         message(f"{args.tag} exists; use --force to make it again", PROG)
     else:
-        images.bootstrap_base(api, tag=args.tag, suite=args.suite,
+        baseos.bootstrap_base(api, tag=args.tag, suite=args.suite,
                               mirror=args.mirror or engine.image_settings.get("mirror"),
                               progress=lambda m: message(m, PROG))
     info = api.inspect_image(args.tag)
