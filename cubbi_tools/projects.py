@@ -248,6 +248,26 @@ def exists_error(pid):
                       f"credential goes) or cubbi-project remove {pid}")
 
 
+def clone_url(url, auth):
+    """(project id, clone URL) of URL for a credential of kind AUTH: an SSH
+    key clones over ssh (git@host:path.git), a token over https.  Used by
+    cubbi-project add and by the service, so a project stored either way
+    clones the same."""
+    r = parse(url)
+    if auth == "ssh_key":
+        if r.scheme not in (None, "ssh"):
+            if r.port:
+                raise UsageError(f"--ssh-key needs an SSH URL (user@host:path or ssh://host:port/path), "
+                                 f"not {url}")
+            r = Remote("ssh", None, r.host, None, r.path, scp=True, suffix=".git")
+        return r.id, r.url("ssh")
+    if auth == "token" and r.scheme in ("ssh", "git"):
+        if r.port:
+            raise UsageError(f"--token needs an https:// URL, not {url}")
+        r = Remote("https", None, r.host, None, r.path, suffix=r.suffix)
+    return r.id, r.url()
+
+
 def add(url, ssh_key=None, token=None, force=False):
     """Store a project and its credential; return (record, replaced).  A
     project already stored is refused unless force: replacing it drops its
@@ -256,24 +276,8 @@ def add(url, ssh_key=None, token=None, force=False):
 
     if ssh_key and token:
         raise UsageError("give one credential: --ssh-key or --token")
-    r = parse(url)
     auth = "ssh_key" if ssh_key else "token" if token else "none"
-    if auth == "ssh_key":
-        if r.scheme not in (None, "ssh"):
-            if r.port:
-                raise UsageError(f"--ssh-key needs an SSH URL (user@host:path or ssh://host:port/path), "
-                                 f"not {url}")
-            r = Remote("ssh", None, r.host, None, r.path, scp=True, suffix=".git")
-        clone = r.url("ssh")
-    elif auth == "token":
-        if r.scheme in ("ssh", "git"):
-            if r.port:
-                raise UsageError(f"--token needs an https:// URL, not {url}")
-            r = Remote("https", None, r.host, None, r.path, suffix=r.suffix)
-        clone = r.url()
-    else:
-        clone = r.url()
-    pid = r.id
+    pid, clone = clone_url(url, auth)
     store = _store()
     from . import files
 

@@ -288,6 +288,9 @@ class Service:
         secret = payload.get(kind) if kind != "none" else None
         if kind != "none" and (not isinstance(secret, str) or not secret):
             raise UsageError(f'"auth": "{kind}" needs the credential in "{kind}"')
+        from .projects import clone_url
+
+        url = clone_url(url, kind)[1]  # as cubbi-project add stores it: ssh for a key
         return self.state.put_project(user, new_id, url, type=payload.get("type") or "git",
                                       auth_type=kind, secret=secret,
                                       replace=pid is not None)
