@@ -411,3 +411,19 @@ def test_docker_network_from_the_config_is_the_one_sessions_join(cubbi, busybox_
             engine.delete(f"/networks/{net}")
         except Exception:
             pass
+
+
+def test_reset_repairs_a_malformed_config_keeping_a_backup(cubbi):
+    path = cubbi.config_dir / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("defaults:\n  image: [unclosed\n")
+    path.chmod(0o600)
+    r = cubbi("cubbi-config", "get", "defaults.image")
+    assert r.exit_code == 1 and "invalid YAML" in r.stderr, r
+    r = cubbi("cubbi-config", "reset")  # off a terminal: asks for --yes, changes nothing
+    assert r.exit_code == 2 and "--yes" in r.stderr and path.exists(), r
+    r = cubbi("cubbi-config", "reset", "--yes")
+    assert r.exit_code == 0 and "config.yaml.bak" in r.stderr, r
+    assert (cubbi.config_dir / "config.yaml.bak").read_text() == "defaults:\n  image: [unclosed\n"
+    r = cubbi("cubbi-config", "get", "defaults.image")
+    assert r.exit_code == 0 and r.stdout.strip() == "goose", r

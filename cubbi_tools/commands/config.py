@@ -218,10 +218,28 @@ def do_unset(args):
 
 
 def do_reset(args):
+    import os
+
     from .. import config
 
     path = config.config_path()
-    count = sum(1 for _ in config.flatten(config.load()))
+    try:
+        data = config.load()
+    except CubbiError as exc:  # malformed: exactly when a reset is needed
+        if not os.path.isfile(path):
+            raise
+        backup = path + ".bak"
+        if not _confirm(args.yes, f"{exc}; move it to {backup} and start from the defaults?",
+                        f"{exc}; reset moves it to {backup}: confirm with --yes"):
+            return 1
+        try:
+            os.replace(path, backup)
+        except OSError as err:
+            raise CubbiError(f"cannot move {path} to {backup}: {err.strerror}") from None
+        message(f"{path} was malformed; kept it as {backup} and reset to the defaults "
+                "(secrets it named stay in the store)", PROG)
+        return 0
+    count = sum(1 for _ in config.flatten(data))
     if not count:
         message(f"{path} holds no settings; nothing to reset", PROG)
         return 0
