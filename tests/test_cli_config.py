@@ -427,3 +427,13 @@ def test_reset_repairs_a_malformed_config_keeping_a_backup(cubbi):
     assert (cubbi.config_dir / "config.yaml.bak").read_text() == "defaults:\n  image: [unclosed\n"
     r = cubbi("cubbi-config", "get", "defaults.image")
     assert r.exit_code == 0 and r.stdout.strip() == "goose", r
+
+
+def test_keys_lists_every_known_key_and_every_key_set(cubbi):
+    r = cubbi("cubbi-config", "set", "services.mistral.api_key", "m-1", env=FILE)
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-config", "keys", env=FILE)
+    keys = r.stdout.split()
+    assert r.exit_code == 0 and keys == sorted(keys), r
+    assert {"defaults.image", "ui.colors", "services.openai.api_key",
+            "services.mistral.api_key"} <= set(keys) and "m-1" not in r.stdout
