@@ -82,16 +82,22 @@ def local():
 
     # network and images are read when a session is created, not by cubbi-ls
     return LocalEngine(docker_host(), network=lambda: config.peek("docker.network"),
-                       images=image_settings)
+                       images=image_settings, verbose=_flag("ui.verbose", False))
 
 
 def colors():
     """ui.colors (True without a config, or when it cannot be read): for
     output.Printer(colors=backend.colors), which asks only on a terminal."""
+    return _flag("ui.colors", True)
+
+
+def _flag(key, default):
+    """A ui.* switch of the config; DEFAULT when it cannot be read (a bad
+    value is for cubbi-config to report, not for every command)."""
     from . import config
     from .errors import CubbiError
 
     try:
-        return bool(config.peek("ui.colors", True))
+        return bool(config.peek(key, default))
     except CubbiError:
-        return True
+        return default

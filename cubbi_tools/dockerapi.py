@@ -230,9 +230,10 @@ def resolve_host(host=None):
 
 
 class DockerAPI:
-    def __init__(self, host=None, timeout=None):
+    def __init__(self, host=None, timeout=None, verbose=False):
         self.host = resolve_host(host)
         self.timeout = default_timeout() if timeout is None else timeout
+        self.verbose = verbose  # ui.verbose: one line per request on stderr
         if self.host.startswith("unix://"):
             self._path = self.host[len("unix://"):]
         elif self.host.startswith("/"):
@@ -292,6 +293,9 @@ class DockerAPI:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
             path = path + "?" + urlencode(params)
+        if self.verbose:  # method and path only: bodies may hold a session's files
+            sys.stderr.write(f"cubbi: engine {method} {path}\n")
+            sys.stderr.flush()
         hdrs = {"Host": "docker"}
         if headers:
             hdrs.update(headers)

@@ -86,13 +86,14 @@ class LocalEngine:
     host the engine's address (None: $DOCKER_HOST, else the default);
     network the network every session joins (default cubbi-network);
     images {base, ca_certs, mirror} for building image definitions;
-    image_paths whether an --image may be a directory on this host.
+    image_paths whether an --image may be a directory on this host;
+    verbose (ui.verbose) one line per engine request on stderr.
     network and images may be callables, asked when first needed."""
 
     remote = None
 
-    def __init__(self, host=None, network=None, images=None, image_paths=True):
-        self.api = DockerAPI(host)
+    def __init__(self, host=None, network=None, images=None, image_paths=True, verbose=False):
+        self.api = DockerAPI(host, verbose=verbose)
         self._settings = {"network": network, "images": images}
         self.image_paths = image_paths
 

@@ -437,3 +437,13 @@ def test_keys_lists_every_known_key_and_every_key_set(cubbi):
     assert r.exit_code == 0 and keys == sorted(keys), r
     assert {"defaults.image", "ui.colors", "services.openai.api_key",
             "services.mistral.api_key"} <= set(keys) and "m-1" not in r.stdout
+
+
+@pytest.mark.engine
+def test_ui_verbose_shows_each_engine_request_on_stderr(cubbi):
+    r = cubbi("cubbi-ls", "--json")
+    assert r.exit_code == 0 and "cubbi: engine" not in r.stderr, r
+    assert cubbi("cubbi-config", "set", "ui.verbose", "true").exit_code == 0
+    r = cubbi("cubbi-ls", "--json")
+    assert r.exit_code == 0 and "cubbi: engine GET /containers/json?" in r.stderr, r
+    assert all(line.startswith("cubbi: engine ") for line in r.stderr.splitlines()), r
