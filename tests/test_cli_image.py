@@ -498,3 +498,17 @@ def test_state_folder_is_keyed_on_the_project_id_or_the_path(tmp_path, monkeypat
     c = toolstate.state_dir(mount=str(tmp_path / "x"))
     assert c not in (a, None) and c == toolstate.state_dir(mount=str(tmp_path / "link-to-x"))
     assert toolstate.state_dir() is None
+
+
+def test_validate_lists_every_problem_each_with_its_field(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nversoin: 1\nports: [70000, 80]\n"
+                                        "environment:\n  - name: 1BAD\n    required: maybe\n"
+                                        "persistent_configs:\n  - source: ~/.x\n    target: /etc/x\n")
+    r = cubbi("cubbi-image", "validate", str(d))
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r
+    lines = r.stderr.strip().splitlines()
+    fields = ["versoin", "environment[0].name", "environment[0].required", "ports[0]",
+              "persistent_configs[0].target"]
+    assert len(lines) == len(fields), r
+    for line, field in zip(lines, fields):
+        assert "cubbi_image.yaml: " + field + ": " in line, (field, line)
