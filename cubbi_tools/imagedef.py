@@ -3,6 +3,7 @@
 An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
 
     name: aider                      # [a-z0-9][a-z0-9._-]*, the image is cubbi/<name>:latest
+                                     # (cubbi/<name>-HASH:latest when given as a directory)
     description: Aider coding assistant
     version: 1.0.0
     maintainer: team@example.com

@@ -114,6 +114,15 @@ def definitions(errors=None):
 
 
 def tag_for(defn):
+    """cubbi/NAME:latest for a definition found by name; one given as a
+    directory gets cubbi/NAME-HASH:latest (HASH: 8 hex digits of its real
+    path), so `cubbi-image build ./dir` of a `name: base` never replaces
+    cubbi/base:latest."""
+    if defn.get("source") == "path":
+        import hashlib
+
+        where = hashlib.sha256(os.path.realpath(defn["path"]).encode()).hexdigest()[:8]
+        return f"{TAG_REPO}/{defn['name']}-{where}:latest"
     return f"{TAG_REPO}/{defn['name']}:latest"
 
 
