@@ -118,3 +118,21 @@ def test_both_backends_have_the_interface_with_the_same_signatures():
                 continue
             assert inspect.signature(have) == inspect.signature(want).replace(
                 return_annotation=inspect.Signature.empty), (cls.__name__, name)
+
+
+def test_the_hot_path_stays_lazy(tmp_path):
+    """cubbi-ls's imports, the backend chosen: none of the heavy or
+    rarely-needed modules (typing for the interface, yaml and keyring for
+    settings and secrets, http.client, tarfile, images, the remote client)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import cubbi_tools.commands.ls; from cubbi_tools import backend; "
+            "backend.get(None); heavy = ['typing', 'yaml', 'keyring', 'http.client', 'tarfile', "
+            "'cubbi_tools.interface', 'cubbi_tools.images', 'cubbi_tools.remote']; "
+            "print(' '.join(m for m in heavy if m in sys.modules))")
+    env = dict(os.environ, CUBBI_CONFIG_DIR=str(tmp_path), PYTHONPATH=ROOT)
+    env.pop("CUBBI_REMOTE", None)
+    env.pop("CUBBI_REMOTE_URL", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "", out
