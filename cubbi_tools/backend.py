@@ -6,7 +6,7 @@ local engine, or a remote service.
 $CUBBI_REMOTE_TOKEN), else the config's remote.default; `local` (or nothing)
 is the local engine.  A NAME configured with cubbi-remote add always means
 that remote, its URL and its stored token; $CUBBI_REMOTE_URL stands in only
-for a name that is not configured (see remote.endpoint).
+for a name that is not configured (see endpoint below).
 
 This is the edge where the user's settings for infrastructure are read
 (docker.socket, docker.network, images.*, ui.colors) and passed down as
@@ -38,8 +38,35 @@ def get(args=None):
     if name:
         from .remote import RemoteService
 
-        return RemoteService(name)
+        url, ad_hoc = endpoint(name)
+        return RemoteService(name, url, ad_hoc=ad_hoc)
     return local()
+
+
+def configured_url(name):
+    """The URL of the configured remote NAME, or None."""
+    from . import config
+
+    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
+    return str(url) if url else None
+
+
+def endpoint(name):
+    """(url, ad_hoc) for remote NAME.  A configured remote (cubbi-remote add)
+    is always its own URL with its stored token: $CUBBI_REMOTE_URL never
+    redirects it.  Any other name is the ad-hoc remote of the environment,
+    $CUBBI_REMOTE_URL with $CUBBI_REMOTE_TOKEN (scripts, CI: no config or
+    secret store needed); without it, NotFound."""
+    from .errors import NotFound
+    from .remote import ENV_URL, check_url
+
+    url = configured_url(name) if "://" not in name else None
+    if url:
+        return url, False
+    if os.environ.get(ENV_URL):
+        return check_url(os.environ[ENV_URL], ENV_URL), True
+    raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
+                   "(see cubbi-remote list)")
 
 
 def local_only(args, what, hint):

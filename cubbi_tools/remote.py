@@ -4,8 +4,9 @@ connect() in place of exec_argv (there is no local docker CLI to exec).
 
 Stdlib only (http.client, json): a command using a remote must start as
 fast as a local one.  The endpoint comes from the config's
-remote.endpoints.NAME.url, its token from the secret store
-(`remote:NAME:token`, written by cubbi-remote add).  Server errors come back
+remote.endpoints.NAME.url (read by backend.endpoint, at the edge), its
+token from the secret store (`remote:NAME:token`, written by cubbi-remote
+add).  Server errors come back
 as JSON with a `kind` that maps onto the exception (and so the exit code)
 the local command would raise.
 """
@@ -44,29 +45,6 @@ def check_url(url, what="URL"):
     return url
 
 
-def configured_url(name):
-    """The URL of the configured remote NAME, or None."""
-    from . import config
-
-    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
-    return str(url) if url else None
-
-
-def endpoint(name):
-    """(url, ad_hoc) for remote NAME.  A configured remote (cubbi-remote add)
-    is always its own URL with its stored token: $CUBBI_REMOTE_URL never
-    redirects it.  Any other name is the ad-hoc remote of the environment,
-    $CUBBI_REMOTE_URL with $CUBBI_REMOTE_TOKEN (scripts, CI: no config or
-    secret store needed); without it, NotFound."""
-    url = configured_url(name) if "://" not in name else None
-    if url:
-        return url, False
-    if os.environ.get(ENV_URL):
-        return check_url(os.environ[ENV_URL], ENV_URL), True
-    raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
-                   "(see cubbi-remote list)")
-
-
 def raise_for(status, body, remote=None):
     """Raise the CubbiError of an error response of the service."""
     try:
@@ -80,11 +58,14 @@ def raise_for(status, body, remote=None):
 
 
 class RemoteService:
-    def __init__(self, name, url=None, token=None):
+    """The sessions of the service at URL (interface.Backend), called NAME.
+    backend.get() finds the URL (backend.endpoint); ad_hoc: the pair of
+    $CUBBI_REMOTE_URL and $CUBBI_REMOTE_TOKEN, whose token goes to that URL
+    only."""
+
+    def __init__(self, name, url, token=None, ad_hoc=False):
         self.remote = name
-        self.ad_hoc = False
-        if not url:
-            url, self.ad_hoc = endpoint(name)
+        self.ad_hoc = ad_hoc
         self.url = check_url(url, f"URL of remote {name!r}")
         parts = urlsplit(self.url)
         self._parts = parts

@@ -136,3 +136,14 @@ def test_the_hot_path_stays_lazy(tmp_path):
     env.pop("CUBBI_REMOTE_URL", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "", out
+
+
+def test_only_the_edge_reads_the_user_config():
+    """Settings are read at the edge (backend, service, commands) and passed
+    down: no module below layer 6 imports config, so the server never reads
+    the personal config of the account running it."""
+    _, edges, _, _ = _graph_module().graph(ROOT)
+    table = layers()
+    readers = sorted(m for m, deps in edges.items()
+                     if "cubbi_tools.config" in deps and (layer_of(m, table) or 0) < 6)
+    assert readers == []
