@@ -1,7 +1,7 @@
 """Shell completions (bash, zsh, fish) generated from the commands' own
 metadata (docmodel.py); docs.py writes them with the man pages.  The shell
-functions they feed are data files: data/completions/runtime.bash and
-runtime.fish.  Standard library only.
+functions they feed are data files: data/completions/runtime.bash,
+runtime.fish and runtime.zsh (the dispatcher).  Standard library only.
 """
 
 import os
@@ -229,55 +229,14 @@ def zsh_completion(cmds):
         out += [f"{fname}() {{", "  local -a words",
                 f"  words=(${{(f)\"$({kind[3:]} 2>/dev/null)\"}})",
                 "  compadd -a words", "}", ""]
-    out += ["_cubbi__dispatch() {",
-            "  local curcontext=$curcontext state state_descr line ret=1",
-            "  typeset -A opt_args",
-            "  _arguments -C \\\n    " + " \\\n    ".join(disp_specs + [
-                zq("(- *)" + "-h[" + zesc(DISPATCH_OPTS[-1].help) + "]"),
-                zq("(- *)" + "--help[" + zesc(DISPATCH_OPTS[-1].help) + "]"),
-                zq("1: :->cmd"), zq("*:: :->args")]) + " && ret=0",
-            "  case $state in",
-            "    cmd)",
-            f"      local -a cmds; cmds=({cmd_items} 'help:show the manual page of a command' "
-            "'session:the original cubbi'\\''s forms: session create|list|close|connect|logs')",
-            "      _describe -t commands 'cubbi command' cmds && ret=0",
-            "      _files -/ && ret=0;;",
-            "    args)",
-            "      case $words[1] in",
-            "        help)",
-            f"          local -a names; names=({cmd_items})",
-            "          (( CURRENT == 2 )) && _describe -t commands 'command' names && ret=0;;",
-            "        session)",
-            "          if (( CURRENT == 2 )); then",
-            f"            local -a forms; forms=({sess_items})",
-            "            _describe -t commands 'session form' forms && ret=0",
-            "          else",
-            "            local form=$words[2]",
-            "            shift words; (( CURRENT-- ))",
-            "            case $form in",
-            sess_arms,
-            "            esac",
-            "          fi;;",
-            "        *)",
-            "          if (( $+functions[_cubbi__cubbi_$words[1]] )); then",
-            "            _cubbi__cubbi_$words[1] && ret=0",
-            "          else",
-            "            _cubbi__cubbi_create && ret=0",
-            "          fi;;",
-            "      esac;;",
-            "  esac",
-            "  return ret",
-            "}",
-            "",
-            "_cubbi() {",
-            "  case $service in",
-            "    cubbi) _cubbi__dispatch;;",
-            *[f"    {n}) {zfunc(n)};;" for n in names],
-            "  esac",
-            "}",
-            "",
-            '_cubbi "$@"',
-            ""]
+    specs = " \\\n    ".join(disp_specs + [
+        zq("(- *)" + "-h[" + zesc(DISPATCH_OPTS[-1].help) + "]"),
+        zq("(- *)" + "--help[" + zesc(DISPATCH_OPTS[-1].help) + "]"),
+        zq("1: :->cmd"), zq("*:: :->args")])
+    text = (runtime("runtime.zsh").replace("@SPECS@", specs).replace("@COMMANDS@", cmd_items)
+            .replace("@FORMS@", sess_items).replace("@FORM_ARMS@", sess_arms)
+            .replace("@SERVICE_ARMS@", "\n".join(f"    {n}) {zfunc(n)};;" for n in names)))
+    out += text.split("\n")
     return "\n".join(out)
 
 
