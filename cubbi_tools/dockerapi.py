@@ -1,5 +1,8 @@
 """A small Docker Engine API client on the standard library.
 
+(Over 500 lines: the transport, the HTTP/1.1 reader and the endpoints are
+one client that every command imports at start; one module is one import.)
+
 Why not the docker SDK: `import docker` costs ~137 ms here (requests,
 urllib3, ...), while `docker ps` answers in ~19 ms and `cubbi-ls` must stay
 within 6x of it.  On the unix socket this module speaks HTTP/1.1 itself
@@ -40,6 +43,10 @@ class APIError(CubbiError):
         self.status = status
         if status == 404:
             self.code = NotFound.code
+
+    def wire_status(self):
+        """The engine's own 4xx goes to the client as it is; a 5xx is 502."""
+        return self.status if 400 <= self.status < 500 else 502
 
 
 class ProtocolError(OSError):
@@ -217,25 +224,16 @@ class _Response:
 
 
 def resolve_host(host=None):
-    """The engine address: explicit, else DOCKER_HOST, else the config's
-    docker.socket (read only when a config file exists), else the default."""
-    if host:
-        return host
-    env = os.environ.get("DOCKER_HOST")
-    if env:
-        return env
-    from . import config
-
-    sock = config.peek("docker.socket")
-    if sock:
-        return sock if "://" in sock else "unix://" + sock
-    return DEFAULT_HOST
+    """The engine address: explicit (the caller read the settings), else
+    DOCKER_HOST, else the default."""
+    return host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
 
 
 class DockerAPI:
-    def __init__(self, host=None, timeout=None):
+    def __init__(self, host=None, timeout=None, verbose=False):
         self.host = resolve_host(host)
         self.timeout = default_timeout() if timeout is None else timeout
+        self.verbose = verbose  # ui.verbose: one line per request on stderr
         if self.host.startswith("unix://"):
             self._path = self.host[len("unix://"):]
         elif self.host.startswith("/"):
@@ -295,6 +293,9 @@ class DockerAPI:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
             path = path + "?" + urlencode(params)
+        if self.verbose:  # method and path only: bodies may hold a session's files
+            sys.stderr.write(f"cubbi: engine {method} {path}\n")
+            sys.stderr.flush()
         hdrs = {"Host": "docker"}
         if headers:
             hdrs.update(headers)
@@ -429,6 +430,22 @@ class DockerAPI:
 
     def exec_resize(self, exec_id, rows, cols):
         self.post(f"/exec/{quote(exec_id)}/resize", params={"h": int(rows), "w": int(cols)})
+
+    def exec_exit_code(self, exec_id, timeout=5):
+        """The exit status of an exec whose output has ended, or None when the
+        engine has not recorded one within TIMEOUT seconds: it may take a
+        moment after the end of the stream (polled; the engine sends no
+        event for it)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.exec_inspect(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return info["ExitCode"]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
     def exec_inspect(self, exec_id):
         return self.get(f"/exec/{quote(exec_id)}/json")

@@ -1,5 +1,9 @@
 """LocalEngine: sessions on a Docker engine.  The remote client implements
-the same interface (list, resolve, create, close, logs, wait_ready, exec)."""
+the same interface (interface.Backend).
+
+(Over 500 lines: one class, the session's life on the engine: list,
+create with its container spec and init files, logs, readiness, exec.
+The non-interactive exec is localexec.py, the request checks validate.py.)"""
 
 import json
 import os
@@ -8,39 +12,17 @@ import time
 from . import session as S
 from .dockerapi import APIError, DockerAPI
 from .errors import CubbiError, NotFound, UsageError
+from .validate import (CreateRequest, check_image_ref, parse_cpus, parse_memory,  # noqa: F401
+                       parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
-# Hang up every process whose command line names the mark $1, and their
-# descendants and session members; KILL what is left a second later.
-STOP_SCRIPT = r"""
-all=" "
-for d in /proc/[0-9]*; do
-    [ "${d#/proc/}" = "$$" ] && continue  # this script names the mark too
-    case " $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) " in
-        *" $1 "*) all="$all${d#/proc/} " ;;
-    esac
-done
-[ "$all" = " " ] && exit 0
-for round in 1 2 3 4 5 6; do
-    for d in /proc/[0-9]*; do
-        s=$(cat "$d/stat" 2>/dev/null) || continue
-        set -- ${s##*) }
-        case "$all" in *" ${d#/proc/} "*) continue ;; esac
-        case "$all" in *" $2 "*|*" $4 "*) all="$all${d#/proc/} " ;; esac
-    done
-done
-kill -HUP $all 2>/dev/null
-sleep 1
-kill -KILL $all 2>/dev/null
-exit 0
-"""
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
 
 
-def _init_script():
-    here = os.path.join(os.path.dirname(__file__), "data", "cubbi-init.sh")
-    with open(here, "rb") as fh:
+def _data(name):
+    """A file of cubbi_tools/data (shell that runs in the session)."""
+    with open(os.path.join(os.path.dirname(__file__), "data", name), "rb") as fh:
         return fh.read()
 
 
@@ -98,177 +80,38 @@ def _tar(files):
     return buf.getvalue()
 
 
-MIN_MEMORY = 6 * 1024 ** 2  # the engine refuses less
-MAX_PIDS = 4194304  # Linux's largest pid_max
-
-
-def parse_memory(text):
-    if text is None:
-        return None
-    units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-    t = str(text).strip().lower().rstrip("b") or "0"
-    try:
-        size = float(t[:-1]) * units[t[-1]] if t[-1] in units else int(t)
-        if not MIN_MEMORY <= size < 1 << 60:  # also refuses nan and inf
-            raise ValueError
-        return int(size)
-    except (ValueError, IndexError):
-        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g "
-                         "(6m at least)") from None
-
-
-def parse_host_ip(text):
-    """An IPv4 or IPv6 literal ([::1] too; localhost is 127.0.0.1) ->
-    the address the engine binds, or UsageError."""
-    import ipaddress
-
-    t = str(text).strip()
-    if t.lower() == "localhost":
-        return "127.0.0.1"
-    if t.startswith("[") and t.endswith("]"):
-        t = t[1:-1]
-    try:
-        return str(ipaddress.ip_address(t))
-    except ValueError:
-        raise UsageError(f"--port: {text!r} is not an IP address (use e.g. 127.0.0.1, "
-                         "0.0.0.0, [::1] or localhost)") from None
-
-
-def parse_port(text):
-    """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /tcp or
-    /udp -> (host_ip, host_port or '', container_port, proto)."""
-    spec, _, proto = str(text).partition("/")
-    proto = proto or "tcp"
-    parts = spec.rsplit(":", 2)
-    ip = "127.0.0.1"
-    try:
-        if len(parts) == 1:
-            host, cont = "", parts[0]
-        elif len(parts) == 2:
-            host, cont = parts
-        else:
-            ip, host, cont = parts
-        if not cont.isdigit() or host and not host.isdigit():
-            raise ValueError
-        cport = int(cont)
-        if proto not in ("tcp", "udp") or not 0 < cport < 65536 or host and int(host) > 65535:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
-                         "(ports 1-65535, HOST 0 for a free one; optionally /tcp or /udp)") from None
-    if len(parts) == 3:
-        ip = parse_host_ip(ip)
-    return ip, host, cport, proto
-
-
-def parse_pids_limit(value):
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if not 1 <= n <= MAX_PIDS:
-        raise UsageError(f"--pids-limit {value}: expected a number from 1 to {MAX_PIDS}")
-    return n
-
-
-def parse_cpus(value):
-    try:
-        n = float(value)
-        if not 0 < n < 1e6:  # also refuses nan and inf
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UsageError(f"--cpus {value!r}: expected a positive number") from None
-    return n
-
-
-def check_image_ref(ref, what="--image"):
-    """A Docker image reference: lowercase repository path, optional :tag
-    and @digest; UsageError otherwise (the engine's own message is Go's)."""
-    import re
-
-    name = str(ref or "")
-    if not name.strip():
-        raise UsageError(f"{what}: give an image name (or leave the switch out for the default)")
-    ok = re.fullmatch(
-        r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"          # registry[:port]/
-        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"       # path components
-        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"       # :tag
-        r"(?:@[a-z0-9]+:[a-fA-F0-9]{32,})?", name)
-    if not ok:
-        raise UsageError(f"{what} {name!r}: not a valid image name (lowercase letters, digits, "
-                         "'.', '_', '-' and '/', then an optional :TAG)")
-    return name
-
-
-class CreateRequest:
-    """Everything needed to create a session, resolved on the client side
-    (config, env files and paths already applied).  JSON-serialisable, so
-    the remote client sends exactly this to the server."""
-
-    FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
-              "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir", "mount_explicit")
-
-    def __init__(self, **kw):
-        self.image = kw.get("image")
-        self.name = kw.get("name")
-        self.env = dict(kw.get("env") or {})
-        self.networks = list(kw.get("networks") or [])
-        self.mount = kw.get("mount")
-        self.mount_explicit = bool(kw.get("mount_explicit"))  # --mount given, not the default cwd
-        self.volumes = list(kw.get("volumes") or [])
-        self.ports = list(kw.get("ports") or [])
-        self.cpus = kw.get("cpus")
-        self.memory = kw.get("memory")
-        self.pids_limit = kw.get("pids_limit")
-        self.project = kw.get("project")
-        self.uid = kw.get("uid", os.getuid())
-        self.gid = kw.get("gid", os.getgid())
-        self.owner = kw.get("owner")
-        self.hardened = bool(kw.get("hardened"))
-        self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
-        self.labels = dict(kw.get("labels") or {})
-        self.state_dir = kw.get("state_dir")
-
-    def to_dict(self):
-        return {k: getattr(self, k) for k in self.FIELDS}
-
-    def check(self):
-        """UsageError for a value the engine would refuse (or misread): the
-        one validation of a request, on the client and again where it runs."""
-        if not str(self.image or "").strip():
-            raise UsageError("--image: give an image name (or leave the switch out for the default)")
-        for spec in self.ports:
-            parse_port(spec)
-        if self.memory is not None:
-            parse_memory(self.memory)
-        if self.cpus is not None:
-            parse_cpus(self.cpus)
-        if self.pids_limit is not None:
-            parse_pids_limit(self.pids_limit)
-        if self.mount and ":" in self.mount:
-            raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "
-                             "cannot be mounted; rename it or mount a parent")
-        return self
-
-
 class LocalEngine:
+    """Sessions on a Docker engine (interface.Backend).  Its settings are
+    parameters, read by the caller (backend.local, service.Service):
+    host the engine's address (None: $DOCKER_HOST, else the default);
+    network the network every session joins (default cubbi-network);
+    images {base, ca_certs, mirror} for building image definitions;
+    image_paths whether an --image may be a directory on this host;
+    verbose (ui.verbose) one line per engine request on stderr.
+    network and images may be callables, asked when first needed."""
+
     remote = None
 
-    def __init__(self, host=None, network=None):
-        self.api = DockerAPI(host)
-        self._network = network
+    def __init__(self, host=None, network=None, images=None, image_paths=True, verbose=False):
+        self.api = DockerAPI(host, verbose=verbose)
+        self._settings = {"network": network, "images": images}
+        self.image_paths = image_paths
+
+    def _setting(self, name, default):
+        value = self._settings[name]
+        if callable(value):
+            value = self._settings[name] = value()
+        return value or default
 
     @property
     def network(self):
-        """The network every session joins: docker.network of the config
-        (the service's own config on a server), else cubbi-network."""
-        if self._network is None:
-            from . import config
+        """The network every session joins."""
+        return self._setting("network", NETWORK)
 
-            self._network = config.peek("docker.network") or NETWORK
-        return self._network
+    @property
+    def image_settings(self):
+        """{base, ca_certs, mirror} for images.build and bootstrap_base."""
+        return self._setting("images", {})
 
     # -- listing ---------------------------------------------------------
     def list(self, all=False, filters=None, labels=(), status=True):
@@ -387,8 +230,8 @@ class LocalEngine:
         req.check()
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         sid = os.urandom(4).hex()
-        name = req.name or f"{_short_image(req.image)}-{sid}"
-        if not _valid_name(name):
+        name = req.name or f"{short_name(req.image)}-{sid}"
+        if not valid_session_name(name):
             raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
         if self.api.containers(all=True, labels=[f"{S.LABEL}=true", f"{S.L_NAME}={name}"]):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
@@ -504,19 +347,49 @@ class LocalEngine:
     def _archive(self, req, image_meta):
         env = dict(req.env)
         files = {
-            f"{INIT_DIR}/init.sh": (_init_script(), 0o755, 0, 0),
+            f"{INIT_DIR}/init.sh": (_data("cubbi-init.sh"), 0o755, 0, 0),
             f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),
             f"{INIT_DIR}/image.json": (json.dumps(image_meta or {}).encode(), 0o644, 0, 0),
         }
         for name, data in _hooks():
             files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
-        from . import images  # the image's hooks: env checks, persistent configs, command
+        from .imagehooks import session_files  # env checks, persistent configs, command
 
-        files.update(images.session_files(image_meta, req.image))
+        files.update(session_files(image_meta, req.image))
         for path, (text, mode) in req.files.items():
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)
         return _tar(files)
+
+    # -- images and projects ---------------------------------------------
+    def images(self, errors=None, offline=False):
+        """The records of every image definition (a broken one is skipped and
+        its error appended to ERRORS); offline: without asking the engine
+        whether each is built."""
+        from . import images
+
+        return [images.record(d, None if offline else images.inspect(self.api, images.tag_for(d)))
+                for d in images.definitions(errors=errors)]
+
+    def image(self, name):
+        from . import images
+
+        defn = images.definition(name)
+        return images.record(defn, images.inspect(self.api, images.tag_for(defn)))
+
+    @property
+    def projects(self):
+        """The projects stored on this machine (cubbi_tools.projects)."""
+        from . import projects
+
+        return projects
+
+    def project_setup(self, url):
+        """A project's clone URL, id, env and files, with the credential
+        stored on this machine."""
+        from . import projects
+
+        return projects.session_setup(url)
 
     # -- using -----------------------------------------------------------
     def close(self, ref, records=None):
@@ -574,7 +447,7 @@ class LocalEngine:
         """The docker CLI argv (exec -it) that runs command, or a login shell,
         in the session as its user, with the session's environment loaded:
         the interactive path of connect().  Without a TTY, commands go over
-        the Engine API instead (_run_exec)."""
+        the Engine API instead (localexec.run_exec)."""
         user, workdir, cmd = self.exec_spec(rec, command)
         argv = ["docker", "exec", "-i", "-t", "-u", user, "-w", workdir]
         term = os.environ.get("TERM")
@@ -620,7 +493,8 @@ class LocalEngine:
         (as root in the container), then kill what is left a second later:
         Docker has no call that stops an exec when its client goes away."""
         cid, mark = handle
-        eid = self.api.exec_create(cid, ["/bin/sh", "-c", STOP_SCRIPT, "stop", mark],
+        eid = self.api.exec_create(cid, ["/bin/sh", "-c", _data("stop-exec.sh").decode(), "stop",
+                                         mark],
                                    user="0:0", stdin=False)
         conn = self.api.exec_start(eid)
         try:
@@ -646,80 +520,14 @@ class LocalEngine:
             argv = self.exec_argv(rec, command)
             sys.stdout.flush()
             os.execvpe(argv[0], argv, self.docker_env())
-        return _run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
+        from .localexec import run_exec
+
+        return run_exec(self, rec, command, use_stdin, stdout or sys.stdout)
 
     def docker_env(self):
         env = dict(os.environ)
         env["DOCKER_HOST"] = self.api.host
         return env
-
-
-class _Signalled(Exception):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.code = 128 + signum
-
-
-def _write_all(fd, data):
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _run_exec(engine, rec, command, use_stdin, stdout):
-    import signal
-    import sys
-    import threading
-
-    eid, conn, handle = engine.exec_marked(rec, command)
-
-    def pump():
-        try:
-            fd = sys.stdin.fileno()
-            while True:
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                conn.sendall(data)
-        except (OSError, ValueError):
-            pass
-        conn.shutdown_write()
-
-    if use_stdin and sys.stdin is not None:
-        threading.Thread(target=pump, daemon=True).start()
-    else:
-        conn.shutdown_write()
-
-    def on_signal(signum, _frame):
-        raise _Signalled(signum)
-
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {sig: signal.signal(sig, on_signal) for sig in stops}
-    out = {"stdout": stdout.fileno(), "stderr": 2}
-    code = None
-    try:
-        try:
-            for stream, data in conn.frames():
-                _write_all(out.get(stream, out["stdout"]), data)
-        except _Signalled as exc:
-            code = exc.code
-        except BrokenPipeError:
-            code = 128 + signal.SIGPIPE
-        finally:
-            for sig in stops:  # a second Ctrl-C while stopping is not an error
-                signal.signal(sig, signal.SIG_IGN)
-            conn.close()
-        if code is not None:
-            engine.exec_stop(handle)
-            return code
-        for _ in range(50):  # the stream ends as the process does; its status follows
-            info = engine.api.exec_inspect(eid)
-            if not info.get("Running") and info.get("ExitCode") is not None:
-                return info["ExitCode"]
-            time.sleep(0.02)
-        raise CubbiError(f"the command in session {rec['id']} ended without an exit status")
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 def _log_record(rec, stream, line):
@@ -739,18 +547,6 @@ def _trim_ts(ts):
         head, frac = ts.rstrip("Z").split(".", 1)
         return f"{head}.{frac[:6]}Z"
     return ts
-
-
-def _short_image(image):
-    base = str(image).rstrip("/").split("/")[-1].split("@")[0].split(":")[0]
-    out = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-.")
-    return out or "session"
-
-
-def _valid_name(name):
-    import re
-
-    return bool(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}", name))
 
 
 def _not_running(rec):

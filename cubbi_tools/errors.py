@@ -17,6 +17,10 @@ class CubbiError(Exception):
 
     code = FAILURE
 
+    def wire_status(self):
+        """The HTTP status of this failure on the wire (see WIRE)."""
+        return OTHER[0]
+
 
 class UsageError(CubbiError):
     code = USAGE
@@ -32,3 +36,38 @@ class EngineUnreachable(CubbiError):
 
 class AuthError(CubbiError):
     code = AUTH
+
+
+# -- the wire: how an error crosses HTTP (server/app.py, server/terminal.py)
+# and comes back as the same exception, so the same exit code, on the client
+# (remote.py, terminal.py).  A body is {"error": message, "kind": kind,
+# "status": HTTP status}.
+WIRE = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (AuthError, 401, "auth"),
+        (EngineUnreachable, 503, "engine")]
+OTHER = (409, "failure")  # any other CubbiError (not an int: docs lists int constants)
+STATUS_KINDS = {403: "auth", **{status: kind for _, status, kind in WIRE}}
+
+
+def status_kind(exc):
+    """(HTTP status, kind) for a CubbiError."""
+    for cls, status, kind in WIRE:
+        if isinstance(exc, cls):
+            return status, kind
+    return exc.wire_status(), OTHER[1]
+
+
+def to_wire(exc):
+    """The JSON body of a CubbiError: {"error", "kind", "status"}."""
+    status, kind = status_kind(exc)
+    return {"error": str(exc), "kind": kind, "status": status}
+
+
+def from_wire(body, status=None, default=None):
+    """The CubbiError a wire body (a dict, or anything else when the answer
+    was not one) stands for; without a kind, the HTTP STATUS decides."""
+    body = body if isinstance(body, dict) else {}
+    kind = body.get("kind")
+    if kind is None:
+        kind = STATUS_KINDS.get(status)
+    cls = next((c for c, _, k in WIRE if k == kind), CubbiError)
+    return cls(body.get("error") or default or f"HTTP {status}")

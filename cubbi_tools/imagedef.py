@@ -3,6 +3,7 @@
 An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
 
     name: aider                      # [a-z0-9][a-z0-9._-]*, the image is cubbi/<name>:latest
+                                     # (cubbi/<name>-HASH:latest when given as a directory)
     description: Aider coding assistant
     version: 1.0.0
     maintainer: team@example.com
@@ -25,7 +26,8 @@ An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
         type: directory              # directory | file
         description: aider history
 
-Every error names the file and the field, and is a UsageError (exit 2).
+Every problem is reported, each naming the file and the field, as one
+UsageError (exit 2).
 """
 
 import os
@@ -45,7 +47,12 @@ _PC_KEYS = ("source", "target", "type", "description")
 
 
 class InvalidDefinition(UsageError):
-    """A cubbi_image.yaml (or its folder) that cannot be used; exit 2."""
+    """A cubbi_image.yaml (or its folder) that cannot be used; exit 2.
+    str() is every problem, one per line; .problems the list."""
+
+    def __init__(self, message, problems=None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def valid_name(name):
@@ -70,13 +77,12 @@ def load(directory, expect_name=None):
         raise InvalidDefinition(f"{shown}: cannot read: {exc.strerror}") from None
     import yaml
 
+    from .files import yaml_error
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidDefinition(f"{shown}{where}: invalid YAML: {problem}") from None
+        raise InvalidDefinition(yaml_error(shown, exc, advice=None)) from None
     defn = validate(data, shown)
     if expect_name is not None and defn["name"] != expect_name:
         raise InvalidDefinition(f"{shown}: name: {defn['name']!r} differs from its folder "
@@ -87,114 +93,155 @@ def load(directory, expect_name=None):
     return defn
 
 
+class _Stop(Exception):
+    """One check of validate() met a problem: the checks after it that need
+    the same value are skipped, the others still run."""
+
+
 def validate(data, shown=FILENAME):
     """Check a parsed cubbi_image.yaml; return it normalised (every field
-    present, lists of dicts, strings where strings are expected)."""
+    present, lists of dicts, strings where strings are expected).  Every
+    problem is found, each on its own line naming the file and the field
+    (InvalidDefinition.problems holds them)."""
+    problems = []
+
+    def note(field, problem):
+        problems.append(f"{shown}: {field}: {problem}")
+
     def bad(field, problem):
-        raise InvalidDefinition(f"{shown}: {field}: {problem}")
+        note(field, problem)
+        raise _Stop
+
+    def each(check, *args):
+        try:
+            return check(*args)
+        except _Stop:
+            return None
 
     if not isinstance(data, dict):
-        bad("(top level)", "expected a mapping with at least 'name'")
-    _known(data, _TOP, "", bad)
-    name = data.get("name")
+        raise InvalidDefinition(f"{shown}: (top level): expected a mapping with at least 'name'")
+    _known(data, _TOP, "", note)
+    out = {"name": each(_name, data.get("name"), bad)}
+    for key in ("description", "version", "maintainer"):
+        out[key] = each(_opt_str, data.get(key), key, bad)
+
+    out["init"] = {"pre_command": None, "command": None}
+    init = data.get("init") or {}
+    if not isinstance(init, dict):
+        note("init", "expected a mapping with pre_command and/or command")
+    else:
+        _known(init, ("pre_command", "command"), "init.", note)
+        for key in ("pre_command", "command"):
+            out["init"][key] = each(_command, init.get(key), f"init.{key}", bad)
+
+    out["environment"] = []
+    seen = set()
+    for field, item in _entries(data, "environment", _ENV_KEYS, note):
+        entry = {"name": each(_var_name, item.get("name"), f"{field}.name", seen, bad),
+                 "description": each(_opt_str, item.get("description"),
+                                     f"{field}.description", bad)}
+        for key in ("required", "sensitive"):
+            entry[key] = bool(each(_flag, item.get(key, False), f"{field}.{key}", bad))
+        entry["default"] = each(_default, item.get("default"), entry["sensitive"],
+                                f"{field}.default", bad)
+        out["environment"].append(entry)
+
+    ports = data.get("ports") or []
+    out["ports"] = []
+    if not isinstance(ports, list):
+        note("ports", "expected a list of port numbers")
+        ports = []
+    for i, port in enumerate(ports):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            note(f"ports[{i}]", f"expected a port number 1-65535, not {port!r}")
+        out["ports"].append(port)
+
+    out["volumes"] = []
+    for field, vol in _entries(data, "volumes", ("mountPath", "description"), note):
+        mount = vol.get("mountPath")
+        if not isinstance(mount, str) or not mount.startswith("/"):
+            note(f"{field}.mountPath", f"expected an absolute path, not {mount!r}")
+        out["volumes"].append({"mountPath": mount,
+                               "description": each(_opt_str, vol.get("description"),
+                                                   f"{field}.description", bad)})
+
+    out["persistent_configs"] = []
+    targets = set()
+    for field, pc in _entries(data, "persistent_configs", _PC_KEYS, note):
+        source, target = pc.get("source"), pc.get("target")
+        each(_pc_source, source, f"{field}.source", bad)
+        each(_pc_target, target, f"{field}.target", targets, bad)
+        for path in (source, target):
+            if isinstance(path, str) and any(c in path for c in "\n\"'`$\\"):
+                note(field, f"{path!r}: quotes, '$', '`' and backslashes are not allowed in paths")
+        kind = pc.get("type", "directory")
+        if kind not in ("directory", "file"):
+            note(f"{field}.type", f"expected directory or file, not {kind!r}")
+        out["persistent_configs"].append({
+            "source": (source.rstrip("/") or source) if isinstance(source, str) else source,
+            "target": target.rstrip("/") if isinstance(target, str) else target, "type": kind,
+            "description": each(_opt_str, pc.get("description"), f"{field}.description", bad)})
+    if problems:
+        raise InvalidDefinition("\n".join(problems), problems)
+    return out
+
+
+def _name(name, bad):
     if name is None:
         bad("name", "missing; give the image a name like 'aider'")
     if not isinstance(name, str) or not valid_name(name):
         bad("name", f"{name!r} is not a valid name: lower-case letters, digits, '.', '_', '-' "
                     "(starting with a letter or digit, at most 64)")
-    out = {"name": name}
-    for key in ("description", "version", "maintainer"):
-        value = data.get(key)
-        if value is not None and not isinstance(value, (str, int, float)):
-            bad(key, "expected a string")
-        out[key] = None if value is None else str(value)
+    return name
 
-    init = data.get("init") or {}
-    if not isinstance(init, dict):
-        bad("init", "expected a mapping with pre_command and/or command")
-    out["init"] = {}
-    _known(init, ("pre_command", "command"), "init.", bad)
-    for key in ("pre_command", "command"):
-        out["init"][key] = _command(init.get(key), f"init.{key}", bad)
 
-    out["environment"] = []
-    seen = set()
-    for field, item in _entries(data, "environment", _ENV_KEYS, bad):
-        vname = item.get("name")
-        if not isinstance(vname, str) or not _VAR_RE.fullmatch(vname):
-            bad(f"{field}.name", f"{vname!r} is not a variable name like API_KEY")
-        if vname in seen:
-            bad(f"{field}.name", f"{vname} is listed twice")
-        seen.add(vname)
-        entry = {"name": vname, "description": _opt_str(item.get("description"),
-                                                         f"{field}.description", bad)}
-        for key in ("required", "sensitive"):
-            value = item.get(key, False)
-            if not isinstance(value, bool):
-                bad(f"{field}.{key}", f"expected true or false, not {value!r}")
-            entry[key] = value
-        default = item.get("default")
-        if default is not None:
-            if isinstance(default, bool):
-                default = "true" if default else "false"
-            elif isinstance(default, (int, float)):
-                default = str(default)
-            elif not isinstance(default, str):
-                bad(f"{field}.default", "expected a string")
-            if "\n" in default or "\0" in default:
-                bad(f"{field}.default", "must be one line")
-        if default is not None and entry["sensitive"]:
-            bad(f"{field}.default", "a sensitive variable cannot have a default: defaults are "
-                                    "stored in the image; users pass it with -e or --env-file")
-        entry["default"] = default
-        out["environment"].append(entry)
+def _var_name(vname, field, seen, bad):
+    if not isinstance(vname, str) or not _VAR_RE.fullmatch(vname):
+        bad(field, f"{vname!r} is not a variable name like API_KEY")
+    if vname in seen:
+        bad(field, f"{vname} is listed twice")
+    seen.add(vname)
+    return vname
 
-    ports = data.get("ports") or []
-    if not isinstance(ports, list):
-        bad("ports", "expected a list of port numbers")
-    out["ports"] = []
-    for i, port in enumerate(ports):
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            bad(f"ports[{i}]", f"expected a port number 1-65535, not {port!r}")
-        out["ports"].append(port)
 
-    out["volumes"] = []
-    for field, vol in _entries(data, "volumes", ("mountPath", "description"), bad):
-        mount = vol.get("mountPath")
-        if not isinstance(mount, str) or not mount.startswith("/"):
-            bad(f"{field}.mountPath", f"expected an absolute path, not {mount!r}")
-        out["volumes"].append({"mountPath": mount,
-                               "description": _opt_str(vol.get("description"),
-                                                       f"{field}.description", bad)})
+def _flag(value, field, bad):
+    if not isinstance(value, bool):
+        bad(field, f"expected true or false, not {value!r}")
+    return value
 
-    out["persistent_configs"] = []
-    targets = set()
-    for field, pc in _entries(data, "persistent_configs", _PC_KEYS, bad):
-        source = pc.get("source")
-        if not isinstance(source, str) or not (source.startswith("/") or source.startswith("~/")):
-            bad(f"{field}.source", f"expected an absolute path or ~/path in the container, "
-                                   f"not {source!r}")
-        elif not _safe_source(source):
-            bad(f"{field}.source", f"{source!r} cannot be linked: not /, /app itself, a "
-                                   "folder holding it, a home itself, cubbi's own folders, "
-                                   "or a path with '.' or '..'")
-        target = pc.get("target")
-        if not isinstance(target, str) or not target.startswith(CONFIG_MOUNT + "/") \
-                or "/../" in target + "/" or target.rstrip("/") == CONFIG_MOUNT:
-            bad(f"{field}.target", f"expected a path under {CONFIG_MOUNT}/, not {target!r}")
-        for path in (source, target):
-            if any(c in path for c in "\n\"'`$\\"):
-                bad(field, f"{path!r}: quotes, '$', '`' and backslashes are not allowed in paths")
-        if target in targets:
-            bad(f"{field}.target", f"{target} is used twice")
-        targets.add(target)
-        kind = pc.get("type", "directory")
-        if kind not in ("directory", "file"):
-            bad(f"{field}.type", f"expected directory or file, not {kind!r}")
-        out["persistent_configs"].append({
-            "source": source.rstrip("/") or source, "target": target.rstrip("/"), "type": kind,
-            "description": _opt_str(pc.get("description"), f"{field}.description", bad)})
-    return out
+
+def _default(default, sensitive, field, bad):
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        default = "true" if default else "false"
+    elif isinstance(default, (int, float)):
+        default = str(default)
+    elif not isinstance(default, str):
+        bad(field, "expected a string")
+    if "\n" in default or "\0" in default:
+        bad(field, "must be one line")
+    if sensitive:
+        bad(field, "a sensitive variable cannot have a default: defaults are "
+                   "stored in the image; users pass it with -e or --env-file")
+    return default
+
+
+def _pc_source(source, field, bad):
+    if not isinstance(source, str) or not (source.startswith("/") or source.startswith("~/")):
+        bad(field, f"expected an absolute path or ~/path in the container, not {source!r}")
+    if not _safe_source(source):
+        bad(field, f"{source!r} cannot be linked: not /, /app itself, a folder holding it, "
+                   "a home itself, cubbi's own folders, or a path with '.' or '..'")
+
+
+def _pc_target(target, field, targets, bad):
+    if not isinstance(target, str) or not target.startswith(CONFIG_MOUNT + "/") \
+            or "/../" in target + "/" or target.rstrip("/") == CONFIG_MOUNT:
+        bad(field, f"expected a path under {CONFIG_MOUNT}/, not {target!r}")
+    if target in targets:
+        bad(field, f"{target} is used twice")
+    targets.add(target)
 
 
 _PROTECTED = ("/app", "/cubbi", CONFIG_MOUNT)
@@ -215,22 +262,25 @@ def _safe_source(source):
     return not path.startswith(("/cubbi/", CONFIG_MOUNT + "/"))  # under /app is fine
 
 
-def _known(mapping, keys, prefix, bad):
+def _known(mapping, keys, prefix, note):
     for key in mapping:
         if key not in keys:
-            bad(f"{prefix}{key}", f"unknown field (known: {', '.join(keys)})")
+            note(f"{prefix}{key}", f"unknown field (known: {', '.join(keys)})")
 
 
-def _entries(data, section, keys, bad):
-    """(field, item) for each mapping of a list section, unknown keys refused."""
+def _entries(data, section, keys, note):
+    """(field, item) for each mapping of a list section; unknown keys and
+    items that are not mappings are noted (and the latter skipped)."""
     items = data.get(section) or []
     if not isinstance(items, list):
-        bad(section, f"expected a list of {{{', '.join(keys)}}}")
+        note(section, f"expected a list of {{{', '.join(keys)}}}")
+        return
     for i, item in enumerate(items):
         field = f"{section}[{i}]"
         if not isinstance(item, dict):
-            bad(field, f"expected a mapping with at least {keys[0]}")
-        _known(item, keys, field + ".", bad)
+            note(field, f"expected a mapping with at least {keys[0]}")
+            continue
+        _known(item, keys, field + ".", note)
         yield field, item
 
 

@@ -9,21 +9,13 @@ import os
 import sys
 
 
-def use_color(stream=None):
+def use_color(stream=None, enabled=True):
+    """Colour on STREAM: a terminal, no NO_COLOR, TERM not dumb, and ENABLED
+    (the ui.colors setting, read by the caller; a callable is asked last,
+    so the setting is read only on a terminal)."""
     stream = stream or sys.stdout
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb" \
-        and _config_colors()
-
-
-def _config_colors():
-    """ui.colors from the config (read only on a terminal; no file: True)."""
-    from . import config
-    from .errors import CubbiError
-
-    try:
-        return bool(config.peek("ui.colors", True))
-    except CubbiError:
-        return True
+        and bool(enabled() if callable(enabled) else enabled)
 
 
 def dumps(record):
@@ -43,6 +35,21 @@ def message(text, prog=None):
     sys.stderr.flush()
 
 
+def say(progress, text):
+    """A progress line: to PROGRESS (a callable) when given, else on stderr
+    as "cubbi: TEXT"."""
+    if progress is not None:
+        progress(text)
+    else:
+        sys.stderr.write(f"cubbi: {text}\n")
+        sys.stderr.flush()
+
+
+def plural(n, what):
+    """'1 session', '2 sessions'."""
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 _STATUS_COLORS = {"running": "32", "initializing": "33", "failed": "31", "stopped": "90"}
 
 
@@ -58,10 +65,11 @@ def _cell(value):
     return str(value)
 
 
-def table(rows, columns, stream=None):
-    """Print rows (dicts) as aligned columns; columns is [(key, HEADER)]."""
+def table(rows, columns, stream=None, colors=True):
+    """Print rows (dicts) as aligned columns; columns is [(key, HEADER)];
+    a status column is coloured when use_color(stream, colors)."""
     stream = stream or sys.stdout
-    color = use_color(stream)
+    color = use_color(stream, colors)
     cells = [[_cell(r.get(k)) for k, _ in columns] for r in rows]
     widths = [len(h) for _, h in columns]
     for row in cells:
@@ -83,8 +91,9 @@ def table(rows, columns, stream=None):
 class Printer:
     """Prints records in the chosen format: 'table', 'json' or 'quiet'."""
 
-    def __init__(self, fmt, columns=None, key="id", stream=None):
+    def __init__(self, fmt, columns=None, key="id", stream=None, colors=True):
         self.fmt = fmt
+        self.colors = colors
         self.columns = columns or []
         self.key = key
         self.stream = stream or sys.stdout
@@ -101,5 +110,5 @@ class Printer:
 
     def close(self):
         if self.fmt == "table" and self.columns:
-            table(self.rows, self.columns, self.stream)
+            table(self.rows, self.columns, self.stream, self.colors)
             self.rows = []

@@ -142,16 +142,16 @@ def normalise(url):
 
 # -- the metadata file -----------------------------------------------------
 def path():
-    from . import config
+    from . import files
 
-    return os.path.join(config.config_dir(), FILE)
+    return os.path.join(files.config_dir(), FILE)
 
 
 def _read():
     """{id: {url, auth, added}} from the projects file ({} when absent)."""
-    from . import config
+    from . import files
 
-    return _projects_of(config.load(path(), fresh=True))
+    return _projects_of(files.load(path(), fresh=True))
 
 
 def _projects_of(data):
@@ -248,6 +248,26 @@ def exists_error(pid):
                       f"credential goes) or cubbi-project remove {pid}")
 
 
+def clone_url(url, auth):
+    """(project id, clone URL) of URL for a credential of kind AUTH: an SSH
+    key clones over ssh (git@host:path.git), a token over https.  Used by
+    cubbi-project add and by the service, so a project stored either way
+    clones the same."""
+    r = parse(url)
+    if auth == "ssh_key":
+        if r.scheme not in (None, "ssh"):
+            if r.port:
+                raise UsageError(f"--ssh-key needs an SSH URL (user@host:path or ssh://host:port/path), "
+                                 f"not {url}")
+            r = Remote("ssh", None, r.host, None, r.path, scp=True, suffix=".git")
+        return r.id, r.url("ssh")
+    if auth == "token" and r.scheme in ("ssh", "git"):
+        if r.port:
+            raise UsageError(f"--token needs an https:// URL, not {url}")
+        r = Remote("https", None, r.host, None, r.path, suffix=r.suffix)
+    return r.id, r.url()
+
+
 def add(url, ssh_key=None, token=None, force=False):
     """Store a project and its credential; return (record, replaced).  A
     project already stored is refused unless force: replacing it drops its
@@ -256,26 +276,10 @@ def add(url, ssh_key=None, token=None, force=False):
 
     if ssh_key and token:
         raise UsageError("give one credential: --ssh-key or --token")
-    r = parse(url)
     auth = "ssh_key" if ssh_key else "token" if token else "none"
-    if auth == "ssh_key":
-        if r.scheme not in (None, "ssh"):
-            if r.port:
-                raise UsageError(f"--ssh-key needs an SSH URL (user@host:path or ssh://host:port/path), "
-                                 f"not {url}")
-            r = Remote("ssh", None, r.host, None, r.path, scp=True, suffix=".git")
-        clone = r.url("ssh")
-    elif auth == "token":
-        if r.scheme in ("ssh", "git"):
-            if r.port:
-                raise UsageError(f"--token needs an https:// URL, not {url}")
-            r = Remote("https", None, r.host, None, r.path, suffix=r.suffix)
-        clone = r.url()
-    else:
-        clone = r.url()
-    pid = r.id
+    pid, clone = clone_url(url, auth)
     store = _store()
-    from . import config
+    from . import files
 
     meta = {"url": clone, "auth": auth, "added": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -284,7 +288,7 @@ def add(url, ssh_key=None, token=None, force=False):
     # no secret.  A new secret is undone when the metadata cannot be written.
     stored = False
     try:
-        with config.edit(path()) as data:
+        with files.edit(path()) as data:
             projects = _projects_of(data)
             replaced = pid in projects
             if replaced and not force:
@@ -323,11 +327,11 @@ def get(url_or_id, detail=False):
 def remove(url_or_id):
     pid = parse(url_or_id).id
     store = _store()
-    from . import config
+    from . import files
 
     if pid not in _read():
         raise NotFound(f"no project {pid!r}; see cubbi-project list")
-    with config.edit(path()) as data:  # (the secrets under the lock, as add does)
+    with files.edit(path()) as data:  # (the secrets under the lock, as add does)
         meta = _projects_of(data).pop(pid, None)
         if meta is None:  # removed meanwhile by another run
             raise NotFound(f"no project {pid!r}; see cubbi-project list")

@@ -57,8 +57,7 @@ def each_session(engine, ids, tally, stdin=None):
     from .errors import CubbiError
 
     refs = list(refs_from(ids, stdin))
-    index = getattr(engine, "index", None)  # local: one list for all refs
-    records = index() if index else None
+    records = engine.index()  # local: one list for all refs; remote: None
     for ref in refs:
         if isinstance(ref, BadLine):
             tally.failed(None, UsageError(str(ref)))

@@ -4,8 +4,9 @@ connect() in place of exec_argv (there is no local docker CLI to exec).
 
 Stdlib only (http.client, json): a command using a remote must start as
 fast as a local one.  The endpoint comes from the config's
-remote.endpoints.NAME.url, its token from the secret store
-(`remote:NAME:token`, written by cubbi-remote add).  Server errors come back
+remote.endpoints.NAME.url (read by backend.endpoint, at the edge), its
+token from the secret store (`remote:NAME:token`, written by cubbi-remote
+add).  Server errors come back
 as JSON with a `kind` that maps onto the exception (and so the exit code)
 the local command would raise.
 """
@@ -15,20 +16,13 @@ import json
 import os
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+from .errors import AuthError, EngineUnreachable, NotFound, UsageError, from_wire
+from .validate import IMAGE_PATH_REFUSED, refuse_host_paths  # noqa: F401
 
-KINDS = {"usage": UsageError, "not_found": NotFound, "auth": AuthError,
-         "engine": EngineUnreachable}
 LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
 
 
 ENV_URL, ENV_TOKEN = "CUBBI_REMOTE_URL", "CUBBI_REMOTE_TOKEN"
-IMAGE_PATH_REFUSED = ("image directories are built where they are; build it with cubbi-image "
-                      "build and push, or use a name the server knows")
-
-
-def token_secret(name):
-    return f"remote:{name}:token"
 
 
 def check_url(url, what="URL"):
@@ -51,51 +45,27 @@ def check_url(url, what="URL"):
     return url
 
 
-def configured_url(name):
-    """The URL of the configured remote NAME, or None."""
-    from . import config
-
-    url = config.lookup(config.load(), f"remote.endpoints.{name}.url")
-    return str(url) if url else None
-
-
-def endpoint(name):
-    """(url, ad_hoc) for remote NAME.  A configured remote (cubbi-remote add)
-    is always its own URL with its stored token: $CUBBI_REMOTE_URL never
-    redirects it.  Any other name is the ad-hoc remote of the environment,
-    $CUBBI_REMOTE_URL with $CUBBI_REMOTE_TOKEN (scripts, CI: no config or
-    secret store needed); without it, NotFound."""
-    url = configured_url(name) if "://" not in name else None
-    if url:
-        return url, False
-    if os.environ.get(ENV_URL):
-        return check_url(os.environ[ENV_URL], ENV_URL), True
-    raise NotFound(f"no remote {name!r}; add it with cubbi-remote add {name} URL "
-                   "(see cubbi-remote list)")
-
-
 def raise_for(status, body, remote=None):
-    """The CubbiError for an error response of the service."""
+    """Raise the CubbiError of an error response of the service."""
     try:
         data = json.loads(body)
-        message, kind = data.get("error"), data.get("kind")
-    except (ValueError, AttributeError):
-        message, kind = None, None
-    if not message:
-        message = f"HTTP {status} from remote {remote!r}"
-    if kind is None:
-        kind = {400: "usage", 401: "auth", 403: "auth", 404: "not_found", 503: "engine"}.get(status)
-    if kind == "auth" and remote:
-        message = f"remote {remote!r}: {message}"
-    raise KINDS.get(kind, CubbiError)(message)
+    except ValueError:
+        data = None
+    exc = from_wire(data, status, f"HTTP {status} from remote {remote!r}")
+    if isinstance(exc, AuthError) and remote:
+        exc = AuthError(f"remote {remote!r}: {exc}")
+    raise exc
 
 
 class RemoteService:
-    def __init__(self, name, url=None, token=None):
+    """The sessions of the service at URL (interface.Backend), called NAME.
+    backend.get() finds the URL (backend.endpoint); ad_hoc: the pair of
+    $CUBBI_REMOTE_URL and $CUBBI_REMOTE_TOKEN, whose token goes to that URL
+    only."""
+
+    def __init__(self, name, url, token=None, ad_hoc=False):
         self.remote = name
-        self.ad_hoc = False
-        if not url:
-            url, self.ad_hoc = endpoint(name)
+        self.ad_hoc = ad_hoc
         self.url = check_url(url, f"URL of remote {name!r}")
         parts = urlsplit(self.url)
         self._parts = parts
@@ -114,7 +84,7 @@ class RemoteService:
             else:
                 from . import secrets
 
-                tok = secrets.get(token_secret(self.remote))
+                tok = secrets.get(secrets.token_secret(self.remote))
                 if not tok:
                     raise AuthError(f"no token for remote {self.remote!r}; store one with "
                                     f"cubbi-remote add --force {self.remote} {self.url} --token -")
@@ -179,7 +149,12 @@ class RemoteService:
         return rec
 
     # -- the engine interface ------------------------------------------------
-    def list(self, all=False, filters=None):
+    def list(self, all=False, filters=None, labels=(), status=True):
+        """Session records; labels narrow the engine's answer on the local
+        engine only (the service scopes by user itself); the service always
+        reads each status."""
+        if labels:
+            raise UsageError("label filters are not available with a remote")
         params = {"all": "1" if all else None}
         params.update(filters or {})
         return [self._mark(r) for r in self.request("GET", "/sessions", params)["sessions"]]
@@ -191,16 +166,7 @@ class RemoteService:
         return self._mark(self.request("GET", "/sessions/" + quote(ref, safe="")))
 
     def create(self, req, progress=None):
-        if req.volumes:
-            raise UsageError("-v/--volume is not available with a remote: paths on this "
-                             "machine do not exist on the server")
-        if req.mount and req.mount_explicit:
-            raise UsageError("--mount is not available with a remote: this directory is "
-                             "not on the server; use --project URL to clone a repository")
-        from .images import _looks_like_path
-
-        if req.image and _looks_like_path(req.image):
-            raise UsageError(f"--image {req.image}: {IMAGE_PATH_REFUSED}")
+        refuse_host_paths(req.volumes, req.mount_explicit and req.mount, req.image)
         body = req.to_dict()
         body["mount"] = None  # the default (current directory) is not on the server
         for key in ("uid", "gid", "owner", "state_dir", "volumes", "mount_explicit"):
@@ -212,8 +178,9 @@ class RemoteService:
     def close(self, ref, records=None):
         return self._mark(self.request("DELETE", "/sessions/" + quote(ref.strip(), safe="")))
 
-    def logs(self, rec, follow=False, tail=None, since=None):
-        """Yield {session, stream, time, line}, as LocalEngine.logs."""
+    def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
+        """Yield {session, stream, time, line}, as LocalEngine.logs (the
+        deadline is the service's: wait_ready asks it to wait)."""
         resp = self.request("GET", f"/sessions/{quote(rec['id'], safe='')}/logs",
                             {"follow": "1" if follow else None,
                              "tail": None if tail is None else str(tail),
@@ -231,7 +198,7 @@ class RemoteService:
                     continue  # heartbeat
                 item = json.loads(line)
                 if "error" in item and "line" not in item:
-                    raise KINDS.get(item.get("kind"), CubbiError)(item["error"])
+                    raise from_wire(item)
                 yield item
         finally:
             resp.close()
@@ -271,7 +238,8 @@ class RemoteService:
             raise self._unreachable(exc) from None
 
     # -- images and projects (cubbi-image -r, cubbi-project -r) -------------
-    def images(self):
+    def images(self, errors=None, offline=False):
+        """The service's image records (it skips broken definitions itself)."""
         return self.request("GET", "/images")["images"]
 
     def image(self, name):
@@ -280,6 +248,19 @@ class RemoteService:
     @property
     def projects(self):
         return RemoteProjects(self)
+
+    def project_setup(self, url):
+        """A project's clone URL, id, env and files for a session on the
+        service: only the service's own stored projects lend credentials
+        (it adds them), a local key or token never travels to a shared
+        server unasked."""
+        from . import projects
+
+        return projects.session_setup(url, (None, None))
+
+    def index(self):
+        """None: each reference is resolved on the service."""
+        return None
 
 
 class RemoteProjects:

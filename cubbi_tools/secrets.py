@@ -18,7 +18,7 @@ keyring is imported only when a secret is used (~76 ms).
 
 import os
 
-from . import config
+from . import files
 from .errors import CubbiError, UsageError
 
 SERVICE = "cubbi"
@@ -26,8 +26,13 @@ FILE = "secrets.yaml"
 MODES = ("auto", "keyring", "file")
 
 
+def token_secret(remote):
+    """The secret-store name of the token of remote endpoint REMOTE."""
+    return f"remote:{remote}:token"
+
+
 def file_path():
-    return os.path.join(config.config_dir(), FILE)
+    return os.path.join(files.config_dir(), FILE)
 
 
 class FileStore:
@@ -37,17 +42,17 @@ class FileStore:
         return file_path()
 
     def get(self, name):
-        value = config.load(file_path(), fresh=True).get(name)
+        value = files.load(file_path(), fresh=True).get(name)
         return None if value is None else str(value)
 
     def put(self, name, value):
-        with config.edit(file_path()) as data:
+        with files.edit(file_path()) as data:
             data[name] = value
 
     def delete(self, name):
-        if name not in config.load(file_path(), fresh=True):
+        if name not in files.load(file_path(), fresh=True):
             return False
-        with config.edit(file_path()) as data:
+        with files.edit(file_path()) as data:
             return data.pop(name, None) is not None
 
 

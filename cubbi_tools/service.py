@@ -23,7 +23,6 @@ through sessions(), so none can skip either label.
 
 import copy
 import os
-import re
 
 from .errors import CubbiError, UsageError
 
@@ -42,19 +41,13 @@ DEFAULTS = {
     "sessions": {"uid": SESSION_UID, "gid": SESSION_GID},
 }
 
-# $1: an exec's mark (the name of its wrapper sh, in /proc/PID/cmdline, which
-# root may read for any user, unlike environ).  That process, every process
-# in its session and every one below it get SIGHUP, then SIGKILL.
-# /proc/PID/stat is read after the ")" that ends the command name (which may
-# hold spaces): state ppid pgrp session ...
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-FILTER_KEYS = ("image", "name", "status", "project")
 L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
 
 
 def resolve_refs(node, where="", environ=None):
-    """A copy of node with ${VAR} references replaced from the environment;
-    an unset one is an error naming the key that holds it."""
+    """A copy of node with ${VAR} references replaced from the environment
+    ($${VAR} is a literal ${VAR}, as in the user config); an unset one is an
+    error naming the key that holds it."""
     environ = os.environ if environ is None else environ
     if isinstance(node, dict):
         return {k: resolve_refs(v, f"{where}.{k}" if where else str(k), environ)
@@ -62,13 +55,10 @@ def resolve_refs(node, where="", environ=None):
     if isinstance(node, list):
         return [resolve_refs(v, f"{where}[{i}]", environ) for i, v in enumerate(node)]
     if isinstance(node, str):
-        def sub(m):
-            if m.group(1) not in environ:
-                raise CubbiError(f"{where}: ${{{m.group(1)}}} is not set in the environment; "
-                                 "export it or change the service config")
-            return environ[m.group(1)]
+        from .expand import env
 
-        return _REF.sub(sub, node)
+        return env(node, lambda var: f"{where}: ${{{var}}} is not set in the environment; "
+                                     "export it or change the service config", environ)
     return node
 
 
@@ -91,15 +81,9 @@ def load_config(path=None, environ=None):
                 text = fh.read()
         except OSError as exc:
             raise CubbiError(f"cannot read the service config {path}: {exc.strerror}") from None
-        import yaml
+        from .files import parse_yaml
 
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            raise CubbiError(f"{path}{where}: invalid YAML: "
-                             f"{getattr(exc, 'problem', None) or exc}") from None
+        data = parse_yaml(text, path, advice=None) or {}
         if not isinstance(data, dict):
             raise CubbiError(f"{path}: the top level must be a mapping of sections")
         base = os.path.dirname(os.path.abspath(path))
@@ -122,8 +106,9 @@ class Service:
         sock = conf["docker"].get("socket")
         if sock and "://" not in sock:
             sock = "unix://" + sock
-        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None)
-        self.engine.image_paths = False  # an image is a name or a Docker reference, never a path
+        # the service config only: never the personal config of the account running it
+        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
+                                  images={}, image_paths=False)  # an image is never a path
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}
@@ -141,6 +126,8 @@ class Service:
         return key, [f"{L_OWNER}={user}", f"{L_SERVED}={key}"]
 
     def sessions(self, user, all=False, filters=None, status=True):
+        from .session import FILTER_KEYS
+
         filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
         filters["owner"] = user
         return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],
@@ -193,13 +180,15 @@ class Service:
         catch one made in the meantime."""
         from .errors import NotFound
 
+        from .output import plural
+
         if not self.state.user_key(user):
             raise NotFound(f"no user {user!r}; see cubbi-server user list")
         sessions = self.sessions(user, all=True, status=False)
         projects = self.state.projects(user)
         if (sessions or projects) and not confirm:
-            raise UsageError(f"user {user} has {_count(len(sessions), 'session')} and "
-                             f"{_count(len(projects), 'project')}; to close and delete them with "
+            raise UsageError(f"user {user} has {plural(len(sessions), 'session')} and "
+                             f"{plural(len(projects), 'project')}; to close and delete them with "
                              f"the user, confirm with --yes: cubbi-server user remove {user} --yes")
         scope = self._scope(user)[1]
         rec = self.state.remove_user(user)
@@ -237,7 +226,7 @@ class Service:
                     out[stream].append(data)
         finally:
             conn.close()
-        code = self.engine.api.exec_inspect(eid).get("ExitCode")
+        code = self.engine.api.exec_exit_code(eid)
         return {"exit_code": code, "stdout": b"".join(out["stdout"]),
                 "stderr": b"".join(out["stderr"])}
 
@@ -246,21 +235,19 @@ class Service:
         """The records of cubbi-image list --json: the image definitions the
         server knows, then the service config's images: entries."""
         from . import images
-        from .commands.image import _record
 
-        out = [_record(d, images._inspect(self.engine.api, images.tag_for(d)))
+        out = [images.record(d, images.inspect(self.engine.api, images.tag_for(d)))
                for d in images.definitions()]
         have = {r["name"] for r in out}
         return out + [self._conf_image(n) for n in sorted(self.images_conf) if n not in have]
 
     def image(self, name):
         from . import images
-        from .commands.image import _record
         from .errors import NotFound
 
         defn = images.find_definition(name, paths=False)
         if defn is not None:
-            return _record(defn, images._inspect(self.engine.api, images.tag_for(defn)))
+            return images.record(defn, images.inspect(self.engine.api, images.tag_for(defn)))
         if name in self.images_conf:
             return self._conf_image(name)
         raise NotFound(f"no image definition {name!r}; see cubbi-image list")
@@ -301,16 +288,15 @@ class Service:
         secret = payload.get(kind) if kind != "none" else None
         if kind != "none" and (not isinstance(secret, str) or not secret):
             raise UsageError(f'"auth": "{kind}" needs the credential in "{kind}"')
+        from .projects import clone_url
+
+        url = clone_url(url, kind)[1]  # as cubbi-project add stores it: ssh for a key
         return self.state.put_project(user, new_id, url, type=payload.get("type") or "git",
                                       auth_type=kind, secret=secret,
                                       replace=pid is not None)
 
     def delete_project(self, user, pid):
         return self.state.delete_project(user, project_id(pid))
-
-
-def _count(n, what):
-    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def project_id(url):
@@ -330,12 +316,9 @@ def check_create(payload):
     everything that names a path on the client's machine refused."""
     if not isinstance(payload, dict):
         raise UsageError("the request body must be a JSON object (a CreateRequest)")
-    if payload.get("volumes"):
-        raise UsageError("-v/--volume is not available on a remote service: host paths of "
-                         "your machine do not exist there")
-    if payload.get("mount"):
-        raise UsageError("--mount is not available on a remote service: your directory "
-                         "is not on the server; use --project URL to clone a repository")
+    from .validate import refuse_host_paths
+
+    refuse_host_paths(payload.get("volumes"), payload.get("mount"))
     out = {}
     for key, kind in _TYPES.items():
         value = payload.get(key)
@@ -352,10 +335,7 @@ def check_create(payload):
             out[key] = value
     if not out.get("image"):
         raise UsageError('"image" is required')
-    if out["image"].startswith((".", "/", "~")):  # by its form only: the disk is never read
-        from .remote import IMAGE_PATH_REFUSED
-
-        raise UsageError(f"image {out['image']!r}: {IMAGE_PATH_REFUSED}")
+    refuse_host_paths(image=out["image"], disk=False)  # by its form only: the disk is never read
     for key in ("networks", "ports"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')

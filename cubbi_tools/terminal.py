@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from .errors import CubbiError
+from .errors import CubbiError, from_wire
 
 STOP_WAIT = 5  # seconds the server has to stop a command the client gives up on
 
@@ -32,8 +32,6 @@ def _size():
 
 
 def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
-    from .remote import KINDS
-
     ws = remote.websocket(rec, command, tty=tty, size=_size() if tty else None)
     result = {"code": None, "error": None, "pipe": None, "stopping": None}
     done, left = threading.Event(), threading.Event()
@@ -134,7 +132,7 @@ def run(remote, rec, command=None, tty=False, use_stdin=True, stdout=None):
         return 141  # 128 + SIGPIPE, as the command itself gets locally
     err = result["error"]
     if err:
-        raise KINDS.get(err.get("kind"), CubbiError)(err.get("error") or "connect failed")
+        raise from_wire(err, err.get("status"), "connect failed")
     if result["code"] is None:
         raise CubbiError(f"the connection to remote {remote.remote!r} ended without an exit status")
     return result["code"]

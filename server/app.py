@@ -19,12 +19,11 @@ import traceback
 import bottle
 from bottle import HTTPResponse, request, response
 
-from cubbi_tools.errors import AuthError, CubbiError, EngineUnreachable, NotFound, UsageError
+from cubbi_tools.errors import AuthError, CubbiError, UsageError, to_wire
+from cubbi_tools.session import FILTER_KEYS
 
 from . import openapi
 
-KINDS = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (AuthError, 401, "auth"),
-         (EngineUnreachable, 503, "engine")]
 HTTP_MESSAGES = {
     400: "bad request", 401: "missing or invalid token: send Authorization: Bearer TOKEN",
     403: "forbidden", 404: "no such endpoint; see /openapi.json",
@@ -87,18 +86,6 @@ def json_error(status, message, kind="http"):
     return HTTPResponse(error_body(status, message, kind), status=status, headers=headers)
 
 
-def classify(exc):
-    """(HTTP status, kind) for a CubbiError."""
-    from cubbi_tools.dockerapi import APIError
-
-    for cls, status, kind in KINDS:
-        if isinstance(exc, cls):
-            return status, kind
-    if isinstance(exc, APIError):
-        return (exc.status if 400 <= exc.status < 500 else 502), "failure"
-    return 409, "failure"
-
-
 def make_app(service, conf=None):
     conf = conf or service.conf
     max_body = int(conf["server"].get("max_body") or 4 * 1024 * 1024)
@@ -120,8 +107,8 @@ def make_app(service, conf=None):
                         kw["user"] = auth.user(request)
                     return fn(*args, **kw)
                 except CubbiError as exc:
-                    status, kind = classify(exc)
-                    return json_error(status, str(exc), kind)
+                    wire = to_wire(exc)
+                    return json_error(wire["status"], wire["error"], wire["kind"])
                 except HTTPResponse:
                     raise
                 except Exception as exc:  # a bug: one JSON line out, the traceback in the log
@@ -168,7 +155,7 @@ def make_app(service, conf=None):
     @api()
     def list_sessions(user):
         q = request.query
-        filters = {k: q.get(k) for k in ("image", "name", "status", "project") if q.get(k)}
+        filters = {k: q.get(k) for k in FILTER_KEYS if q.get(k)}
         return {"sessions": service.sessions(user, all=_flag(q.get("all")), filters=filters)}
 
     @app.post("/sessions")
@@ -322,8 +309,7 @@ def _stream(items, stats, heartbeat):
             for item in items:
                 queue.put(item)
         except CubbiError as exc:
-            status, kind = classify(exc)
-            queue.put({"error": str(exc), "kind": kind, "status": status})
+            queue.put(to_wire(exc))
         finally:
             close = getattr(items, "close", None)
             if close:

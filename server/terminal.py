@@ -17,14 +17,12 @@ import json
 
 import gevent
 
-from cubbi_tools.errors import CubbiError, UsageError
+from cubbi_tools.errors import CubbiError, UsageError, to_wire
 
 LINGER = 10  # seconds a client has to close after the exit status
 
 
 def serve(ws, request, auth, service, ref):
-    from .app import classify
-
     try:
         user = auth.user(request)
         q = request.query
@@ -36,8 +34,8 @@ def serve(ws, request, auth, service, ref):
         env = {"TERM": q.get("term") or "xterm-256color"} if tty else None
         eid, conn, handle = service.exec_open(user, ref, command, tty=tty, env=env)
     except (CubbiError, ValueError) as exc:
-        status, kind = classify(exc) if isinstance(exc, CubbiError) else (400, "usage")
-        _send(ws, json.dumps({"type": "error", "error": str(exc), "kind": kind, "status": status}))
+        wire = to_wire(exc if isinstance(exc, CubbiError) else UsageError(str(exc)))
+        _send(ws, json.dumps({"type": "error", **wire}))
         ws.close()
         return
     api = service.engine.api
@@ -130,20 +128,11 @@ def _stop(service, handle):
 
 
 def _exit_code(api, eid):
-    """The exec's exit status; the engine may take a moment after the end of
-    its output to record it."""
-    import time
-
-    deadline = time.time() + 5
-    while True:
-        try:
-            info = api.exec_inspect(eid)
-        except CubbiError:
-            return None
-        if info.get("ExitCode") is not None and not info.get("Running") \
-                or time.time() > deadline:
-            return info.get("ExitCode")
-        gevent.sleep(0.05)
+    """The exec's exit status (None when the engine cannot tell)."""
+    try:
+        return api.exec_exit_code(eid)
+    except CubbiError:
+        return None
 
 
 def _resize(api, eid, rows, cols):

@@ -402,3 +402,38 @@ def test_docker_network_from_the_config_is_the_one_sessions_join(cubbi, busybox_
             engine.delete(f"/networks/{net}")
         except Exception:
             pass
+
+
+def test_reset_repairs_a_malformed_config_keeping_a_backup(cubbi):
+    path = cubbi.config_dir / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("defaults:\n  image: [unclosed\n")
+    path.chmod(0o600)
+    r = cubbi("cubbi-config", "get", "defaults.image")
+    assert r.exit_code == 1 and "invalid YAML" in r.stderr, r
+    r = cubbi("cubbi-config", "reset")  # off a terminal: asks for --yes, changes nothing
+    assert r.exit_code == 2 and "--yes" in r.stderr and path.exists(), r
+    r = cubbi("cubbi-config", "reset", "--yes")
+    assert r.exit_code == 0 and "config.yaml.bak" in r.stderr, r
+    assert (cubbi.config_dir / "config.yaml.bak").read_text() == "defaults:\n  image: [unclosed\n"
+    r = cubbi("cubbi-config", "get", "defaults.image")
+    assert r.exit_code == 0 and r.stdout.strip() == "goose", r
+
+
+def test_keys_lists_every_known_key_and_every_key_set(cubbi):
+    r = cubbi("cubbi-config", "set", "services.mistral.api_key", "m-1", env=FILE)
+    assert r.exit_code == 0, r
+    r = cubbi("cubbi-config", "keys", env=FILE)
+    keys = r.stdout.split()
+    assert r.exit_code == 0 and keys == sorted(keys), r
+    assert {"defaults.image", "ui.colors", "services.openai.api_key",
+            "services.mistral.api_key"} <= set(keys) and "m-1" not in r.stdout
+
+
+def test_ui_verbose_shows_each_engine_request_on_stderr(cubbi, engine):
+    r = cubbi("cubbi-ls", "--json")
+    assert r.exit_code == 0 and "cubbi: engine" not in r.stderr, r
+    assert cubbi("cubbi-config", "set", "ui.verbose", "true").exit_code == 0
+    r = cubbi("cubbi-ls", "--json")
+    assert r.exit_code == 0 and "cubbi: engine GET /containers/json?" in r.stderr, r
+    assert all(line.startswith("cubbi: engine ") for line in r.stderr.splitlines()), r

@@ -10,6 +10,7 @@ project's own .cubbi/init.sh; a plain busybox image gets the same init.
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 
@@ -17,8 +18,11 @@ import pytest
 
 from conftest import ROOT, one_line_error, run
 
+from cubbi_tools import images
+
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "images", "cubbi-test-tool")
-TOOL_TAG = "cubbi/cubbi-test-tool:latest"
+# built from its directory: its own tag, cubbi/NAME-HASH:latest (images.tag_for)
+TOOL_TAG = images.tag_for({"name": "cubbi-test-tool", "source": "path", "path": FIXTURE})
 BUILTIN = ("base", "aider", "claude-code", "goose", "opencode", "codex")
 
 
@@ -479,7 +483,7 @@ def test_a_plain_image_gets_the_config_dir_and_a_login_shell(busybox_image, cubb
 
 
 def test_a_plain_reference_to_a_built_image_keeps_its_definition(tool_image, cubbi, prefix):
-    """cubbi/cubbi-test-tool:latest as a Docker reference (what a remote
+    """The tool's tag (cubbi/cubbi-test-tool-HASH:latest) as a Docker reference (what a remote
     server or another user sees) still applies the definition from its labels."""
     r = _create(cubbi, prefix, "ref", "--no-mount")
     assert r.exit_code == 1 and "FAKE_REQUIRED" in r.stderr, r
@@ -568,3 +572,32 @@ def test_state_folder_is_keyed_on_the_project_id_or_the_path(tmp_path, monkeypat
     c = toolstate.state_dir(mount=str(tmp_path / "x"))
     assert c not in (a, None) and c == toolstate.state_dir(mount=str(tmp_path / "link-to-x"))
     assert toolstate.state_dir() is None
+
+
+def test_validate_lists_every_problem_each_with_its_field(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nversoin: 1\nports: [70000, 80]\n"
+                                        "environment:\n  - name: 1BAD\n    required: maybe\n"
+                                        "persistent_configs:\n  - source: ~/.x\n    target: /etc/x\n")
+    r = cubbi("cubbi-image", "validate", str(d))
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r
+    lines = r.stderr.strip().splitlines()
+    fields = ["versoin", "environment[0].name", "environment[0].required", "ports[0]",
+              "persistent_configs[0].target"]
+    assert len(lines) == len(fields), r
+    for line, field in zip(lines, fields):
+        assert "cubbi_image.yaml: " + field + ": " in line, (field, line)
+
+
+def test_a_definition_given_as_a_directory_has_its_own_tag(cubbi, tmp_path, engine):
+    """cubbi-image build ./dir with name: base must not overwrite
+    cubbi/base:latest: a directory's definition is tagged by its path too."""
+    tags = []
+    for where in ("one", "two"):
+        d = _definition(tmp_path / where, yaml_text="name: base\n")
+        r = cubbi("cubbi-image", "show", str(d), "--json")
+        assert r.exit_code == 0, r
+        tags.append(r.json()[0]["tag"])
+    assert all(re.fullmatch(r"cubbi/base-[0-9a-f]{8}:latest", t) for t in tags), tags
+    assert tags[0] != tags[1]
+    r = cubbi("cubbi-image", "show", "base", "--json")
+    assert r.exit_code == 0 and r.json()[0]["tag"] == "cubbi/base:latest", r

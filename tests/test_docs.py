@@ -420,3 +420,18 @@ def test_completion_files_parse():
         assert proc.returncode == 0, (f, proc.stderr)
     text = read(os.path.join(COMP, "_cubbi"))
     assert text.splitlines()[0] == "#compdef cubbi " + " ".join(sorted(commands.COMMANDS))
+
+
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_config_keys_are_completed_for_get_set_and_unset(shell, fakes):
+    """cubbi-config get/set/unset complete the words of `cubbi-config keys`
+    (zsh uses the same generated function; its file is checked to parse)."""
+    fake = os.path.join(fakes["PATH"].split(":")[0], "cubbi-config")
+    with open(fake, "w") as fh:
+        fh.write('#!/bin/sh\n[ "$*" = "keys" ] && printf "defaults.image\\ndefaults.cpus\\nui.colors\\n"\n')
+    os.chmod(fake, 0o755)
+    complete = {"bash": bash_complete, "fish": fish_complete}[shell]
+    for sub in ("get", "set", "unset"):
+        assert complete(f"cubbi-config {sub} def", fakes) == ["defaults.cpus", "defaults.image"]
+    assert complete("cubbi-config set ui.colors ", fakes) == []  # the value is not a key
+    assert "cubbi-config keys 2>/dev/null" in open(os.path.join(COMP, "_cubbi")).read()

@@ -31,7 +31,7 @@ def _layer_root_modes(ref):
 
 
 def test_an_imported_directory_gives_the_image_a_searchable_root(engine, tmp_path):
-    from cubbi_tools import images
+    from cubbi_tools import baseos
 
     busybox = shutil.which("busybox")
     assert busybox, "tests need a static busybox on the host: apt-get install busybox-static"
@@ -43,7 +43,7 @@ def test_an_imported_directory_gives_the_image_a_searchable_root(engine, tmp_pat
     os.chmod(root, 0o700)
     tag = os.urandom(4).hex()
     try:
-        images._import_dir(engine, str(root), REPO, tag)
+        baseos._import_dir(engine, str(root), REPO, tag)
         assert _layer_root_modes(f"{REPO}:{tag}") == [0o755]
         proc = subprocess.run(["docker", "run", "--rm", "-u", "1000:1000", f"{REPO}:{tag}",
                                "/bin/sh", "-c", "cat /dev/null && echo reached"],

@@ -4,7 +4,7 @@ init itself, since a definition can also arrive in an image's labels."""
 
 import pytest
 
-from cubbi_tools import imagedef, images
+from cubbi_tools import imagedef, imagehooks
 from cubbi_tools.engine import CreateRequest, LocalEngine
 from cubbi_tools.errors import CubbiError
 
@@ -32,7 +32,7 @@ def test_the_init_refuses_to_replace_a_mounted_project(busybox_image, prefix, tm
     (project / "precious.txt").write_text("user data\n")
     state = tmp_path / "state"
     state.mkdir()
-    hook = images._persist_hook({"persistent_configs": [
+    hook = imagehooks._persist_hook({"persistent_configs": [
         {"type": "directory", "source": "/app", "target": "/cubbi-config/evil/app"}]}, "evil")
     engine = LocalEngine()
     rec = engine.create(CreateRequest(

@@ -188,3 +188,20 @@ def test_a_removed_users_leftover_session_is_not_the_new_users(server, busybox_i
     new = Client(server.url, server.token(user))
     assert new.call("GET", "/sessions?all=1") == (200, {"sessions": []})
     assert new.call("GET", f"/sessions/{rec['id']}")[0] == 404
+
+
+def test_a_project_with_an_ssh_key_clones_over_ssh_as_the_local_command_stores_it(alice):
+    """cubbi-project -r R add host/x/y --ssh-key K: the service stores the
+    ssh clone URL (git@host:x/y.git), as the local command does, so the
+    session uses the key; a token keeps https."""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    st, rec = alice.call("POST", "/projects", {"url": "git.example/team/keyed", "auth": "ssh_key",
+                                               "ssh_key": key})
+    assert st == 201 and rec["url"] == "git@git.example:team/keyed.git", rec
+    st, rec = alice.call("POST", "/projects", {"url": "ssh://git@git.example/team/tok",
+                                               "auth": "token", "token": "t0ken"})
+    assert st == 201 and rec["url"] == "https://git.example/team/tok", rec
+    from cubbi_tools import projects
+
+    assert projects.clone_url("git.example/team/keyed", "ssh_key") == \
+        ("git.example/team/keyed", "git@git.example:team/keyed.git")

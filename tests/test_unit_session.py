@@ -8,7 +8,8 @@ import pytest
 
 from cubbi_tools import cli, session as S
 from cubbi_tools.commands.logs import parse_since
-from cubbi_tools.engine import (LocalEngine, _log_record, _short_image, check_image_ref,
+from cubbi_tools.validate import short_name as _short_image
+from cubbi_tools.engine import (LocalEngine, _log_record, check_image_ref,
                                 parse_memory, parse_port)
 from cubbi_tools.session import matches as _matches, parse_filters
 from cubbi_tools.errors import CubbiError, NotFound, UsageError

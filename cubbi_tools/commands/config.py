@@ -218,10 +218,28 @@ def do_unset(args):
 
 
 def do_reset(args):
+    import os
+
     from .. import config
 
     path = config.config_path()
-    count = sum(1 for _ in config.flatten(config.load()))
+    try:
+        data = config.load()
+    except CubbiError as exc:  # malformed: exactly when a reset is needed
+        if not os.path.isfile(path):
+            raise
+        backup = path + ".bak"
+        if not _confirm(args.yes, f"{exc}; move it to {backup} and start from the defaults?",
+                        f"{exc}; reset moves it to {backup}: confirm with --yes"):
+            return 1
+        try:
+            os.replace(path, backup)
+        except OSError as err:
+            raise CubbiError(f"cannot move {path} to {backup}: {err.strerror}") from None
+        message(f"{path} was malformed; kept it as {backup} and reset to the defaults "
+                "(secrets it named stay in the store)", PROG)
+        return 0
+    count = sum(1 for _ in config.flatten(data))
     if not count:
         message(f"{path} holds no settings; nothing to reset", PROG)
         return 0
@@ -287,7 +305,21 @@ def do_path(args):
     return 0
 
 
-SUBS = {"list": do_list, "get": do_get, "set": do_set, "unset": do_unset, "reset": do_reset,
+def do_keys(args):
+    """Every key cubbi knows, and every key the file sets: one per line (the
+    completions of get, set and unset ask this)."""
+    from .. import config
+
+    try:
+        data = config.load()
+    except CubbiError:  # a broken file: the known keys still help
+        data = {}
+    keys = set(config.known_keys(data)) | {k for k, _ in config.flatten(data)}
+    sys.stdout.write("".join(f"{k}\n" for k in sorted(keys)))
+    return 0
+
+
+SUBS = {"keys": do_keys, "list": do_list, "get": do_get, "set": do_set, "unset": do_unset, "reset": do_reset,
         "network": do_network, "path": do_path}
 
 
@@ -299,7 +331,8 @@ JSON = cli.Opt("--json", help="one JSON object per line: {key, value, secret, st
 REVEAL = cli.Opt("--reveal", help="show secret values instead of ********")
 YES = cli.Opt("-y", "--yes", help="do not ask for confirmation (required off a terminal)")
 KEY = cli.Arg("key", "dotted key, e.g. defaults.image; openai.api_key is short for "
-                     "services.openai.api_key", metavar="KEY")
+                     "services.openai.api_key", metavar="KEY",
+              complete="sh:cubbi-config keys")
 
 COMMAND = cli.Command(
     "cubbi-config", "read and change the cubbi configuration and secrets", run,
@@ -314,6 +347,8 @@ COMMAND = cli.Command(
                 "file, env (a ${VAR} reference), default or missing.",
     subcommands={
         "list": ("show every setting, with the built-in defaults", [JSON, REVEAL], []),
+        "keys": ("print every key cubbi knows and every key set, one per line "
+                 "(what completion offers)", [], []),
         "get": ("show one setting (or every setting of a section)", [JSON, REVEAL], [KEY]),
         "set": ("set KEY to VALUE; VALUE - reads it from stdin, and with no VALUE a "
                 "terminal prompts for it without echo", [], [

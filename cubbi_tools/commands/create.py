@@ -8,8 +8,9 @@ from ..output import Printer, message
 PROG = "cubbi-create"
 
 
-def build_request(args):
-    """The CreateRequest for these switches, with config defaults applied."""
+def build_request(args, engine=None):
+    """The CreateRequest for these switches, with config defaults applied,
+    for ENGINE (default: the backend the switches select)."""
     from .. import config, envs, toolstate
     from ..engine import CreateRequest
     from ..errors import NotFound, UsageError
@@ -49,14 +50,10 @@ def build_request(args):
                            config_env=lambda skip: config.session_env(cfg, skip))
     project, files = None, {}
     if getattr(args, "project", None):
-        from .. import projects
-
         if args.mount:
             raise UsageError("--project and --mount exclude each other: the repository is /app")
-        # on a remote, only the service's own stored projects lend credentials:
-        # a local key or token never travels to a shared server unasked
-        local_store = None if backend.remote_name(args) is None else (None, None)
-        project, _, project_env, files = projects.session_setup(args.project, local_store)
+        engine = engine or backend.get(args)
+        project, _, project_env, files = engine.project_setup(args.project)
         env.update(project_env)
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
                   pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
@@ -100,7 +97,7 @@ def _owner():
 
 
 def _print(fmt, rec):
-    out = Printer(fmt, S.TABLE_COLUMNS)
+    out = Printer(fmt, S.TABLE_COLUMNS, colors=backend.colors)
     out.add(S.human(rec) if fmt == "table" else rec)
     out.close()
 
@@ -125,7 +122,7 @@ def wants_connect(args):
 
 def run(args):
     engine = backend.get(args)
-    req = build_request(args)
+    req = build_request(args, engine)
     connect = wants_connect(args)
     rec = engine.create(req, progress=lambda m: message(m, PROG))
     fmt = cli.output_format(args)

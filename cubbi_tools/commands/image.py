@@ -11,18 +11,6 @@ BUILD_COLUMNS = [("name", "NAME"), ("tag", "TAG"), ("size_mb", "SIZE MB"),
                  ("seconds", "SECONDS"), ("base", "BASE")]
 
 
-def _api(args):
-    from ..dockerapi import DockerAPI
-
-    return DockerAPI()
-
-
-def _record(defn, info=None):
-    from .. import images
-
-    return images.record(defn, info)
-
-
 def _human(rec):
     out = dict(rec)
     if rec.get("size"):
@@ -32,40 +20,12 @@ def _human(rec):
     return out
 
 
-def _definition(name):
-    from .. import images
-    from ..errors import NotFound
-
-    defn = images.find_definition(name)
-    if defn is None:
-        raise NotFound(f"no image definition {name!r}; see cubbi-image list (or give a "
-                       "directory holding a cubbi_image.yaml)")
-    return defn
-
-
-def _remote(args):
-    """The remote service (-r NAME / CUBBI_REMOTE), or None for the local engine."""
+def do_list(args):
     from .. import backend
 
-    return backend.get(args) if backend.remote_name(args) else None
-
-
-def do_list(args):
-    from .. import images
-
-    remote = _remote(args)
-    if remote:
-        out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
-        for rec in remote.images():
-            out.add(_human(rec) if out.fmt == "table" else rec)
-        out.close()
-        return 0
-    api = None if args.offline else _api(args)
-    out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
     errors = []
-    for defn in images.definitions(errors=errors):
-        info = images._inspect(api, images.tag_for(defn)) if api else None
-        rec = _record(defn, info)
+    out = Printer(cli.output_format(args), LIST_COLUMNS, key="name")
+    for rec in backend.get(args).images(errors=errors, offline=args.offline):
         out.add(_human(rec) if out.fmt == "table" else rec)
     out.close()
     for err in errors:
@@ -74,14 +34,9 @@ def do_list(args):
 
 
 def do_show(args):
-    from .. import images
+    from .. import backend
 
-    remote = _remote(args)
-    if remote:
-        rec = remote.image(args.name)
-    else:
-        defn = _definition(args.name)
-        rec = _record(defn, images._inspect(_api(args), images.tag_for(defn)))
+    rec = backend.get(args).image(args.name)
     fmt = cli.output_format(args)
     if fmt != "table":
         Printer(fmt, key="name").add(rec)
@@ -121,13 +76,15 @@ def do_show(args):
 
 
 def do_build(args):
-    from .. import images
+    from .. import backend, images
 
-    defn = _definition(args.name)
-    ca = args.ca_cert or None
-    result = images.build(_api(args), defn, base=args.base, ca_certs=ca,
+    engine = _local(args)
+    defn = images.definition(args.name)
+    settings = engine.image_settings
+    result = images.build(engine.api, defn, base=args.base or settings.get("base"),
+                          ca_certs=args.ca_cert or settings.get("ca_certs"),
                           no_cache=args.no_cache, tag=args.tag,
-                          progress=lambda m: message(m, PROG))
+                          progress=lambda m: message(m, PROG), colors=backend.colors)
     message(f"built {result['tag']} in {result['seconds']} s "
             f"({round((result['size'] or 0) / 1e6)} MB)", PROG)
     fmt = cli.output_format(args)
@@ -140,7 +97,8 @@ def do_build(args):
 def do_validate(args):
     from .. import images
 
-    defn = _definition(args.name)
+    _local(args)
+    defn = images.definition(args.name)
     fmt = cli.output_format(args)
     rec = {"name": defn["name"], "path": defn["path"], "valid": True,
            "digest": images.digest(defn["path"])}
@@ -154,14 +112,16 @@ def do_validate(args):
 def do_bootstrap(args):
     import time
 
-    from .. import images
+    from .. import baseos
 
-    api = _api(args)
+    engine = _local(args)
+    api = engine.api
     started = time.time()
-    if not args.force and images.image_exists(api, args.tag):
+    if not args.force and baseos.image_exists(api, args.tag):
         message(f"{args.tag} exists; use --force to make it again", PROG)
     else:
-        images.bootstrap_base(api, tag=args.tag, suite=args.suite, mirror=args.mirror,
+        baseos.bootstrap_base(api, tag=args.tag, suite=args.suite,
+                              mirror=args.mirror or engine.image_settings.get("mirror"),
                               progress=lambda m: message(m, PROG))
     info = api.inspect_image(args.tag)
     rec = {"tag": args.tag, "id": info["Id"], "size": info.get("Size"),
@@ -177,25 +137,19 @@ HANDLERS = {"list": do_list, "show": do_show, "build": do_build, "validate": do_
             "bootstrap-base": do_bootstrap}
 
 
-LOCAL_ONLY = ("build", "validate", "bootstrap-base")
-
-
 def run(args):
-    if args.subcommand in LOCAL_ONLY:
-        _refuse_remote(args)
     return HANDLERS[args.subcommand](args)
 
 
-def _refuse_remote(args):
-    """build, validate and bootstrap-base read definitions and build on this
-    host: with a remote selected (-r, CUBBI_REMOTE, remote.default) they
-    would act on the wrong engine, so they refuse (exit 2)."""
+def _local(args):
+    """The local engine: build, validate and bootstrap-base read definitions
+    and build on this host; with a remote selected (-r, CUBBI_REMOTE,
+    remote.default) they would act on the wrong engine, so they refuse
+    (exit 2)."""
     from .. import backend
-    from ..errors import UsageError
 
-    if backend.remote_name(args):
-        raise UsageError(f"{PROG} {args.subcommand} works on the local engine only (-r local); "
-                         "build on the server host, or use an image name the server knows")
+    return backend.local_only(args, f"{PROG} {args.subcommand}",
+                              "build on the server host, or use an image name the server knows")
 
 
 QUIET = cli.Opt("-q", "--quiet", help="print names (build: tags) only, one per line")
@@ -210,7 +164,9 @@ COMMAND = cli.Command(
                 "environment, ports, volumes, persistent_configs). Definitions are found by "
                 "name in ~/.config/cubbi/images/ (yours, first) and in the built-in images "
                 "(base, goose, aider, claude-code, opencode, codex), or given as a directory. "
-                "cubbi-create --image NAME builds cubbi/NAME:latest on first use; "
+                "cubbi-create --image NAME builds cubbi/NAME:latest on first use (a "
+                "definition given as a directory: cubbi/NAME-HASH:latest, HASH from its "
+                "path, so it never replaces a named one); "
                 "cubbi-image build rebuilds it. Every built-in Dockerfile starts FROM the "
                 "build argument BASE_IMAGE (--base; default debian:bookworm-slim, or a "
                 "Debian base made locally with bootstrap-base when no registry answers) and "

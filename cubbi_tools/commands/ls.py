@@ -6,7 +6,7 @@ def run(args):
     filters = S.parse_filters(args.filter)
     show_all = args.all or filters.get("status") in ("stopped", "created", "dead")
     records = backend.get(args).list(all=show_all, filters=filters)
-    out = Printer(cli.output_format(args), S.TABLE_COLUMNS)
+    out = Printer(cli.output_format(args), S.TABLE_COLUMNS, colors=backend.colors)
     for rec in records:
         out.add(S.human(rec) if out.fmt == "table" else rec)
     out.close()

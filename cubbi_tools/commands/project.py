@@ -77,11 +77,7 @@ def _projects(args):
     """cubbi_tools.projects, or the same interface on a remote service (-r)."""
     from .. import backend
 
-    if backend.remote_name(args):
-        return backend.get(args).projects
-    from .. import projects
-
-    return projects
+    return backend.get(args).projects
 
 
 def _list(args):

@@ -33,7 +33,8 @@ def _read_token(args):
 def add(args):
     from .. import config, secrets
     from ..errors import CubbiError
-    from ..remote import check_url, token_secret
+    from ..remote import check_url
+    from ..secrets import token_secret
 
     name = _check_name(args.name)
     url = check_url(args.url)
@@ -72,7 +73,7 @@ def add(args):
 
 def _record(name, url, data):
     from .. import config, secrets
-    from ..remote import token_secret
+    from ..secrets import token_secret
 
     return {"name": name, "url": url,
             "default": config.lookup(data, "remote.default") == name,
@@ -93,7 +94,7 @@ def list_(args):
 
 def remove(args):
     from .. import config, secrets
-    from ..remote import token_secret
+    from ..secrets import token_secret
 
     name = args.name
     with config.edit() as data:

@@ -81,13 +81,14 @@ def _need(args, what):
 
 
 def _remove_user(args, conf):
-    from ..service import Service, _count
+    from ..output import plural
+    from ..service import Service
 
     rec = Service(conf).remove_user(_need(args, "a USER"), confirm=args.yes)
-    parts = [_count(rec["tokens"], "token")]
-    parts.append(f"closed {_count(len(rec['sessions']), 'session')}"
+    parts = [plural(rec["tokens"], "token")]
+    parts.append(f"closed {plural(len(rec['sessions']), 'session')}"
                  + (f" ({', '.join(rec['sessions'])})" if rec["sessions"] else ""))
-    parts.append(f"deleted {_count(len(rec['projects']), 'project')}"
+    parts.append(f"deleted {plural(len(rec['projects']), 'project')}"
                  + (f" ({', '.join(rec['projects'])}) with their credentials"
                     if rec["projects"] else ""))
     return _report(args, rec, f"removed user {rec['user']}: " + "; ".join(parts))

@@ -1,0 +1,172 @@
+"""The user's files: where they live, and YAML files read and written safely.
+
+config.yaml, secrets.yaml and projects.yaml all go through here: read
+lazily (yaml costs ~24 ms to import and is imported only when a file
+exists), with a file others can read repaired to 0600 (said on stderr), and
+written atomically (temp file in the same directory, fsync, rename) with
+mode 0600, under an exclusive lock for read-modify-write (`edit`).  A YAML
+error names file:line:column (`yaml_error`, also used for image
+definitions and the service config).  Reads no settings.
+"""
+
+import os
+
+from .errors import CubbiError
+
+
+def config_dir():
+    """$CUBBI_CONFIG_DIR, else $XDG_CONFIG_HOME/cubbi, else ~/.config/cubbi."""
+    env = os.environ.get("CUBBI_CONFIG_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "cubbi")
+
+
+cache = {}  # path -> parsed data; emptied by every save
+
+
+def yaml_error(path, exc, advice="fix or remove the file"):
+    """The one line for a yaml.YAMLError of PATH: file:line:column, the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{path}{where}: invalid YAML: {problem}" + (f"; {advice}" if advice else "")
+
+
+def parse_yaml(text, path, advice="fix or remove the file"):
+    """TEXT parsed as YAML; CubbiError naming PATH:line:column when it is not."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CubbiError(yaml_error(path, exc, advice)) from None
+
+
+def load(path, fresh=False):
+    """The parsed YAML mapping in PATH ({} when the file does not exist)."""
+    if path in cache and not fresh:
+        return cache[path]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            check_mode(path, fh.fileno())
+            text = fh.read()
+    except FileNotFoundError:
+        data = {}
+    except IsADirectoryError:
+        raise CubbiError(f"{path} is a directory, not a config file; move it away") from None
+    except UnicodeDecodeError:
+        raise CubbiError(f"{path}: not UTF-8 text; fix or remove the file") from None
+    except OSError as exc:
+        raise CubbiError(f"cannot read {path}: {exc.strerror}") from None
+    else:
+        data = parse_yaml(text, path) or {}
+        if not isinstance(data, dict):
+            raise CubbiError(f"{path}: the top level must be a mapping of sections")
+    cache[path] = data
+    return data
+
+
+def check_mode(path, fd):
+    """Repair a file others can read or write (chmod 0600, said on stderr);
+    refuse it when it cannot be repaired."""
+    st = os.fstat(fd)
+    if not st.st_mode & 0o077 or not os.path.isfile(path):
+        return
+    old = st.st_mode & 0o777
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        raise CubbiError(f"{path} is open to other users (mode {old:04o}) and cannot be "
+                         f"repaired ({exc.strerror}); run: chmod 600 {path}") from None
+    import sys
+
+    sys.stderr.write(f"cubbi: {path} was open to other users (mode {old:04o}); "
+                     "repaired to 0600\n")
+
+
+def atomic_write(path, data, mode=0o600):
+    """Replace PATH with DATA (bytes) so that a reader sees the old file or
+    the new one, never a part: a temp file in the same directory, fsync,
+    rename, fsync of the directory.  On failure the old file is untouched."""
+    import tempfile
+
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=directory)
+    except OSError as exc:
+        raise CubbiError(f"cannot write {path}: {exc.strerror}; nothing was changed") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CubbiError(f"cannot write {path}: {exc.strerror or exc}; "
+                             "the file is unchanged") from None
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save(data, path, header="# written by cubbi (mode 0600)\n"):
+    """Write DATA as YAML to PATH: atomically, mode 0600.  A symlinked file
+    (dotfiles) is written through to its target."""
+    import yaml
+
+    path = os.path.realpath(path)
+    text = yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    atomic_write(path, (header + (text if data else "")).encode())
+    cache.clear()
+
+
+class edit:
+    """`with files.edit(path) as data:` the file under an exclusive lock,
+    read fresh, saved when the block succeeds; untouched when it raises."""
+
+    def __init__(self, path, header=None):
+        self.path = path
+        self.header = header
+
+    def __enter__(self):
+        import fcntl
+
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            self.lock = open(os.path.join(directory, f".{os.path.basename(self.path)}.lock"), "a")
+        except OSError as exc:
+            raise CubbiError(f"cannot write in {directory}: {exc.strerror}") from None
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        self.data = self.read()
+        return self.data
+
+    def read(self):
+        return load(self.path, fresh=True)
+
+    def __exit__(self, kind, exc, tb):
+        try:
+            if kind is None:
+                if self.header is None:
+                    save(self.data, self.path)
+                else:
+                    save(self.data, self.path, self.header)
+        finally:
+            self.lock.close()
+        return False

@@ -1,0 +1,215 @@
+"""Request validation: what a session request may hold, checked before it
+goes anywhere (on the client, and again where it runs).  Reads no settings
+and imports nothing of cubbi's but errors.
+
+CreateRequest (everything needed to create a session), the parse_* helpers
+of its switches, image references, session names, and the refusals of what
+names a path on the client's machine when the session runs elsewhere (a
+remote service).
+"""
+
+import os
+
+from .errors import UsageError
+
+IMAGE_PATH_REFUSED = ("image directories are built where they are; build it with cubbi-image "
+                      "build and push, or use a name the server knows")
+VOLUME_REFUSED = ("-v/--volume is not available with a remote: paths on this machine do not "
+                  "exist on the server")
+MOUNT_REFUSED = ("--mount is not available with a remote: this directory is not on the "
+                 "server; use --project URL to clone a repository")
+
+
+MIN_MEMORY = 6 * 1024 ** 2  # the engine refuses less
+MAX_PIDS = 4194304  # Linux's largest pid_max
+
+
+def parse_memory(text):
+    if text is None:
+        return None
+    units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+    t = str(text).strip().lower().rstrip("b") or "0"
+    try:
+        size = float(t[:-1]) * units[t[-1]] if t[-1] in units else int(t)
+        if not MIN_MEMORY <= size < 1 << 60:  # also refuses nan and inf
+            raise ValueError
+        return int(size)
+    except (ValueError, IndexError):
+        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g "
+                         "(6m at least)") from None
+
+
+def parse_host_ip(text):
+    """An IPv4 or IPv6 literal ([::1] too; localhost is 127.0.0.1) ->
+    the address the engine binds, or UsageError."""
+    import ipaddress
+
+    t = str(text).strip()
+    if t.lower() == "localhost":
+        return "127.0.0.1"
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    try:
+        return str(ipaddress.ip_address(t))
+    except ValueError:
+        raise UsageError(f"--port: {text!r} is not an IP address (use e.g. 127.0.0.1, "
+                         "0.0.0.0, [::1] or localhost)") from None
+
+
+def parse_port(text):
+    """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /tcp or
+    /udp -> (host_ip, host_port or '', container_port, proto)."""
+    spec, _, proto = str(text).partition("/")
+    proto = proto or "tcp"
+    parts = spec.rsplit(":", 2)
+    ip = "127.0.0.1"
+    try:
+        if len(parts) == 1:
+            host, cont = "", parts[0]
+        elif len(parts) == 2:
+            host, cont = parts
+        else:
+            ip, host, cont = parts
+        if not cont.isdigit() or host and not host.isdigit():
+            raise ValueError
+        cport = int(cont)
+        if proto not in ("tcp", "udp") or not 0 < cport < 65536 or host and int(host) > 65535:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
+                         "(ports 1-65535, HOST 0 for a free one; optionally /tcp or /udp)") from None
+    if len(parts) == 3:
+        ip = parse_host_ip(ip)
+    return ip, host, cport, proto
+
+
+def parse_pids_limit(value):
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= MAX_PIDS:
+        raise UsageError(f"--pids-limit {value}: expected a number from 1 to {MAX_PIDS}")
+    return n
+
+
+def parse_cpus(value):
+    try:
+        n = float(value)
+        if not 0 < n < 1e6:  # also refuses nan and inf
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"--cpus {value!r}: expected a positive number") from None
+    return n
+
+
+def check_image_ref(ref, what="--image"):
+    """A Docker image reference: lowercase repository path, optional :tag
+    and @digest; UsageError otherwise (the engine's own message is Go's)."""
+    import re
+
+    name = str(ref or "")
+    if not name.strip():
+        raise UsageError(f"{what}: give an image name (or leave the switch out for the default)")
+    ok = re.fullmatch(
+        r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"          # registry[:port]/
+        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"       # path components
+        r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"       # :tag
+        r"(?:@[a-z0-9]+:[a-fA-F0-9]{32,})?", name)
+    if not ok:
+        raise UsageError(f"{what} {name!r}: not a valid image name (lowercase letters, digits, "
+                         "'.', '_', '-' and '/', then an optional :TAG)")
+    return name
+
+
+class CreateRequest:
+    """Everything needed to create a session, resolved on the client side
+    (config, env files and paths already applied).  JSON-serialisable, so
+    the remote client sends exactly this to the server."""
+
+    FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
+              "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
+              "files", "labels", "state_dir", "mount_explicit")
+
+    def __init__(self, **kw):
+        self.image = kw.get("image")
+        self.name = kw.get("name")
+        self.env = dict(kw.get("env") or {})
+        self.networks = list(kw.get("networks") or [])
+        self.mount = kw.get("mount")
+        self.mount_explicit = bool(kw.get("mount_explicit"))  # --mount given, not the default cwd
+        self.volumes = list(kw.get("volumes") or [])
+        self.ports = list(kw.get("ports") or [])
+        self.cpus = kw.get("cpus")
+        self.memory = kw.get("memory")
+        self.pids_limit = kw.get("pids_limit")
+        self.project = kw.get("project")
+        self.uid = kw.get("uid", os.getuid())
+        self.gid = kw.get("gid", os.getgid())
+        self.owner = kw.get("owner")
+        self.hardened = bool(kw.get("hardened"))
+        self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
+        self.labels = dict(kw.get("labels") or {})
+        self.state_dir = kw.get("state_dir")
+
+    def to_dict(self):
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    def check(self):
+        """UsageError for a value the engine would refuse (or misread): the
+        one validation of a request, on the client and again where it runs."""
+        if not str(self.image or "").strip():
+            raise UsageError("--image: give an image name (or leave the switch out for the default)")
+        for spec in self.ports:
+            parse_port(spec)
+        if self.memory is not None:
+            parse_memory(self.memory)
+        if self.cpus is not None:
+            parse_cpus(self.cpus)
+        if self.pids_limit is not None:
+            parse_pids_limit(self.pids_limit)
+        if self.mount and ":" in self.mount:
+            raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "
+                             "cannot be mounted; rename it or mount a parent")
+        return self
+
+
+def short_name(ref, fallback="session"):
+    """The last path part of an image reference, without tag or digest, as
+    a name part (letters, digits, '_', '.', '-'): registry/team/aider:1.2
+    is aider."""
+    base = str(ref or "").rstrip("/").split("/")[-1].split("@")[0].split(":")[0]
+    out = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-.")
+    return out or fallback
+
+
+def valid_session_name(name):
+    import re
+
+    return bool(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}", name))
+
+
+def looks_like_path(name, disk=True):
+    """An --image that names a directory rather than an image: ./x, /x, ~/x,
+    or (disk=True) a relative path with a slash that is a directory here.
+    With disk=False only the form decides (the service never reads its own
+    disk for a client)."""
+    name = str(name or "")
+    if name.startswith((".", "/", "~")):
+        return True
+    return disk and os.sep in name and os.path.isdir(name)
+
+
+def refuse_host_paths(volumes=(), mount=None, image=None, disk=True):
+    """UsageError for anything in a request that names a path on the
+    client's machine, which a remote service cannot reach: volumes, a
+    mount, an image directory.  The client checks before sending (disk=True),
+    the service again on what it receives (disk=False)."""
+    if volumes:
+        raise UsageError(VOLUME_REFUSED)
+    if mount:
+        raise UsageError(MOUNT_REFUSED)
+    if image and looks_like_path(image, disk):
+        raise UsageError(f"{'--image ' + image if disk else 'image ' + repr(image)}: "
+                         f"{IMAGE_PATH_REFUSED}")
