@@ -61,3 +61,41 @@ def test_files_in_app_belong_to_a_non_root_host_user(as_user, host_user, image, 
         assert as_user("cubbi-close", rec["id"]).exit_code == 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# -- test users outliving a killed run (conftest.stale_test_user) ----------------
+
+def _pw(name, gecos, home=None, shell="/bin/sh", uid=1001):
+    import pwd
+
+    return pwd.struct_passwd((name, "x", uid, uid, gecos, home or f"/home/{name}", shell))
+
+
+def test_a_test_user_is_stale_once_the_pytest_that_made_it_is_gone():
+    import subprocess
+
+    from conftest import _owner_comment, stale_test_user
+
+    mine = _owner_comment(os.getpid())
+    assert not stale_test_user(_pw("cubbitest-0a1b2c", mine), "cubbitest-0a1b2c")
+    child = subprocess.Popen(["true"])
+    gone = _owner_comment(child.pid)  # a zombie until waited for: it has a start time
+    child.wait()
+    assert stale_test_user(_pw("cubbitest-0a1b2c", gone), "cubbitest-0a1b2c")
+    # a reused pid (same number, another start time) is not the owner
+    reused = mine.rsplit(" ", 1)[0] + " 1"
+    assert stale_test_user(_pw("cubbitest-0a1b2c", reused), "cubbitest-0a1b2c")
+    # not ours: another name, or no owner recorded
+    assert not stale_test_user(_pw("cubbitest-alice", gone), "cubbitest-alice")
+    assert not stale_test_user(_pw("cubbitest-0a1b2c", ""), "cubbitest-0a1b2c")
+
+
+def test_the_legacy_cubbitest_user_is_removed_only_in_its_own_shape():
+    from conftest import stale_test_user
+
+    assert stale_test_user(_pw("cubbitest", ""), "cubbitest")
+    assert not stale_test_user(_pw("cubbitest", "Carla Ubbi"), "cubbitest")
+    assert not stale_test_user(_pw("cubbitest", "", home="/srv/cubbitest"), "cubbitest")
+    assert not stale_test_user(_pw("cubbitest", "", shell="/bin/bash"), "cubbitest")
+    assert not stale_test_user(_pw("cubbitest", ""), "users")
+    assert not stale_test_user(_pw("cubbitest", "", uid=998), "cubbitest")
