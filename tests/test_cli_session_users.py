@@ -43,7 +43,9 @@ def test_files_in_app_belong_to_the_host_user(cubbi, image, prefix, tmp_path):
 # -- a real non-root host user (host_user, as_user: tests/conftest.py) -----------
 
 def test_files_in_app_belong_to_a_non_root_host_user(as_user, host_user, image, prefix):
-    work = tempfile.mkdtemp(prefix="cubbi-user-work-")
+    from conftest import _reachable_tmp
+
+    work = tempfile.mkdtemp(prefix="cubbi-user-work-", dir=_reachable_tmp())
     try:
         os.chown(work, host_user.pw_uid, host_user.pw_gid)
         import pathlib
