@@ -189,34 +189,52 @@ def prefix(engine):
 
 
 # -- a real cubbi-server on loopback (tests/serverproc.py) ----------------------
-@pytest.fixture
-def start_server(tmp_path):
-    """Start a cubbi-server for this test: start_server(env=..., config_text=...)
-    -> a started serverproc.ServerProcess, stopped after the test."""
+def _server_starter(mkdir):
+    """(start, stop_all): start(env=..., config_text=...) makes a work dir
+    with mkdir(name) and returns a started serverproc.ServerProcess there."""
     from serverproc import ServerProcess
 
     started = []
 
     def _start(env=None, config_text=None):
-        work = tmp_path / f"server-{len(started)}"
-        work.mkdir()
-        srv = ServerProcess(str(work), env=env, config_text=config_text)
+        srv = ServerProcess(str(mkdir(f"server-{len(started)}")), env=env,
+                            config_text=config_text)
         started.append(srv)
         return srv.start()
 
-    yield _start
-    for srv in started:
-        srv.stop()
+    def _stop_all():
+        for srv in started:
+            srv.stop()
+
+    return _start, _stop_all
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a cubbi-server for this test: start_server(env=..., config_text=...)
+    -> a started serverproc.ServerProcess, stopped after the test."""
+    def mkdir(name):
+        d = tmp_path / name
+        d.mkdir()
+        return d
+
+    start, stop_all = _server_starter(mkdir)
+    yield start
+    stop_all()
 
 
 @pytest.fixture(scope="module")
-def server(engine, tmp_path_factory):
-    """One cubbi-server per test module, on the real engine."""
-    from serverproc import ServerProcess
+def start_module_server(tmp_path_factory):
+    """start_server for a module-scoped fixture: stopped after the module."""
+    start, stop_all = _server_starter(tmp_path_factory.mktemp)
+    yield start
+    stop_all()
 
-    srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
-    yield srv
-    srv.stop()
+
+@pytest.fixture(scope="module")
+def server(engine, start_module_server):
+    """One cubbi-server per test module, on the real engine."""
+    return start_module_server()
 
 
 @pytest.fixture(scope="module")

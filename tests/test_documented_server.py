@@ -13,7 +13,6 @@ import pytest
 
 from conftest import BIN, cubbi_env, one_line
 from ptyterm import Terminal
-from serverproc import ServerProcess
 
 
 
@@ -56,23 +55,13 @@ def test_an_unset_variable_in_the_service_config_stops_the_server(tmp_path, conf
 
 
 # -- an interactive remote terminal, resized ---------------------------------------------
-@pytest.fixture(scope="module")
-def server(engine, tmp_path_factory):
-    srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def remote(server, cubbi):
-    """cubbi commands against the server as alice: (runner env, full env for a pty)."""
-    r = cubbi("cubbi-remote", "add", "srv", server.url, "--token", "-",
-              input=server.token("alice"), env={"CUBBI_SECRETS": "file"})
-    assert r.exit_code == 0, r
-    extra = {"CUBBI_SECRETS": "file", "CUBBI_REMOTE": "srv"}
+def remote(remote_env, cubbi):
+    """cubbi commands against conftest's server as alice: (runner env, full
+    env for a pty)."""
     full = cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir),
-                      "CUBBI_HOME": str(cubbi.cubbi_home), "TERM": "xterm", **extra})
-    return extra, full
+                      "CUBBI_HOME": str(cubbi.cubbi_home), "TERM": "xterm", **remote_env})
+    return remote_env, full
 
 
 SIZE = rb"\[size (\d+) (\d+)\]"
