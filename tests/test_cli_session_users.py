@@ -5,6 +5,7 @@ Linux user made for the run (conftest's host_user and as_user)."""
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -101,3 +102,38 @@ def test_the_legacy_cubbitest_user_is_removed_only_in_its_own_shape():
     assert not stale_test_user(_pw("cubbitest", "", shell="/bin/bash"), "cubbitest")
     assert not stale_test_user(_pw("cubbitest", ""), "users")
     assert not stale_test_user(_pw("cubbitest", "", uid=998), "cubbitest")
+
+
+# -- a / only root may cross (cubbi-init repairs it for a non-root user) ---------
+
+def test_the_init_makes_a_closed_root_searchable_for_a_non_root_user(as_user, host_user,
+                                                                     busybox_image, prefix):
+    """An image imported from a 0700 directory (older cubbi-image
+    bootstrap-base) has a / only root may cross where the storage driver
+    keeps it (vfs, btrfs, zfs); overlay2 shows its own 0755 instead, so
+    here / is closed inside the session (overlay keeps that in the
+    container's upper layer) and the session restarted: its init must
+    open / again for the non-root session user."""
+    import subprocess
+
+    r = as_user("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-root700",
+                "--no-mount", "--json", "--wait")
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    sid, cid = rec["id"], rec["container_id"]
+    r = subprocess.run(["docker", "exec", "-u", "0", cid, "sh", "-c", "chmod 700 / && stat -c %a /"],
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "700\n"), r
+    r = subprocess.run(["docker", "restart", "-t", "10", cid], capture_output=True, text=True)
+    assert r.returncode == 0, r
+    line = "cubbi-init: made / searchable for the session user"
+    deadline = time.monotonic() + 30
+    while True:
+        logs = as_user("cubbi-logs", sid)
+        if line in logs.output and logs.output.count("cubbi-init: ready") >= 2:
+            break
+        assert time.monotonic() < deadline, f"no {line!r} and second ready in 30 s: {logs}"
+        time.sleep(0.2)
+    r = as_user("cubbi-connect", sid, "--", "sh", "-c", "cat /dev/null && id -u && stat -c %a /")
+    assert r.exit_code == 0, r
+    assert r.stdout.split() == [str(host_user.pw_uid), "755"], r
