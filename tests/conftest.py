@@ -17,6 +17,7 @@ tests/serverproc.py), and the non-root host user.
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -188,34 +189,52 @@ def prefix(engine):
 
 
 # -- a real cubbi-server on loopback (tests/serverproc.py) ----------------------
-@pytest.fixture
-def start_server(tmp_path):
-    """Start a cubbi-server for this test: start_server(env=..., config_text=...)
-    -> a started serverproc.ServerProcess, stopped after the test."""
+def _server_starter(mkdir):
+    """(start, stop_all): start(env=..., config_text=...) makes a work dir
+    with mkdir(name) and returns a started serverproc.ServerProcess there."""
     from serverproc import ServerProcess
 
     started = []
 
     def _start(env=None, config_text=None):
-        work = tmp_path / f"server-{len(started)}"
-        work.mkdir()
-        srv = ServerProcess(str(work), env=env, config_text=config_text)
+        srv = ServerProcess(str(mkdir(f"server-{len(started)}")), env=env,
+                            config_text=config_text)
         started.append(srv)
         return srv.start()
 
-    yield _start
-    for srv in started:
-        srv.stop()
+    def _stop_all():
+        for srv in started:
+            srv.stop()
+
+    return _start, _stop_all
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a cubbi-server for this test: start_server(env=..., config_text=...)
+    -> a started serverproc.ServerProcess, stopped after the test."""
+    def mkdir(name):
+        d = tmp_path / name
+        d.mkdir()
+        return d
+
+    start, stop_all = _server_starter(mkdir)
+    yield start
+    stop_all()
 
 
 @pytest.fixture(scope="module")
-def server(engine, tmp_path_factory):
-    """One cubbi-server per test module, on the real engine."""
-    from serverproc import ServerProcess
+def start_module_server(tmp_path_factory):
+    """start_server for a module-scoped fixture: stopped after the module."""
+    start, stop_all = _server_starter(tmp_path_factory.mktemp)
+    yield start
+    stop_all()
 
-    srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
-    yield srv
-    srv.stop()
+
+@pytest.fixture(scope="module")
+def server(engine, start_module_server):
+    """One cubbi-server per test module, on the real engine."""
+    return start_module_server()
 
 
 @pytest.fixture(scope="module")
@@ -304,17 +323,74 @@ def host_user(request):
                     "group (docker) so a user can be given access")
     name = "cubbitest-" + secrets.token_hex(3)
     _sh("useradd", "--create-home", "--user-group", "--shell", "/bin/sh",
-        "--groups", group, name)
+        "--comment", _owner_comment(os.getpid()), "--groups", group, name)
     request.addfinalizer(lambda: _remove_user(name))
     pw = pwd.getpwnam(name)
     assert pw.pw_uid != 0 and name in grp.getgrnam(group).gr_mem
     return pw
 
 
-def _remove_user(name):
+# A run that is SIGKILLed never reaches the finalizer, so each test user's
+# comment names the pytest that made it (pid and start time: a reused pid
+# is not taken for the owner), and every run as root first removes the
+# users whose owner is gone.  So does it the fixed-name `cubbitest` that
+# older versions of this file made and never removed (kept while it still
+# runs something: userdel refuses, an older run may be using it, and it
+# is tried again next run).
+_OWNER = re.compile(r"^cubbi test user, pytest pid (\d+) start (\d+)$")
+
+
+def _start_time(pid):
+    """The kernel's start time of process PID (in ticks), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _owner_comment(pid):
+    return f"cubbi test user, pytest pid {pid} start {_start_time(pid)}"  # no colon in passwd
+
+
+def stale_test_user(pw, group_name):
+    """Whether passwd entry PW is a test user this conftest made whose run is
+    over: a cubbitest-XXXXXX whose owning pytest is gone, or the legacy
+    `cubbitest` (no comment, /home/cubbitest, /bin/sh, its own group)."""
+    if pw.pw_name == "cubbitest":
+        return (pw.pw_gecos == "" and pw.pw_dir == "/home/cubbitest"
+                and pw.pw_shell == "/bin/sh" and group_name == "cubbitest"
+                and pw.pw_uid >= 1000)
+    if not re.fullmatch(r"cubbitest-[0-9a-f]{6}", pw.pw_name):
+        return False
+    m = _OWNER.match(pw.pw_gecos)
+    if not m:  # not one of ours (or from a version that left no owner): leave it
+        return False
+    return _start_time(int(m.group(1))) != int(m.group(2))
+
+
+def pytest_sessionstart(session):
+    if os.getuid() != 0 or not shutil.which("userdel"):
+        return
+    import grp
+    import pwd
+
+    for pw in pwd.getpwall():
+        try:
+            group_name = grp.getgrgid(pw.pw_gid).gr_name
+        except KeyError:
+            group_name = None
+        if stale_test_user(pw, group_name):
+            _remove_user(pw.pw_name, in_use_ok=True)
+
+
+def _remove_user(name, in_use_ok=False):
     """userdel: the user, its home, its own group and its membership of the
     socket's group."""
     r = subprocess.run(["userdel", "--remove", name], capture_output=True, text=True)
+    if r.returncode == 8 and in_use_ok:  # 8: logged in (runs processes)
+        sys.stderr.write(f"conftest: the old test user {name} is in use; left for now\n")
+        return
     if r.returncode not in (0, 6):  # 6: no such user
         raise RuntimeError(f"userdel {name} failed ({r.returncode}): {r.stderr}; remove it "
                            f"by hand (userdel --remove {name}): it is in the Docker socket's group")

@@ -496,7 +496,9 @@ def test_a_non_root_user_owns_its_tool_state(tool_image, as_user, host_user, pre
     import shutil
     import tempfile
 
-    work = tempfile.mkdtemp(prefix="cubbi-user-work-")
+    from conftest import _reachable_tmp
+
+    work = tempfile.mkdtemp(prefix="cubbi-user-work-", dir=_reachable_tmp())
     state_root = os.path.join(host_user.pw_dir, ".cubbi", "projects")
     try:
         os.chmod(work, 0o755)

@@ -277,7 +277,7 @@ def test_following_an_idle_session_outlasts_the_request_timeout(cubbi, busybox_i
         time.sleep(4)  # silent for 4x the timeout
         assert proc.poll() is None, proc.stderr.read()
         _say(cubbi, rec, "still-here")
-        assert proc.stdout.readline() == b"still-here\n"
+        assert _readline(proc.stdout, 15) == b"still-here\n"
     finally:
         proc.terminate()
         proc.wait()

@@ -48,6 +48,9 @@ def test_a_local_project_credential_stays_home_when_creating_on_a_remote(cubbi, 
     r = cubbi("cubbi-project", "add", url, "--token", "-", input=canary + "\n",
               env={"CUBBI_SECRETS": "file"})
     assert r.exit_code == 0, r
+    # the positive control: the token really is stored here (so the
+    # create below had it at hand), and the recorder sees what is sent
+    assert canary in (cubbi.config_dir / "secrets.yaml").read_text()
     recorder.answer = (503, {"error": "the recorder makes no sessions", "kind": "engine"})
     r = cubbi("cubbi-create", "--no-connect", "--image", "x", "--project", url,
               env={"CUBBI_SECRETS": "file", "CUBBI_REMOTE_URL": recorder.url,
@@ -56,5 +59,6 @@ def test_a_local_project_credential_stays_home_when_creating_on_a_remote(cubbi, 
     (create,) = [x for x in recorder.requests if x["method"] == "POST"]
     assert create["path"] == "/sessions" and json.loads(create["body"])["project"] == url, create
     assert create["headers"]["Authorization"] == "Bearer remote-token"
+    assert b"remote-token" in recorder.wire() and url.encode() in recorder.wire()
     assert canary.encode() not in recorder.wire(), recorder.requests
     assert canary not in r.output

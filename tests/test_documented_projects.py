@@ -15,8 +15,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from serverproc import ServerProcess
+from conftest import ROOT, one_line_error
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "gitservers"))
 import gitservers  # noqa: E402
@@ -84,37 +83,26 @@ def test_a_session_pushes_with_the_stored_credential(cubbi, servers, prefix, kin
 
 # -- on the service, whose project key is the auto-made DB.key ------------------------------
 @pytest.fixture(scope="module")
-def keyless(engine, tmp_path_factory):
-    """A cubbi-server with no projects.storage.key: it makes DB.key itself."""
-    srv = ServerProcess(str(tmp_path_factory.mktemp("keyless")), config_text=(
-        "server:\n  heartbeat: 1\nstate:\n  database: server.db\n"))
-    srv.start()
-    yield srv
-    srv.stop()
+def server(engine, start_module_server):
+    """A cubbi-server with no projects.storage.key: it makes DB.key itself
+    (conftest's remote_env talks to it)."""
+    return start_module_server(config_text="server:\n  heartbeat: 1\nstate:\n  database: server.db\n")
 
 
-@pytest.fixture
-def remote_env(keyless, cubbi):
-    r = cubbi("cubbi-remote", "add", "kl", keyless.url, "--token", "-",
-              input=keyless.token("alice"), env={"CUBBI_SECRETS": "file"})
-    assert r.exit_code == 0, r
-    return {"CUBBI_REMOTE": "kl", "CUBBI_SECRETS": "file"}
-
-
-def test_the_auto_made_db_key_is_reused_after_a_restart(cubbi, keyless, remote_env, servers,
+def test_the_auto_made_db_key_is_reused_after_a_restart(cubbi, server, remote_env, servers,
                                                         prefix):
     r = cubbi("cubbi-project", "add", servers["http_url"], "--token", "-",
               input=servers["token"], env=remote_env)
     assert r.exit_code == 0, r
-    keyfile = keyless.database + ".key"
-    assert os.path.exists(keyfile), os.listdir(keyless.workdir)
+    keyfile = server.database + ".key"
+    assert os.path.exists(keyfile), os.listdir(server.workdir)
     assert oct(os.stat(keyfile).st_mode & 0o777) == "0o600"
     key = open(keyfile).read()
-    raw = open(keyless.database, "rb").read()
+    raw = open(server.database, "rb").read()
     assert servers["token"].encode() not in raw and key.strip().encode() not in raw
 
-    keyless.stop()
-    keyless.start()
+    server.stop()
+    server.start()
     assert open(keyfile).read() == key  # reused, not made again
     # the server still decrypts the token: the private repository clones with it
     rec = _create(cubbi, servers, f"{prefix}-after", servers["http_url"], env=remote_env)
@@ -126,17 +114,16 @@ def test_the_auto_made_db_key_is_reused_after_a_restart(cubbi, keyless, remote_e
     try:
         with open(keyfile, "w") as fh:
             fh.write(secrets.token_urlsafe(32) + "\n")
-        keyless.stop()
-        keyless.start()
+        server.stop()
+        server.start()
         r = cubbi("cubbi-create", "--project", servers["http_url"], "--image",
                   servers["client_image"], "--name", f"{prefix}-otherkey", "--no-connect",
                   env=remote_env)
-        assert r.exit_code == 1 and "cannot be decrypted" in r.stderr, r
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+        one_line_error(r, 1, "cannot be decrypted")
     finally:
         os.replace(keyfile + ".saved", keyfile)
-        keyless.stop()
-        keyless.start()
+        server.stop()
+        server.start()
 
 
 def test_a_session_pushes_with_the_project_stored_on_the_service(cubbi, remote_env, servers,

@@ -36,9 +36,15 @@ def test_client_leaving_a_followed_log_stream_leaks_nothing(server, alice, busyb
         s = socket.create_connection(("127.0.0.1", server.port))
         s.sendall((f"GET /sessions/{rec['id']}/logs?follow=1 HTTP/1.1\r\nHost: x\r\n"
                    f"Authorization: Bearer {alice.token}\r\n\r\n").encode())
-        data = b""
+        # a stalled or closed stream fails the test, never hangs it (the
+        # heartbeats keep a socket timeout alone from firing: a deadline too)
+        s.settimeout(30)
+        data, deadline = b"", time.monotonic() + 30
         while b"cubbi-init: ready" not in data:
-            data += s.recv(4096)
+            assert time.monotonic() < deadline, f"no ready line within 30 s: {data[-500:]!r}"
+            chunk = s.recv(4096)
+            assert chunk, f"the server closed the stream before the ready line: {data!r}"
+            data += chunk
         socks.append(s)
     assert _health(alice)["streams"] == 5
     for s in socks:

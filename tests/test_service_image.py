@@ -21,7 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = "cubbi-test/service"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
-SOCKET = "/var/run/docker.sock"
+IN_SOCKET = "/var/run/docker.sock"  # where the service looks (its default DOCKER_HOST)
 
 
 def _image_tag(engine, base):
@@ -64,6 +64,11 @@ def _health(url):
 def service(engine, service_image, tmp_path_factory):
     """The image running as the service does in docker-compose.yml: the
     socket mounted, the socket's group added, the config in /app/config."""
+    from conftest import _docker_socket
+
+    sock = _docker_socket()  # the engine's socket on this host (DOCKER_HOST, else the default)
+    if not sock:
+        pytest.fail("the service image test mounts the engine's socket: DOCKER_HOST must be unix://")
     name = "cubbi-test-service-" + os.urandom(3).hex()
     cfg = tmp_path_factory.mktemp("service-config")
     os.chmod(cfg, 0o755)
@@ -77,8 +82,8 @@ def service(engine, service_image, tmp_path_factory):
         "Labels": {"cubbi-test": "service-image"},
         "ExposedPorts": {"3000/tcp": {}},
         "HostConfig": {
-            "Binds": [f"{SOCKET}:{SOCKET}", f"{cfg}:/app/config:ro"],
-            "GroupAdd": [str(os.stat(SOCKET).st_gid)],
+            "Binds": [f"{sock}:{IN_SOCKET}", f"{cfg}:/app/config:ro"],
+            "GroupAdd": [str(os.stat(sock).st_gid)],
             "PortBindings": {"3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
         },
     })

@@ -17,11 +17,21 @@ expected() {
     cd "$FIX"
     run -1 --separate-stderr "$LINT" bad.bats
     [ "$(cut -d' ' -f1-2 <<<"$output")" = "$(expected bad.bats)" ]
-    [ "${#lines[@]}" -eq 17 ]
-    for rule in bang and fallback run local sleep; do
+    [ "${#lines[@]}" -eq 24 ]
+    for rule in bang and fallback run local sleep if; do
         grep -q "^bad.bats:[0-9]*: \[$rule\] " <<<"$output"
     done
-    [ "$stderr" = "bats-lint: 17 finding(s)" ]
+    # in setup and a helper function too, not only in @test bodies
+    grep -q "^bad.bats:[0-9]*: \[bang\] .* in setup()" <<<"$output"
+    grep -q "^bad.bats:[0-9]*: \[and\] .* in make_it()" <<<"$output"
+    [ "$stderr" = "bats-lint: 24 finding(s)" ]
+}
+
+@test "bats-lint reads the helper.bash beside a .bats file, minding how its functions are called" {
+    cd "$FIX/helper"
+    run -1 --separate-stderr "$LINT" uses.bats
+    [ "$(cut -d' ' -f1-2 <<<"$output")" = "$(expected helper.bash)" ]
+    [ "$stderr" = "bats-lint: 2 finding(s)" ]
 }
 
 @test "bats-lint reports nothing that only looks like those patterns" {

@@ -7,6 +7,16 @@ load helper
 setup_file() { common_setup_file; }
 teardown_file() { common_teardown_file; }
 
+teardown() {
+    # what a test started in the background ends with it, failed or not:
+    # scoped-engine, the port holder, a followed cubbi-logs (under timeout,
+    # which passes the signal on)
+    local pid
+    for pid in ${SCOPED:-} ${HOLDER:-} ${FOLLOWER:-}; do
+        kill "$pid" 2>/dev/null || true
+    done
+}
+
 @test "create prints the record off a terminal, ls shows it three ways" {
     run --separate-stderr cubbi-create --image "$BB" --name "$(name a)" --no-mount --json
     [ "$status" -eq 0 ]
@@ -188,7 +198,7 @@ followed() {
     b=$(new_session b --wait)
     f="$BATS_TEST_TMPDIR/f.jsonl"
     timeout 60 cubbi-logs -f --json --tail 0 "$a" "$b" > "$f" 3>&- &
-    pid=$!
+    FOLLOWER=$!
     followed "$a" "$f"
     followed "$b" "$f"
     # each line is written once the one before it has arrived: the order is
@@ -200,7 +210,7 @@ followed() {
     log_line "$a" 2 three
     wait_until 20 grep -q '"three"' "$f"
     cubbi-close -q "$a" "$b" >/dev/null
-    wait "$pid"  # ends by itself (not the timeout's 124) once both are closed
+    wait "$FOLLOWER"  # ends by itself (not the timeout's 124) once both are closed
     run -0 jq -r 'select(.line | startswith("followed-") | not) | [.session, .stream, .line] | @tsv' "$f"
     [ "$output" = "$a"$'\tstdout\tone\n'"$b"$'\tstdout\ttwo\n'"$a"$'\tstderr\tthree' ]
 }
@@ -237,11 +247,6 @@ followed() {
 
 is_stopped() { [ "$(state_of "$1" | cut -f1)" = stopped ]; }
 
-teardown() {
-    if [ -n "${SCOPED:-}" ]; then
-        kill "$SCOPED" 2>/dev/null || true
-    fi
-}
 
 @test "cubbi-close --all closes every session it can see, stopped ones too, and no other" {
     # Locally --all is every session on the engine, and a test machine's
@@ -310,11 +315,11 @@ teardown() {
     python3 -c 'import socket, threading
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 print(s.getsockname()[1], flush=True); threading.Event().wait(300)' > "$BATS_TEST_TMPDIR/port" 3>&- &
-    holder=$!
+    HOLDER=$!
     read -r -t 20 port < "$BATS_TEST_TMPDIR/port"
     [ "$port" -gt 0 ]
     run --separate-stderr cubbi-create --image "$BB" --name "$(name t)" --no-mount --port "$port:80"
-    kill "$holder"
+    kill "$HOLDER"
     one_line_error 1
     [[ "$stderr" == *"127.0.0.1:$port"*"already in use"* ]]
     run -0 docker ps -a -q --filter "name=cubbi-$(name t)"
