@@ -64,15 +64,20 @@ def serve(ws, request, auth, service, ref):
         when it has that status; closing it here first, with its stdin still
         arriving, would reset the connection and lose the status."""
         try:
+            # gevent.sleep(0) after each frame: a command that never stops
+            # printing to a client that keeps up never blocks on either
+            # socket, and would otherwise keep every other greenlet waiting
             if tty:
                 while True:
                     data = conn.read(65536)
                     if not data:
                         break
                     ws.send(b"\x01" + data, binary=True)
+                    gevent.sleep(0)
             else:
                 for stream, data in conn.frames():
                     ws.send((b"\x02" if stream == "stderr" else b"\x01") + data, binary=True)
+                    gevent.sleep(0)
         except Exception:
             pass
         _send(ws, json.dumps({"type": "exit", "code": _exit_code(api, eid)}))
