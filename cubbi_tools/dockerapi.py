@@ -145,6 +145,9 @@ class _Response:
         length = self._headers.get("content-length")
         self._length = int(length) if length and length.isdigit() and not self._chunked else None
         self._done = method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200
+        # the body's end is known without the connection closing: it can carry another request
+        self._framed = (self._done or self._chunked or self._length is not None) and \
+            self._headers.get("connection", "").lower() != "close"
 
     def getheader(self, name, default=None):
         return self._headers.get(name.lower(), default)
@@ -219,6 +222,11 @@ class _Response:
                 return b"".join(parts)
             parts.append(data)
 
+    def reusable(self):
+        """Whether the body was read to its framed end, nothing more came, and
+        the engine did not ask to close: the connection can be kept."""
+        return self._framed and self._done and not self._buf
+
     def close(self):
         self._done = True
 
@@ -230,8 +238,17 @@ def resolve_host(host=None):
 
 
 class DockerAPI:
+    # Idle connections kept for plain GETs on the unix socket (at most this
+    # many).  0, one connection per request, for the commands: each makes a
+    # few requests and exits, and tests/engine_proxy.py looks at the first
+    # request of a connection only.  The server sets it (service.Service):
+    # a new connection per GET /sessions cost it a connect and the engine
+    # an accept, on every request.
+    keep_alive = 0
+
     def __init__(self, host=None, timeout=None, verbose=False):
         self.host = resolve_host(host)
+        self._idle = []
         self.timeout = default_timeout() if timeout is None else timeout
         self.verbose = verbose  # ui.verbose: one line per request on stderr
         if self.host.startswith("unix://"):
@@ -302,17 +319,22 @@ class DockerAPI:
         if body is not None and not isinstance(body, (bytes, bytearray)) and not hasattr(body, "read"):
             body = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        conn = self._connection(self.timeout if timeout is DEFAULT else timeout)
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-        except _transport_errors() as exc:
-            conn.close()
-            if isinstance(exc, socket.timeout):
-                raise EngineUnreachable(
-                    f"the Docker engine at {self.host} did not answer in time"
-                ) from None
-            raise self._unreachable(exc) from None
+        timeout = self.timeout if timeout is DEFAULT else timeout
+        keep = (self.keep_alive and method == "GET" and body is None and not stream
+                and self._path is not None)
+        resp = None
+        if keep and self._idle:
+            conn = self._idle.pop()
+            conn.sock.settimeout(timeout)
+            try:
+                resp = self._send(conn, method, path, hdrs)
+            except EngineUnreachable:
+                if conn.timed_out:
+                    raise
+                resp = None  # the engine had closed the kept connection: once more on a new one
+        if resp is None:
+            conn = self._connection(timeout)
+            resp = self._send(conn, method, path, hdrs, body)
         if resp.status >= 400:
             data = self._read_all(resp, conn)
             try:
@@ -323,7 +345,7 @@ class DockerAPI:
         if stream:
             resp._cubbi_conn = conn  # keep the connection alive with the response
             return resp
-        data = self._read_all(resp, conn)
+        data = self._read_all(resp, conn, keep=keep)
         if not data:
             return None
         ctype = resp.getheader("Content-Type", "")
@@ -331,13 +353,32 @@ class DockerAPI:
             return json.loads(data)
         return data
 
-    def _read_all(self, resp, conn):
+    def _send(self, conn, method, path, hdrs, body=None):
+        """The response to one request on conn (closed when that fails)."""
+        conn.timed_out = False
         try:
-            return resp.read()
+            conn.request(method, path, body=body, headers=hdrs)
+            return conn.getresponse()
         except _transport_errors() as exc:
-            raise self._unreachable(exc) from None
-        finally:
             conn.close()
+            if isinstance(exc, socket.timeout):
+                conn.timed_out = True
+                raise EngineUnreachable(
+                    f"the Docker engine at {self.host} did not answer in time"
+                ) from None
+            raise self._unreachable(exc) from None
+
+    def _read_all(self, resp, conn, keep=False):
+        try:
+            data = resp.read()
+        except _transport_errors() as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+        if keep and resp.reusable() and len(self._idle) < self.keep_alive:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return data
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -109,6 +109,7 @@ class Service:
         # the service config only: never the personal config of the account running it
         self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
                                   images={}, image_paths=False)  # an image is never a path
+        self.engine.api.keep_alive = 64  # GETs reuse idle engine connections (dockerapi)
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}

@@ -204,3 +204,56 @@ def test_timeouts_default_none_and_deadline(tmp_path, monkeypatch):
         conn.close()
     t.join(2)
     assert box == [[]]
+
+
+def test_kept_connections_carry_gets_and_one_the_engine_closed_is_replaced(tmp_path):
+    """keep_alive (the server's): plain GETs reuse an idle connection; a kept
+    connection the engine has closed is replaced, the request answered;
+    POSTs and streams always get a new connection."""
+    path = str(tmp_path / "keep.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    accepted, lines = [], []
+    body = json.dumps([{"Id": "a"}]).encode()
+
+    def handle(conn):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    conn.close()
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            line = head.decode().split("\r\n")[0]
+            lines.append(line)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            if "close-after" in line:  # the engine drops the connection once answered
+                conn.close()
+                return
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    api = DockerAPI("unix://" + path, timeout=5)
+    api.keep_alive = 4
+    for _ in range(3):
+        assert api.get("/containers/json") == [{"Id": "a"}]
+    assert len(accepted) == 1
+    assert api.get("/close-after") == [{"Id": "a"}]
+    assert api.get("/containers/json") == [{"Id": "a"}]  # the closed one replaced
+    assert len(accepted) == 2
+    api.post("/containers/x/start")
+    assert len(accepted) == 3
+    assert len(lines) == 6
+    plain = DockerAPI("unix://" + path, timeout=5)  # the commands: one connection per request
+    plain.get("/containers/json")
+    plain.get("/containers/json")
+    assert len(accepted) == 5
