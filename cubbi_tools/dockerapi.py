@@ -390,8 +390,10 @@ class DockerAPI:
         return self.request("DELETE", path, **kw)
 
     # -- endpoints -------------------------------------------------------
-    def containers(self, all=False, labels=()):
-        filters = {"label": list(labels)} if labels else None
+    def containers(self, all=False, labels=(), status=None):
+        filters = {"label": list(labels)} if labels else {}
+        if status:
+            filters["status"] = [status]
         return self.get(
             "/containers/json",
             params={"all": "1" if all else "0",

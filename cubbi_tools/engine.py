@@ -11,13 +11,16 @@ import time
 
 from . import session as S
 from .dockerapi import APIError, DockerAPI
-from .errors import CubbiError, NotFound, UsageError
+from .errors import CubbiError, EngineUnreachable, NotFound, UsageError
 from .validate import (CreateRequest, check_image_ref, parse_cpus, parse_memory,  # noqa: F401
                        parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
+# the ids of the sessions this process is making now (create() to its start):
+# sweep_unfinished() leaves their containers alone
+_CREATING = set()
 
 
 def _data(name):
@@ -233,6 +236,7 @@ class LocalEngine:
         name = req.name or f"{short_name(req.image)}-{sid}"
         if not valid_session_name(name):
             raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
+        self.sweep_unfinished()  # before the name check: debris may hold this very name
         if self.api.containers(all=True, labels=[f"{S.LABEL}=true", f"{S.L_NAME}={name}"]):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
@@ -243,6 +247,7 @@ class LocalEngine:
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: req.image,
             S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
+            S.L_CREATOR: S.creator(),
         }
         if req.project:
             labels[S.L_PROJECT] = req.project
@@ -310,9 +315,13 @@ class LocalEngine:
             },
             "HostConfig": host_config,
         }
+        _CREATING.add(sid)  # until it is started, or given up
         try:
             created = self._with_network(lambda: self.api.create_container(f"cubbi-{name}", config))
-        except APIError as exc:
+        except BaseException as exc:
+            _CREATING.discard(sid)
+            if not isinstance(exc, APIError):
+                raise
             if exc.status == 409:
                 raise CubbiError(f"a session named {name!r} exists; choose another --name") from None
             if exc.status == 400 and "bind source path does not exist" in str(exc):
@@ -324,16 +333,20 @@ class LocalEngine:
             for net in extra_nets:
                 self.api.connect_network(net, cid)
             self._with_network(lambda: self.api.start(cid))
+            _CREATING.discard(sid)
         except BaseException as exc:
+            _CREATING.discard(sid)
             # no half-created container left behind: remove it, or say how
             try:
                 self.api.remove(cid)
             except CubbiError:
                 if isinstance(exc, CubbiError):
                     exc = _start_error(exc) if isinstance(exc, APIError) else exc
-                    err = CubbiError(f"{exc}; the unfinished session's container {cid[:12]} "
-                                     f"could not be removed: run 'cubbi-close {sid}' when the "
-                                     "engine answers again")
+                    # the engine's going away stays EngineUnreachable (503 on a server)
+                    cls = EngineUnreachable if isinstance(exc, EngineUnreachable) else CubbiError
+                    err = cls(f"{exc}; the unfinished session's container {cid[:12]} "
+                              f"could not be removed: the next cubbi-create removes it, or run "
+                              f"'cubbi-close {sid}' when the engine answers again")
                     err.code = exc.code
                     raise err from None
             if isinstance(exc, APIError):
@@ -343,6 +356,25 @@ class LocalEngine:
         if rec is None:
             raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
         return rec
+
+    def sweep_unfinished(self):
+        """Remove the debris of creates that broke off: session containers
+        never started (state "created") whose maker is gone (a cubbi-create
+        that exited, a server killed), or is this process but no longer
+        making them (a server whose engine went away as it started one, and
+        could not remove it then).  Another live process's container is
+        left alone: it is being made."""
+        me = S.creator()
+        for entry in self.api.containers(all=True, labels=[f"{S.LABEL}=true", S.L_CREATOR],
+                                         status="created"):
+            labels = entry.get("Labels") or {}
+            maker = labels.get(S.L_CREATOR)
+            if maker and (labels.get(S.L_ID) not in _CREATING if maker == me
+                          else S.creator_gone(maker)):
+                try:
+                    self.api.remove(entry["Id"])
+                except CubbiError:
+                    pass  # removed meanwhile, or the engine is going: the next create tries again
 
     def _archive(self, req, image_meta):
         env = dict(req.env)

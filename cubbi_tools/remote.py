@@ -193,6 +193,13 @@ class RemoteService:
                 except (OSError, http.client.HTTPException) as exc:
                     raise self._unreachable(exc) from None
                 if not line:
+                    # the end of the stream, or the service gone mid-stream: only a
+                    # stream the service ended had its last chunk (http.client then
+                    # sets chunk_left to None; a cut between chunks reads as EOF)
+                    if resp.chunked and resp.chunk_left is not None:
+                        raise EngineUnreachable(
+                            f"lost the connection to remote {self.remote!r} at {self.url} "
+                            "in the middle of the log; is cubbi-server running there?")
                     return
                 if not line.strip():
                     continue  # heartbeat

@@ -34,6 +34,9 @@ L_UID = "cubbi.uid"
 L_GID = "cubbi.gid"
 L_STATE = "cubbi.state"  # host directory of the project's persistent tool state
 L_CREATED = "cubbi.created"  # creation time in nanoseconds: orders sessions made in one second
+# the process that made the container, BOOT:PIDNS:PID:START (see creator()): a
+# container never started whose maker has ended is debris of a broken create
+L_CREATOR = "cubbi.creator"
 
 FIELDS = ["id", "name", "image", "status", "reason", "created", "created_epoch",
           "container_id", "project", "mount", "networks", "ports", "owner", "remote"]
@@ -209,3 +212,54 @@ def _ago(epoch):
     if secs < 86400:
         return f"{secs // 3600}h ago"
     return f"{secs // 86400}d ago"
+
+
+# -- who made a container --------------------------------------------------------
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _proc_start(pid):
+    """The start time of process PID (clock ticks since boot), or None."""
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (AttributeError, IndexError):
+        return None
+
+
+def _pid_ns():
+    import os
+
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return None
+
+
+def creator():
+    """This process, as L_CREATOR names it: BOOT:PIDNS:PID:START ("" where
+    /proc cannot tell)."""
+    import os
+
+    parts = [_read("/proc/sys/kernel/random/boot_id"), _pid_ns(), str(os.getpid()),
+             _proc_start(os.getpid())]
+    return ":".join(parts) if all(parts) else ""
+
+
+def creator_gone(value):
+    """Whether the process an L_CREATOR value names is known to have ended:
+    it ran on this boot of this machine, in this pid namespace, and its pid
+    is gone or now another process.  Anything else (another machine, a
+    container's namespace, no /proc): not known, False."""
+    parts = (value or "").split(":")
+    if len(parts) != 4 or not all(parts) or not parts[2].isdigit():
+        return False
+    boot, ns, pid, start = parts
+    if boot != _read("/proc/sys/kernel/random/boot_id") or ns != _pid_ns():
+        return False
+    return _proc_start(int(pid)) != start

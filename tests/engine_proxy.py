@@ -21,6 +21,12 @@ class EngineProxy:
         self.drop = None        # regex on "METHOD /path": such requests are cut off
         self.dropped = []       # request lines that were cut off
         self.seen = []          # every request line forwarded
+        # a regex on "METHOD /path": the first such request waits, before it
+        # is forwarded, until release is set (held is set when it arrives), so
+        # a test can stop the engine at that very point
+        self.hold = None
+        self.held = threading.Event()
+        self.release = threading.Event()
         self._socks = set()
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,6 +65,9 @@ class EngineProxy:
             self.dropped.append(method_path)
             client.close()  # the engine went away before answering
             return
+        if self.hold and re.search(self.hold, method_path) and not self.held.is_set():
+            self.held.set()
+            self.release.wait(60)
         self.seen.append(method_path)
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

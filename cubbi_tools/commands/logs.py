@@ -126,7 +126,9 @@ COMMAND = cli.Command(
                 "session name (the \"session\" field with --json), and with --follow they "
                 "are interleaved as they arrive. A session that cannot be shown is "
                 "reported on stderr and the others carry on; the exit status is then "
-                "non-zero (3 when every failure was an unknown session).",
+                "non-zero (3 when every failure was an unknown session). A --follow that "
+                "loses the Docker engine, or the Cubbi Service (-r), before its sessions end "
+                "stops with one line saying so and exit status 4.",
     options=[
         cli.REMOTE,
         cli.Opt("-f", "--follow", help="keep printing new lines until the sessions end"),
