@@ -321,7 +321,7 @@ complete -c cubbi-image -n '__cubbi_at \'cubbi-image\'' -s 'h' -l 'help' -d 'sho
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'list' -d 'list image definitions and whether their image is built'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'show' -d 'show one image definition'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'build' -d 'build the image of a definition (cubbi/NAME:latest)'
-complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'validate' -d 'check a definition\'s cubbi_image.yaml and Dockerfile (exit 2 when invalid)'
+complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'validate' -d 'check a definition\'s cubbi_image.yaml, folder name and Dockerfile, listing every problem on stderr, one per line (exit 2 when invalid, 3 when the folder holds no cubbi_image.yaml); with --json also one record {name, path, valid: false, problems: [{file, field, message}]} on stdout (field null when the problem is not a field\'s)'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\' 0' -a 'bootstrap-base' -d 'make a Debian base image locally, without a registry (debootstrap, needs root)'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image list\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image list\'' -s 'q' -l 'quiet' -d 'print names (build: tags) only, one per line'

@@ -150,7 +150,7 @@ def run_main(command, argv=None):
 
             traceback.print_exc()
         _flush_quietly()
-        sys.stderr.write(f"{command.name}: {exc}\n")
+        sys.stderr.write(prefixed(command.name, exc))
         return exc.code
     except KeyboardInterrupt:
         _flush_quietly()
@@ -163,6 +163,12 @@ def run_main(command, argv=None):
         sys.stderr.write(f"{command.name}: internal error: {type(exc).__name__}: {exc} "
                          "(run again with CUBBI_DEBUG=1 for details)\n")
         return 1
+
+
+def prefixed(prog, text):
+    """TEXT (an error of one line or several, e.g. every problem of an image
+    definition) with each line starting PROG: ."""
+    return "".join(f"{prog}: {line}\n" for line in str(text).splitlines() or [""])
 
 
 def debugging():
@@ -196,7 +202,7 @@ class Tally:
         _flush_quietly()
         if ref and str(ref) not in text:
             text = f"{ref}: {text}"
-        sys.stderr.write(f"{self.prog}: {text}\n")
+        sys.stderr.write(prefixed(self.prog, text))
         sys.stderr.flush()
 
     def code(self):

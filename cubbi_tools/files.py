@@ -26,11 +26,16 @@ def config_dir():
 cache = {}  # path -> parsed data; emptied by every save
 
 
-def yaml_error(path, exc, advice="fix or remove the file"):
-    """The one line for a yaml.YAMLError of PATH: file:line:column, the problem."""
+def yaml_where(exc):
+    """(":line:column" or "", the problem) of a yaml.YAMLError."""
     mark = getattr(exc, "problem_mark", None)
     where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
+def yaml_error(path, exc, advice="fix or remove the file"):
+    """The one line for a yaml.YAMLError of PATH: file:line:column, the problem."""
+    where, problem = yaml_where(exc)
     return f"{path}{where}: invalid YAML: {problem}" + (f"; {advice}" if advice else "")
 
 

@@ -601,3 +601,64 @@ def test_a_definition_given_as_a_directory_has_its_own_tag(cubbi, tmp_path, engi
     assert tags[0] != tags[1]
     r = cubbi("cubbi-image", "show", "base", "--json")
     assert r.exit_code == 0 and r.json()[0]["tag"] == "cubbi/base:latest", r
+
+
+def test_validate_lists_the_yaml_folder_and_dockerfile_problems_together(cubbi, tmp_path):
+    """A YAML error and a missing Dockerfile both show; a definition found by
+    name lists its field problems and the name/folder mismatch together;
+    every line carries the cubbi-image: prefix."""
+    d = _definition(tmp_path, yaml_text="name: [unclosed\n", dockerfile=None)
+    r = cubbi("cubbi-image", "validate", str(d))
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r
+    assert "invalid YAML" in lines[0] and "no Dockerfile" in lines[1], r
+    assert all(line.startswith("cubbi-image: ") for line in lines), r
+    _definition(cubbi.config_dir / "images", "mytool", "name: other\nports: [x]\n")
+    r = cubbi("cubbi-image", "validate", "mytool")
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r
+    assert "ports[0]" in lines[0] and "differs from its folder" in lines[1], r
+    assert all(line.startswith("cubbi-image: ") for line in lines), r
+
+
+@pytest.mark.parametrize("yaml_text, field, words", [
+    ("name: t-image\ndescription: 42\n", "description", "expected a string"),
+    ("name: t-image\nmaintainer: [a]\n", "maintainer", "expected a string"),
+    ("name: t-image\nenvironment: {}\n", "environment", "expected a list"),
+    ("name: t-image\nports: {}\n", "ports", "expected a list"),
+    ("name: t-image\ninit: []\n", "init", "expected a mapping"),
+    ("name: t-image\nenvironment:\n  - name: A\n  - description: b\n", "environment[1].name",
+     "missing"),
+])
+def test_validate_checks_the_types(cubbi, tmp_path, yaml_text, field, words):
+    d = _definition(tmp_path, yaml_text=yaml_text)
+    one_line_error(cubbi("cubbi-image", "validate", str(d)), 2, f": {field}: {words}")
+    assert "None" not in cubbi("cubbi-image", "validate", str(d)).stderr
+
+
+def test_validate_version_may_be_a_number(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nversion: 1.0\n")
+    r = cubbi("cubbi-image", "validate", str(d), "--json")
+    assert r.exit_code == 0 and r.json()[0]["valid"] is True, r
+
+
+def test_validate_json_prints_a_record_of_an_invalid_definition(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nports: [x]\n", dockerfile=None)
+    r = cubbi("cubbi-image", "validate", "--json", str(d))
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 2, r
+    (rec,) = r.json()
+    assert rec == {"name": "t-image", "path": str(d), "valid": False, "problems": [
+        {"file": str(d / "cubbi_image.yaml"), "field": "ports[0]",
+         "message": "expected a port number 1-65535, not 'x'"},
+        {"file": str(d / "Dockerfile"), "field": None,
+         "message": "no Dockerfile beside cubbi_image.yaml"}]}
+    d = _definition(tmp_path, "t-yaml", yaml_text="name: [unclosed\n")
+    (rec,) = cubbi("cubbi-image", "validate", "--json", str(d)).json()
+    assert rec["name"] is None and rec["problems"][0]["message"].startswith("2:1: invalid YAML")
+
+
+def test_a_folder_without_a_definition_file_is_not_found(cubbi, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for sub in ("validate", "show"):
+        r = cubbi("cubbi-image", sub, str(tmp_path / "empty"))
+        one_line_error(r, 3, "no cubbi_image.yaml")

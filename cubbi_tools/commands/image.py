@@ -96,10 +96,20 @@ def do_build(args):
 
 def do_validate(args):
     from .. import images
+    from ..imagedef import InvalidDefinition
 
     _local(args)
-    defn = images.definition(args.name)
     fmt = cli.output_format(args)
+    try:
+        defn = images.definition(args.name)
+    except InvalidDefinition as exc:
+        if fmt == "json":  # a record for scripts too, then the lines on stderr
+            Printer(fmt, key="name").add({
+                "name": exc.name, "path": exc.path, "valid": False,
+                "problems": [p.record() if hasattr(p, "record") else
+                             {"file": None, "field": None, "message": str(p)}
+                             for p in exc.problems]})
+        raise
     rec = {"name": defn["name"], "path": defn["path"], "valid": True,
            "digest": images.digest(defn["path"])}
     if fmt == "table":
@@ -192,7 +202,11 @@ COMMAND = cli.Command(
             cli.Opt("-t", "--tag", kind="value", metavar="TAG",
                     help="tag the image TAG instead of cubbi/NAME:latest"),
             cli.JSON, QUIET], [NAME]),
-        "validate": ("check a definition's cubbi_image.yaml and Dockerfile (exit 2 when invalid)",
+        "validate": ("check a definition's cubbi_image.yaml, folder name and Dockerfile, "
+                     "listing every problem on stderr, one per line (exit 2 when invalid, 3 "
+                     "when the folder holds no cubbi_image.yaml); with --json also one record "
+                     "{name, path, valid: false, problems: [{file, field, message}]} on stdout "
+                     "(field null when the problem is not a field's)",
                      [cli.JSON, QUIET], [NAME]),
         "bootstrap-base": ("make a Debian base image locally, without a registry "
                            "(debootstrap, needs root)", [
@@ -233,7 +247,7 @@ COMMAND = cli.Command(
         ("EXIT STATUS",
          "0 done; 1 the build or bootstrap failed (the build's own error is shown); "
          "2 usage error or an invalid definition (the message names the file and field); "
-         "3 no such definition, file or base image; 4 the Docker engine is unreachable."),
+         "3 no such definition (a folder without cubbi_image.yaml), file or base image; 4 the Docker engine is unreachable."),
     ],
     see_also=["cubbi-create", "cubbi-config"],
 )
