@@ -259,7 +259,7 @@ complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'keys' -d 'print 
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'get' -d 'show one setting (or every setting of a section)'
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'set' -d 'set KEY to VALUE; VALUE - reads it from stdin, and with no VALUE a terminal prompts for it without echo'
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'unset' -d 'remove KEY (and its own stored secret); the default applies again. A key holding settings (a section such as services or remote) asks first, and removes their secrets and the removed remotes\' tokens too'
-complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'reset' -d 'forget every setting and stored secret'
+complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'reset' -d 'forget every setting and the secrets they stored (a project\'s stay: cubbi-project owns them). A malformed config.yaml is kept as config.yaml.bak (config.yaml.bak.1, .2, ... when that exists: an older backup is never replaced), and the secrets its text names are forgotten with those left in secrets.yaml'
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'network' -d 'list, add or remove the default networks (defaults.networks)'
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config\' 0' -a 'path' -d 'print the config file\'s path'
 complete -c cubbi-config -n '__cubbi_at \'cubbi-config list\'' -l 'json' -d 'one JSON object per line: {key, value, secret, stored}'
