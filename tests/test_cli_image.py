@@ -662,3 +662,42 @@ def test_a_folder_without_a_definition_file_is_not_found(cubbi, tmp_path):
     for sub in ("validate", "show"):
         r = cubbi("cubbi-image", sub, str(tmp_path / "empty"))
         one_line_error(r, 3, "no cubbi_image.yaml")
+
+
+def test_a_definition_of_your_own_keeps_its_own_base_default(engine, busybox_image, cubbi,
+                                                             tmp_path):
+    """Without --base or images.base, a folder definition's own
+    ARG BASE_IMAGE=... default is the base, not cubbi's; a Dockerfile that
+    declares no BASE_IMAGE gets no build argument and no base label."""
+    tags = []
+    try:
+        for name, dockerfile in (
+                ("t-ownbase", f"ARG BASE_IMAGE={busybox_image}\nFROM ${{BASE_IMAGE}}\n"
+                              "RUN echo own > /own\n"),
+                ("t-nobasearg", f"FROM {busybox_image}\nRUN echo plain > /own\n")):
+            d = _definition(tmp_path, name, dockerfile=dockerfile)
+            tag = f"cubbi-test/{name}:x"
+            tags.append(tag)
+            r = cubbi("cubbi-image", "build", str(d), "--tag", tag, "--json")
+            assert r.exit_code == 0, r
+            labels = engine.inspect_image(tag)["Config"]["Labels"]
+            if name == "t-ownbase":
+                assert r.json()[0]["base"] == busybox_image, r
+                assert labels["cubbi.image.base"] == busybox_image
+            else:
+                assert r.json()[0]["base"] is None and "cubbi.image.base" not in labels, r
+                assert "BASE_IMAGE" not in r.stderr, r  # no unused build argument
+    finally:
+        for tag in tags:
+            _docker("rmi", "-f", tag)
+
+
+def test_the_directory_tag_is_documented_where_the_tag_is_named(cubbi):
+    """cubbi/NAME-HASH:latest is said wherever cubbi/NAME:latest is: build's
+    one-liner and --tag, cubbi-create --image, the README, images/custom."""
+    build = cubbi("cubbi-image", "build", "--help").stdout
+    assert build.count("cubbi/NAME-HASH:latest") >= 2, build
+    assert "cubbi/NAME-HASH:latest" in cubbi("cubbi-create", "--help").stdout
+    for doc in ("README.md", os.path.join("images", "custom", "README.md")):
+        text = " ".join(open(os.path.join(ROOT, doc)).read().split())
+        assert re.search(r"cubbi/[a-z]+-HASH:latest", text), doc
