@@ -700,4 +700,4 @@ def test_the_directory_tag_is_documented_where_the_tag_is_named(cubbi):
     assert "cubbi/NAME-HASH:latest" in cubbi("cubbi-create", "--help").stdout
     for doc in ("README.md", os.path.join("images", "custom", "README.md")):
         text = " ".join(open(os.path.join(ROOT, doc)).read().split())
-        assert re.search(r"cubbi/[a-z]+-HASH:latest", text), doc
+        assert re.search(r"cubbi/[A-Za-z]+-HASH:latest", text), doc
