@@ -701,3 +701,23 @@ def test_the_directory_tag_is_documented_where_the_tag_is_named(cubbi):
     for doc in ("README.md", os.path.join("images", "custom", "README.md")):
         text = " ".join(open(os.path.join(ROOT, doc)).read().split())
         assert re.search(r"cubbi/[A-Za-z]+-HASH:latest", text), doc
+
+
+def test_a_session_of_a_directory_records_the_tag_built_from_it(busybox_image, cubbi, prefix,
+                                                                 tmp_path):
+    """cubbi-ls(1): the record's image is a definition name or a Docker
+    reference, so --image ./tiny is recorded as its cubbi/tiny-HASH:latest
+    (never the relative path, which means nothing from another folder)."""
+    _definition(tmp_path, "tiny", dockerfile=f"ARG BASE_IMAGE={busybox_image}\n"
+                                             "FROM ${BASE_IMAGE}\n")
+    tag = images.tag_for({"name": "tiny", "source": "path", "path": str(tmp_path / "tiny")})
+    try:
+        r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "./tiny",
+                  "--name", f"{prefix}-tiny", "--json", cwd=str(tmp_path))
+        assert r.exit_code == 0, r
+        assert r.json()[0]["image"] == tag, r
+        (rec,) = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}-tiny").json()
+        assert rec["image"] == tag
+    finally:
+        cubbi("cubbi-close", f"{prefix}-tiny")
+        _docker("rmi", "-f", tag)
