@@ -121,8 +121,8 @@ def canonical(key):
     key = (key or "").strip()
     if not key or any(not p for p in key.split(".")):
         raise UsageError(f"invalid key {key!r}: use dotted names such as defaults.image")
-    if key.split(".", 1)[0] not in SECTIONS and "." in key:
-        key = "services." + key
+    if key.split(".", 1)[0] not in SECTIONS and key.count(".") == 1:
+        key = "services." + key  # only NAME.FIELD is the shorthand
     return key
 
 
@@ -171,12 +171,27 @@ def check_key(key, data=None):
     elif parts[0] == "remote" and len(parts) == 4 and not _ENDPOINT.match(parts[2]):
         why = "invalid endpoint name (letters, digits, '_', '.', '-')"
     if why:
-        import difflib
-
-        near = difflib.get_close_matches(key, known_keys(data), n=1, cutoff=0.6)
-        hint = f"; did you mean {near[0]}?" if near else "; see cubbi-config list or man 5 cubbi-config"
+        near = nearest_key(key, known_keys(data))
+        hint = f"; did you mean {near}?" if near else "; see cubbi-config list or man 5 cubbi-config"
         raise UsageError(f"{key}: {why}{hint}")
     return entry
+
+
+def nearest_key(key, keys, cutoff=0.6):
+    """The known key closest to KEY when it is close (difflib ratio at
+    least CUTOFF), else None.  Keys of KEY's own section are compared
+    without it, so a shared 'services.' does not make a stranger close."""
+    import difflib
+
+    first, _, rest = key.partition(".")
+    best, score = None, cutoff
+    for k in keys:
+        kfirst, _, krest = k.partition(".")
+        a, b = (rest, krest) if kfirst == first else (key, k)
+        ratio = difflib.SequenceMatcher(None, a, b).ratio()
+        if ratio >= score:
+            best, score = k, ratio
+    return best
 
 
 def env_var(service, field):

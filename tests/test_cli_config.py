@@ -514,3 +514,14 @@ def test_a_repaired_mode_is_said_once(tmp_path, monkeypatch, capsys):
     files.load(str(path), fresh=True)
     files.load(str(path), fresh=True)
     assert capsys.readouterr().err.count("repaired to 0600") == 1
+
+
+@pytest.mark.parametrize("key, said", [
+    ("no.such.key", "no.such.key: unknown key; see cubbi-config list"),
+    ("services.no.such.key", "services.no.such.key: unknown key; see cubbi-config list"),
+    ("defaults.imag", "did you mean defaults.image?"),
+    ("openai.api_kye", "did you mean services.openai.api_key?"),
+])
+def test_only_name_field_is_the_services_shorthand_and_only_close_keys_are_offered(cubbi, key,
+                                                                                  said):
+    one_line_error(cubbi("cubbi-config", "get", key), 2, said)
