@@ -82,7 +82,27 @@ REMOTE = Opt("-r", "--remote", kind="value", metavar="NAME", complete="remote",
 
 
 class _Parser(argparse.ArgumentParser):
+    _argv = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_switches(self):
+        """The switches of this parser's words that it does not know (before --)."""
+        out = []
+        for word in self._argv:
+            if word == "--":
+                break
+            if word.startswith("-") and word != "-" and \
+                    word.split("=", 1)[0] not in self._option_string_actions:
+                out.append(word)
+        return out
+
     def error(self, message):
+        unknown = self._unknown_switches()
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"  # the cause, said first
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         sys.exit(USAGE)
 

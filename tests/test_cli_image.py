@@ -721,3 +721,9 @@ def test_a_session_of_a_directory_records_the_tag_built_from_it(busybox_image, c
     finally:
         cubbi("cubbi-close", f"{prefix}-tiny")
         _docker("rmi", "-f", tag)
+
+
+def test_an_unknown_switch_is_the_error_said_even_without_the_name(cubbi):
+    one_line_error(cubbi("cubbi-image", "build", "--bogus"), 2,
+                   "cubbi-image build: unrecognized arguments: --bogus")
+    one_line_error(cubbi("cubbi-image", "build"), 2, "required: NAME|DIR")
