@@ -82,7 +82,27 @@ REMOTE = Opt("-r", "--remote", kind="value", metavar="NAME", complete="remote",
 
 
 class _Parser(argparse.ArgumentParser):
+    _argv = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_switches(self):
+        """The switches of this parser's words that it does not know (before --)."""
+        out = []
+        for word in self._argv:
+            if word == "--":
+                break
+            if word.startswith("-") and word != "-" and \
+                    word.split("=", 1)[0] not in self._option_string_actions:
+                out.append(word)
+        return out
+
     def error(self, message):
+        unknown = self._unknown_switches()
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"  # the cause, said first
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         sys.exit(USAGE)
 
@@ -150,7 +170,7 @@ def run_main(command, argv=None):
 
             traceback.print_exc()
         _flush_quietly()
-        sys.stderr.write(f"{command.name}: {exc}\n")
+        sys.stderr.write(prefixed(command.name, exc))
         return exc.code
     except KeyboardInterrupt:
         _flush_quietly()
@@ -163,6 +183,12 @@ def run_main(command, argv=None):
         sys.stderr.write(f"{command.name}: internal error: {type(exc).__name__}: {exc} "
                          "(run again with CUBBI_DEBUG=1 for details)\n")
         return 1
+
+
+def prefixed(prog, text):
+    """TEXT (an error of one line or several, e.g. every problem of an image
+    definition) with each line starting PROG: ."""
+    return "".join(f"{prog}: {line}\n" for line in str(text).splitlines() or [""])
 
 
 def debugging():
@@ -196,7 +222,7 @@ class Tally:
         _flush_quietly()
         if ref and str(ref) not in text:
             text = f"{ref}: {text}"
-        sys.stderr.write(f"{self.prog}: {text}\n")
+        sys.stderr.write(prefixed(self.prog, text))
         sys.stderr.flush()
 
     def code(self):

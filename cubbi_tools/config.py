@@ -69,9 +69,13 @@ def config_path():
 
 
 # -- reading -------------------------------------------------------------------
+# what a malformed config.yaml's error ends with
+ADVICE = f"fix or remove the file, or run 'cubbi-config reset --yes' (keeps it as {FILE}.bak)"
+
+
 def load(path=None, fresh=False):
     """The parsed YAML file as a dict ({} when the file does not exist)."""
-    return files.load(path or config_path(), fresh)
+    return files.load(path or config_path(), fresh, ADVICE)
 
 
 def lookup(data, key, default=None):
@@ -117,8 +121,8 @@ def canonical(key):
     key = (key or "").strip()
     if not key or any(not p for p in key.split(".")):
         raise UsageError(f"invalid key {key!r}: use dotted names such as defaults.image")
-    if key.split(".", 1)[0] not in SECTIONS and "." in key:
-        key = "services." + key
+    if key.split(".", 1)[0] not in SECTIONS and key.count(".") == 1:
+        key = "services." + key  # only NAME.FIELD is the shorthand
     return key
 
 
@@ -167,12 +171,27 @@ def check_key(key, data=None):
     elif parts[0] == "remote" and len(parts) == 4 and not _ENDPOINT.match(parts[2]):
         why = "invalid endpoint name (letters, digits, '_', '.', '-')"
     if why:
-        import difflib
-
-        near = difflib.get_close_matches(key, known_keys(data), n=1, cutoff=0.6)
-        hint = f"; did you mean {near[0]}?" if near else "; see cubbi-config list or man 5 cubbi-config"
+        near = nearest_key(key, known_keys(data))
+        hint = f"; did you mean {near}?" if near else "; see cubbi-config list or man 5 cubbi-config"
         raise UsageError(f"{key}: {why}{hint}")
     return entry
+
+
+def nearest_key(key, keys, cutoff=0.6):
+    """The known key closest to KEY when it is close (difflib ratio at
+    least CUTOFF), else None.  Keys of KEY's own section are compared
+    without it, so a shared 'services.' does not make a stranger close."""
+    import difflib
+
+    first, _, rest = key.partition(".")
+    best, score = None, cutoff
+    for k in keys:
+        kfirst, _, krest = k.partition(".")
+        a, b = (rest, krest) if kfirst == first else (key, k)
+        ratio = difflib.SequenceMatcher(None, a, b).ratio()
+        if ratio >= score:
+            best, score = k, ratio
+    return best
 
 
 def env_var(service, field):
@@ -354,6 +373,38 @@ def owned_secrets(before, after):
     return names
 
 
+def config_secret(name):
+    """True for a secret-store name that a setting of config.yaml owns: a
+    secret key's own name (services.openai.api_key) or a remote endpoint's
+    token (remote:NAME:token); never a project's (cubbi-project owns those)."""
+    name = str(name)
+    if re.fullmatch(r"remote:[^:\s]+:token", name):
+        return True
+    return name.split(".", 1)[0] in SECTIONS and "." in name and is_secret(name)
+
+
+def scan_secret_names(text):
+    """The secret-store names a config.yaml too broken to parse owned, as
+    far as its text tells: each secret:NAME reference, and the token of each
+    endpoint under remote.endpoints (read by indentation, as cubbi writes
+    the file).  Only names config_secret() accepts."""
+    names = re.findall(r"secret:([A-Za-z0-9_.:/@-]+)", text)
+    path = []  # [(indent, key)]
+    for line in text.splitlines():
+        m = re.match(r"( *)([A-Za-z0-9_.-]+)\s*:", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m.group(1))
+        while path and path[-1][0] >= indent:
+            path.pop()
+        if [k for _, k in path] == ["remote", "endpoints"]:
+            from .secrets import token_secret
+
+            names.append(token_secret(m.group(2)))
+        path.append((indent, m.group(2)))
+    return [n for n in dict.fromkeys(names) if config_secret(n)]
+
+
 def session_env(cfg, skip=()):
     """The session variables the config's services give (OPENAI_API_KEY, ...),
     references resolved.  Variables in SKIP (set by a stronger source: -e,
@@ -400,7 +451,8 @@ def edit(path=None):
     """`with config.edit() as data:` the file under an exclusive lock, read
     fresh, saved when the block succeeds; untouched when it raises."""
     path = path or config_path()
-    return files.edit(path, HEADER if os.path.basename(os.path.realpath(path)) == FILE else None)
+    return files.edit(path, HEADER if os.path.basename(os.path.realpath(path)) == FILE else None,
+                      ADVICE)
 
 
 def set_in(data, key, val):

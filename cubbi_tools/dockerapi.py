@@ -231,6 +231,25 @@ class _Response:
         self._done = True
 
 
+SHOWN_VALUE = 32  # longer query values are shown as ... in the verbose log
+
+
+def shown_path(path):
+    """PATH as the verbose log shows it: every query parameter's name, its
+    value only when short and not JSON."""
+    base, _, query = path.partition("?")
+    if not query:
+        return path
+    from urllib.parse import parse_qsl
+
+    parts = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if len(value) > SHOWN_VALUE or value[:1] in ("{", "["):
+            value = "..."
+        parts.append(f"{quote(name, safe='')}={quote(value, safe='/:@.,_-~')}")
+    return base + "?" + "&".join(parts)
+
+
 def resolve_host(host=None):
     """The engine address: explicit (the caller read the settings), else
     DOCKER_HOST, else the default."""
@@ -310,9 +329,7 @@ class DockerAPI:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
             path = path + "?" + urlencode(params)
-        if self.verbose:  # method and path only: bodies may hold a session's files
-            sys.stderr.write(f"cubbi: engine {method} {path}\n")
-            sys.stderr.flush()
+        self._log(method, path)
         hdrs = {"Host": "docker"}
         if headers:
             hdrs.update(headers)
@@ -352,6 +369,16 @@ class DockerAPI:
         if "json" in ctype:
             return json.loads(data)
         return data
+
+    def _log(self, method, path):
+        """ui.verbose: one line per request, on request() and on the raw
+        socket alike (exec start): the method and the path, never a body,
+        and of the query only the short values (a build's labels and build
+        arguments, which may hold a proxy's password, become ...)."""
+        if not self.verbose:
+            return
+        sys.stderr.write(f"cubbi: engine {method} {shown_path(path)}\n")
+        sys.stderr.flush()
 
     def _send(self, conn, method, path, hdrs, body=None):
         """The response to one request on conn (closed when that fails)."""
@@ -448,6 +475,7 @@ class DockerAPI:
         TTY, else multiplexed frames (Hijacked.frames()).  Write stdin with
         sendall(); shutdown_write() sends EOF."""
         body = json.dumps({"Detach": False, "Tty": bool(tty)}).encode()
+        self._log("POST", f"/exec/{quote(exec_id)}/start")
         conn = self._connection(None)
         try:
             conn.connect()

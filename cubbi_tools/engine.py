@@ -12,7 +12,7 @@ import time
 from . import session as S
 from .dockerapi import APIError, DockerAPI
 from .errors import CubbiError, EngineUnreachable, NotFound, UsageError
-from .validate import (CreateRequest, check_image_ref, parse_cpus, parse_memory,  # noqa: F401
+from .validate import (CreateRequest, check_image_ref, looks_like_path, parse_cpus, parse_memory,  # noqa: F401
                        parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
@@ -232,6 +232,9 @@ class LocalEngine:
 
         req.check()
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
+        # the record's image is a definition name or a Docker reference (cubbi-ls(1)):
+        # a definition given as a directory is recorded by the tag built from it
+        image = image_ref if self.image_paths and looks_like_path(req.image) else req.image
         sid = os.urandom(4).hex()
         name = req.name or f"{short_name(req.image)}-{sid}"
         if not valid_session_name(name):
@@ -245,7 +248,7 @@ class LocalEngine:
                 self._ensure_network(net)
 
         labels = {
-            S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: req.image,
+            S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: image,
             S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
             S.L_CREATOR: S.creator(),
         }
@@ -295,7 +298,7 @@ class LocalEngine:
         public_env = {
             "CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
             "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
-            "CUBBI_IMAGE": req.image,
+            "CUBBI_IMAGE": image,
         }
         config = {
             "Image": image_ref,

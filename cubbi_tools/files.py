@@ -26,11 +26,16 @@ def config_dir():
 cache = {}  # path -> parsed data; emptied by every save
 
 
-def yaml_error(path, exc, advice="fix or remove the file"):
-    """The one line for a yaml.YAMLError of PATH: file:line:column, the problem."""
+def yaml_where(exc):
+    """(":line:column" or "", the problem) of a yaml.YAMLError."""
     mark = getattr(exc, "problem_mark", None)
     where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
+def yaml_error(path, exc, advice="fix or remove the file"):
+    """The one line for a yaml.YAMLError of PATH: file:line:column, the problem."""
+    where, problem = yaml_where(exc)
     return f"{path}{where}: invalid YAML: {problem}" + (f"; {advice}" if advice else "")
 
 
@@ -44,8 +49,9 @@ def parse_yaml(text, path, advice="fix or remove the file"):
         raise CubbiError(yaml_error(path, exc, advice)) from None
 
 
-def load(path, fresh=False):
-    """The parsed YAML mapping in PATH ({} when the file does not exist)."""
+def load(path, fresh=False, advice="fix or remove the file"):
+    """The parsed YAML mapping in PATH ({} when the file does not exist);
+    ADVICE ends the message of a malformed file."""
     if path in cache and not fresh:
         return cache[path]
     try:
@@ -57,20 +63,23 @@ def load(path, fresh=False):
     except IsADirectoryError:
         raise CubbiError(f"{path} is a directory, not a config file; move it away") from None
     except UnicodeDecodeError:
-        raise CubbiError(f"{path}: not UTF-8 text; fix or remove the file") from None
+        raise CubbiError(f"{path}: not UTF-8 text; {advice}") from None
     except OSError as exc:
         raise CubbiError(f"cannot read {path}: {exc.strerror}") from None
     else:
-        data = parse_yaml(text, path) or {}
+        data = parse_yaml(text, path, advice) or {}
         if not isinstance(data, dict):
-            raise CubbiError(f"{path}: the top level must be a mapping of sections")
+            raise CubbiError(f"{path}: the top level must be a mapping of sections; {advice}")
     cache[path] = data
     return data
 
 
+_repaired = set()  # paths said to be repaired: once per process, however often read
+
+
 def check_mode(path, fd):
-    """Repair a file others can read or write (chmod 0600, said on stderr);
-    refuse it when it cannot be repaired."""
+    """Repair a file others can read or write (chmod 0600, said on stderr
+    once); refuse it when it cannot be repaired."""
     st = os.fstat(fd)
     if not st.st_mode & 0o077 or not os.path.isfile(path):
         return
@@ -80,6 +89,9 @@ def check_mode(path, fd):
     except OSError as exc:
         raise CubbiError(f"{path} is open to other users (mode {old:04o}) and cannot be "
                          f"repaired ({exc.strerror}); run: chmod 600 {path}") from None
+    if path in _repaired:
+        return
+    _repaired.add(path)
     import sys
 
     sys.stderr.write(f"cubbi: {path} was open to other users (mode {old:04o}); "
@@ -140,9 +152,10 @@ class edit:
     """`with files.edit(path) as data:` the file under an exclusive lock,
     read fresh, saved when the block succeeds; untouched when it raises."""
 
-    def __init__(self, path, header=None):
+    def __init__(self, path, header=None, advice="fix or remove the file"):
         self.path = path
         self.header = header
+        self.advice = advice
 
     def __enter__(self):
         import fcntl
@@ -158,7 +171,7 @@ class edit:
         return self.data
 
     def read(self):
-        return load(self.path, fresh=True)
+        return load(self.path, fresh=True, advice=self.advice)
 
     def __exit__(self, kind, exc, tb):
         try:

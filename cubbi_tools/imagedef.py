@@ -33,7 +33,7 @@ UsageError (exit 2).
 import os
 import re
 
-from .errors import UsageError
+from .errors import NotFound, UsageError
 
 FILENAME = "cubbi_image.yaml"
 CONFIG_MOUNT = "/cubbi-config"
@@ -46,13 +46,29 @@ _ENV_KEYS = ("name", "description", "required", "default", "sensitive")
 _PC_KEYS = ("source", "target", "type", "description")
 
 
+class Problem(str):
+    """One problem of a definition: the line shown (FILE[WHERE]: [FIELD: ]
+    MESSAGE) with its parts, for `cubbi-image validate --json`."""
+
+    def __new__(cls, file, field, message, where=""):
+        self = super().__new__(cls, f"{file}{where}: " + (f"{field}: " if field else "") + message)
+        self.file, self.field, self.message, self.where = file, field, message, where
+        return self
+
+    def record(self):
+        return {"file": self.file, "field": self.field,
+                "message": (f"{self.where[1:]}: " if self.where else "") + self.message}
+
+
 class InvalidDefinition(UsageError):
     """A cubbi_image.yaml (or its folder) that cannot be used; exit 2.
     str() is every problem, one per line; .problems the list."""
 
-    def __init__(self, message, problems=None):
+    def __init__(self, message, problems=None, name=None, path=None):
         super().__init__(message)
         self.problems = problems or [message]
+        self.name = name  # the definition's name when known, for validate --json
+        self.path = path
 
 
 def valid_name(name):
@@ -64,7 +80,10 @@ def is_definition_dir(path):
 
 
 def load(directory, expect_name=None):
-    """The normalised definition in DIRECTORY (a dict), or InvalidDefinition."""
+    """The normalised definition in DIRECTORY (a dict), or InvalidDefinition
+    listing every problem: the YAML's, the fields', the folder name's and
+    the Dockerfile's together.  NotFound when DIRECTORY holds no
+    cubbi_image.yaml (no such definition, exit 3)."""
     directory = os.path.abspath(directory)
     path = os.path.join(directory, FILENAME)
     shown = _shown(path)
@@ -72,23 +91,35 @@ def load(directory, expect_name=None):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
-        raise InvalidDefinition(f"{_shown(directory)}: no {FILENAME} in this directory") from None
+        raise NotFound(f"{_shown(directory)}: no {FILENAME} in this directory") from None
     except OSError as exc:
-        raise InvalidDefinition(f"{shown}: cannot read: {exc.strerror}") from None
+        raise InvalidDefinition(Problem(shown, None, f"cannot read: {exc.strerror}")) from None
     import yaml
 
-    from .files import yaml_error
+    from .files import yaml_where
 
+    problems, defn, data = [], None, None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidDefinition(yaml_error(shown, exc, advice=None)) from None
-    defn = validate(data, shown)
-    if expect_name is not None and defn["name"] != expect_name:
-        raise InvalidDefinition(f"{shown}: name: {defn['name']!r} differs from its folder "
-                                f"name {expect_name!r}; make them the same")
-    if not os.path.isfile(os.path.join(directory, "Dockerfile")):
-        raise InvalidDefinition(f"{_shown(directory)}: no Dockerfile beside {FILENAME}")
+        where, problem = yaml_where(exc)
+        problems.append(Problem(shown, None, f"invalid YAML: {problem}", where))
+    else:
+        try:
+            defn = validate(data, shown)
+        except InvalidDefinition as exc:
+            problems += exc.problems
+    name = data.get("name") if isinstance(data, dict) else None
+    if expect_name is not None and isinstance(name, str) and name != expect_name:
+        problems.append(Problem(shown, "name", f"{name!r} differs from its folder name "
+                                               f"{expect_name!r}; make them the same"))
+    dockerfile = os.path.join(directory, "Dockerfile")
+    if not os.path.isfile(dockerfile):
+        problems.append(Problem(_shown(dockerfile), None, f"no Dockerfile beside {FILENAME}"))
+    if problems:
+        raise InvalidDefinition("\n".join(problems), problems,
+                                name=name if isinstance(name, str) else expect_name,
+                                path=directory)
     defn["path"] = directory
     return defn
 
@@ -106,7 +137,7 @@ def validate(data, shown=FILENAME):
     problems = []
 
     def note(field, problem):
-        problems.append(f"{shown}: {field}: {problem}")
+        problems.append(Problem(shown, field, problem))
 
     def bad(field, problem):
         note(field, problem)
@@ -119,14 +150,17 @@ def validate(data, shown=FILENAME):
             return None
 
     if not isinstance(data, dict):
-        raise InvalidDefinition(f"{shown}: (top level): expected a mapping with at least 'name'")
+        raise InvalidDefinition(Problem(shown, None, "the top level must be a mapping with "
+                                                     "at least 'name'"))
     _known(data, _TOP, "", note)
     out = {"name": each(_name, data.get("name"), bad)}
-    for key in ("description", "version", "maintainer"):
-        out[key] = each(_opt_str, data.get(key), key, bad)
+    out["description"] = each(_opt_str, data.get("description"), "description", bad)
+    out["version"] = each(_opt_str, data.get("version"), "version", bad, True)
+    out["maintainer"] = each(_opt_str, data.get("maintainer"), "maintainer", bad)
 
     out["init"] = {"pre_command": None, "command": None}
-    init = data.get("init") or {}
+    init = data.get("init")
+    init = {} if init is None else init
     if not isinstance(init, dict):
         note("init", "expected a mapping with pre_command and/or command")
     else:
@@ -146,7 +180,8 @@ def validate(data, shown=FILENAME):
                                 f"{field}.default", bad)
         out["environment"].append(entry)
 
-    ports = data.get("ports") or []
+    ports = data.get("ports")
+    ports = [] if ports is None else ports
     out["ports"] = []
     if not isinstance(ports, list):
         note("ports", "expected a list of port numbers")
@@ -196,6 +231,8 @@ def _name(name, bad):
 
 
 def _var_name(vname, field, seen, bad):
+    if vname is None:
+        bad(field, "missing; give the variable's name, e.g. API_KEY")
     if not isinstance(vname, str) or not _VAR_RE.fullmatch(vname):
         bad(field, f"{vname!r} is not a variable name like API_KEY")
     if vname in seen:
@@ -271,7 +308,8 @@ def _known(mapping, keys, prefix, note):
 def _entries(data, section, keys, note):
     """(field, item) for each mapping of a list section; unknown keys and
     items that are not mappings are noted (and the latter skipped)."""
-    items = data.get(section) or []
+    items = data.get(section)
+    items = [] if items is None else items
     if not isinstance(items, list):
         note(section, f"expected a list of {{{', '.join(keys)}}}")
         return
@@ -296,12 +334,14 @@ def _command(value, field, bad):
     return value.strip()
 
 
-def _opt_str(value, field, bad):
+def _opt_str(value, field, bad, numbers=False):
+    """A string field; NUMBERS: a number is taken as its text (version: 1.2)."""
     if value is None:
         return None
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        bad(field, "expected a string")
-    return str(value)
+    if isinstance(value, str) or (numbers and isinstance(value, (int, float))
+                                  and not isinstance(value, bool)):
+        return str(value)
+    bad(field, f"expected a string, not {value!r}")
 
 
 def _shown(path):

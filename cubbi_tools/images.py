@@ -265,6 +265,26 @@ def resolve_base(api, base=None, progress=None):
     return ensure_base_os(api, progress=progress)
 
 
+def dockerfile_base(directory):
+    """(whether the Dockerfile declares ARG BASE_IMAGE before its first
+    FROM, its default or None)."""
+    try:
+        with open(os.path.join(directory, "Dockerfile"), encoding="utf-8",
+                  errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return True, None
+    for line in lines:
+        words = line.strip().split(None, 1)
+        if not words or words[0].upper() == "FROM":
+            break
+        if words[0].upper() == "ARG" and len(words) == 2:
+            name, _, default = words[1].strip().partition("=")
+            if name.strip() == "BASE_IMAGE":
+                return True, default.strip().strip("\"'") or None
+    return False, None
+
+
 def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
           progress=None, log=None, colors=True):
     """Build DEFN through the Engine API; stream its output to log (default
@@ -278,17 +298,25 @@ def build(api, defn, base=None, ca_certs=None, no_cache=False, tag=None,
         check_image_ref(tag, "--tag")
     tag = tag or tag_for(defn)
     certs = read_ca_certs(ca_certs or [])
-    base = resolve_base(api, base, progress)
+    uses_base, own = True, None
+    if not base and defn.get("source") != "builtin":
+        uses_base, own = dockerfile_base(defn["path"])
+    # a definition of your own keeps its own ARG BASE_IMAGE=... default (the
+    # fallback to a local Debian base applies when that is cubbi's default)
+    base = resolve_base(api, base or (own if own != DEFAULT_BASE else None),
+                        progress) if uses_base else None
     definition = {k: v for k, v in defn.items() if k not in ("path", "source")}
     labels = {L_NAME: defn["name"], L_DIGEST: digest(defn["path"]),
-              L_DEFINITION: json.dumps(definition, separators=(",", ":")), L_BASE: base}
-    buildargs = {"BASE_IMAGE": base}
+              L_DEFINITION: json.dumps(definition, separators=(",", ":"))}
+    buildargs = {}
+    if base:
+        labels[L_BASE] = buildargs["BASE_IMAGE"] = base
     for key in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
         if os.environ.get(key):
             buildargs[key] = os.environ[key]
     params = {"t": tag, "buildargs": json.dumps(buildargs), "labels": json.dumps(labels),
               "rm": "1", "forcerm": "1", "nocache": "1" if no_cache else None}
-    say(progress, f"building {tag} from {defn['path']} on {base}"
+    say(progress, f"building {tag} from {defn['path']}" + (f" on {base}" if base else "")
                    + (f" with {len(certs)} extra CA certificate file(s)" if certs else ""))
     write = log or _stderr_raw
     from .output import use_color

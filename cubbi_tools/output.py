@@ -31,7 +31,7 @@ def json_line(record, stream=None):
 def message(text, prog=None):
     """A progress or status message on stderr."""
     prog = prog or os.path.basename(sys.argv[0])
-    sys.stderr.write(f"{prog}: {text}\n")
+    sys.stderr.write("".join(f"{prog}: {line}\n" for line in str(text).splitlines() or [""]))
     sys.stderr.flush()
 
 

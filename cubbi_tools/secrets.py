@@ -49,6 +49,10 @@ class FileStore:
         with files.edit(file_path()) as data:
             data[name] = value
 
+    def names(self):
+        """Every name in secrets.yaml (the file is this config dir's own)."""
+        return [str(n) for n in files.load(file_path(), fresh=True)]
+
     def delete(self, name):
         if name not in files.load(file_path(), fresh=True):
             return False
@@ -162,6 +166,15 @@ def delete(name):
     if s.kind == "keyring" and os.path.exists(file_path()):
         removed = FileStore().delete(name) or removed
     return removed
+
+
+def file_names():
+    """The names stored in secrets.yaml: the file store's, and what went
+    there while no keyring was usable.  The keyring is shared by every
+    config dir and cannot be listed, so its names are never guessed here."""
+    if not os.path.exists(file_path()):
+        return []
+    return FileStore().names()
 
 
 def where():

@@ -437,3 +437,91 @@ def test_ui_verbose_shows_each_engine_request_on_stderr(cubbi, engine):
     r = cubbi("cubbi-ls", "--json")
     assert r.exit_code == 0 and "cubbi: engine GET /containers/json?" in r.stderr, r
     assert all(line.startswith("cubbi: engine ") for line in r.stderr.splitlines()), r
+
+
+def test_a_malformed_reset_forgets_the_secrets_and_keeps_every_backup(cubbi):
+    """The secret of a malformed config.yaml does not survive its reset, a
+    second malformed reset keeps the first backup, and a reset with no
+    config.yaml still clears what secrets.yaml holds for the config."""
+    path = cubbi.config_dir / "config.yaml"
+    store = cubbi.config_dir / "secrets.yaml"
+    cubbi("cubbi-config", "set", "openai.api_key", "sk-first", env=FILE)
+    (cubbi.config_dir / "projects-like").write_text("")  # unrelated files stay
+    with open(path, "a") as fh:
+        fh.write("remote:\n  endpoints:\n    srv:\n      url: https://x\nbroken: [\n")
+    r = cubbi("cubbi-config", "get", "defaults.image", env=FILE)
+    one_line_error(r, 1, "or run 'cubbi-config reset --yes' (keeps it as config.yaml.bak)")
+    # a project's secret is cubbi-project's: reset leaves it
+    with open(store, "a") as fh:
+        fh.write("remote:srv:token: tok-1\nproject:github.com/a/b:token: keep-me\n")
+    r = cubbi("cubbi-config", "reset", "--yes", env=FILE)
+    assert r.exit_code == 0 and "config.yaml.bak " in r.stderr, r
+    assert "2 stored secrets removed" in r.stderr, r
+    text = store.read_text()
+    assert "sk-first" not in text and "tok-1" not in text and "keep-me" in text, text
+    one_line_error(cubbi("cubbi-config", "get", "openai.api_key", env=FILE), 3)
+
+    cubbi("cubbi-config", "set", "openai.api_key", "sk-second", env=FILE)
+    path.write_text(path.read_text() + "again: [\n")
+    r = cubbi("cubbi-config", "reset", "--yes", env=FILE)
+    assert r.exit_code == 0 and "config.yaml.bak.1 " in r.stderr, r
+    assert "broken: [" in (cubbi.config_dir / "config.yaml.bak").read_text()
+    assert "again: [" in (cubbi.config_dir / "config.yaml.bak.1").read_text()
+    assert "sk-second" not in store.read_text()
+
+    cubbi("cubbi-config", "set", "anthropic.api_key", "sk-third", env=FILE)
+    path.unlink()
+    r = cubbi("cubbi-config", "reset", "--yes", env=FILE)
+    assert r.exit_code == 0 and "1 stored secret left behind removed" in r.stderr, r
+    assert "sk-third" not in store.read_text() and "keep-me" in store.read_text()
+
+
+def test_a_malformed_reset_forgets_the_keyring_secret(tmp_path):
+    for tool in ("dbus-run-session", "gnome-keyring-daemon"):
+        if not shutil.which(tool):
+            pytest.fail(f"this test needs {tool}: apt-get install dbus gnome-keyring")
+    cfg = tmp_path / "cfg"
+    script = textwrap.dedent("""\
+        set -u
+        printf pw | XDG_DATA_HOME="$KEYRINGS" gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1
+        printf 'sk-ring-7\\n' | cubbi-config set openai.api_key - 2>/dev/null
+        echo "before:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
+        echo 'broken: [' >> "$CUBBI_CONFIG_DIR/config.yaml"
+        echo "reset:$(cubbi-config reset --yes 2>&1)"
+        echo "after:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
+    """)
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_SECRETS": "keyring",
+                     "KEYRINGS": str(tmp_path / "keyrings")})
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=120)
+    out = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+    assert out.get("before") == "sk-ring-7", proc
+    assert "1 stored secret removed" in out["reset"], proc
+    assert out["after"] == "None", proc
+
+
+def test_a_repaired_mode_is_said_once(tmp_path, monkeypatch, capsys):
+    """Reset reads config.yaml twice (load, then edit): on a file system
+    where the mode does not stick (the trial's twice-printed line), the
+    repair is still said once."""
+    from cubbi_tools import files
+
+    path = tmp_path / "config.yaml"
+    path.write_text("defaults:\n  image: aider\n")
+    path.chmod(0o644)
+    monkeypatch.setattr(files.os, "fchmod", lambda fd, mode: None)
+    files.load(str(path), fresh=True)
+    files.load(str(path), fresh=True)
+    assert capsys.readouterr().err.count("repaired to 0600") == 1
+
+
+@pytest.mark.parametrize("key, said", [
+    ("no.such.key", "no.such.key: unknown key; see cubbi-config list"),
+    ("services.no.such.key", "services.no.such.key: unknown key; see cubbi-config list"),
+    ("defaults.imag", "did you mean defaults.image?"),
+    ("openai.api_kye", "did you mean services.openai.api_key?"),
+])
+def test_only_name_field_is_the_services_shorthand_and_only_close_keys_are_offered(cubbi, key,
+                                                                                  said):
+    one_line_error(cubbi("cubbi-config", "get", key), 2, said)

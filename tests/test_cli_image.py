@@ -603,3 +603,129 @@ def test_a_definition_given_as_a_directory_has_its_own_tag(cubbi, tmp_path, engi
     assert tags[0] != tags[1]
     r = cubbi("cubbi-image", "show", "base", "--json")
     assert r.exit_code == 0 and r.json()[0]["tag"] == "cubbi/base:latest", r
+
+
+def test_validate_lists_the_yaml_folder_and_dockerfile_problems_together(cubbi, tmp_path):
+    """A YAML error and a missing Dockerfile both show; a definition found by
+    name lists its field problems and the name/folder mismatch together;
+    every line carries the cubbi-image: prefix."""
+    d = _definition(tmp_path, yaml_text="name: [unclosed\n", dockerfile=None)
+    r = cubbi("cubbi-image", "validate", str(d))
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r
+    assert "invalid YAML" in lines[0] and "no Dockerfile" in lines[1], r
+    assert all(line.startswith("cubbi-image: ") for line in lines), r
+    _definition(cubbi.config_dir / "images", "mytool", "name: other\nports: [x]\n")
+    r = cubbi("cubbi-image", "validate", "mytool")
+    lines = r.stderr.splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r
+    assert "ports[0]" in lines[0] and "differs from its folder" in lines[1], r
+    assert all(line.startswith("cubbi-image: ") for line in lines), r
+
+
+@pytest.mark.parametrize("yaml_text, field, words", [
+    ("name: t-image\ndescription: 42\n", "description", "expected a string"),
+    ("name: t-image\nmaintainer: [a]\n", "maintainer", "expected a string"),
+    ("name: t-image\nenvironment: {}\n", "environment", "expected a list"),
+    ("name: t-image\nports: {}\n", "ports", "expected a list"),
+    ("name: t-image\ninit: []\n", "init", "expected a mapping"),
+    ("name: t-image\nenvironment:\n  - name: A\n  - description: b\n", "environment[1].name",
+     "missing"),
+])
+def test_validate_checks_the_types(cubbi, tmp_path, yaml_text, field, words):
+    d = _definition(tmp_path, yaml_text=yaml_text)
+    one_line_error(cubbi("cubbi-image", "validate", str(d)), 2, f": {field}: {words}")
+    assert "None" not in cubbi("cubbi-image", "validate", str(d)).stderr
+
+
+def test_validate_version_may_be_a_number(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nversion: 1.0\n")
+    r = cubbi("cubbi-image", "validate", str(d), "--json")
+    assert r.exit_code == 0 and r.json()[0]["valid"] is True, r
+
+
+def test_validate_json_prints_a_record_of_an_invalid_definition(cubbi, tmp_path):
+    d = _definition(tmp_path, yaml_text="name: t-image\nports: [x]\n", dockerfile=None)
+    r = cubbi("cubbi-image", "validate", "--json", str(d))
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 2, r
+    (rec,) = r.json()
+    assert rec == {"name": "t-image", "path": str(d), "valid": False, "problems": [
+        {"file": str(d / "cubbi_image.yaml"), "field": "ports[0]",
+         "message": "expected a port number 1-65535, not 'x'"},
+        {"file": str(d / "Dockerfile"), "field": None,
+         "message": "no Dockerfile beside cubbi_image.yaml"}]}
+    d = _definition(tmp_path, "t-yaml", yaml_text="name: [unclosed\n")
+    (rec,) = cubbi("cubbi-image", "validate", "--json", str(d)).json()
+    assert rec["name"] is None and rec["problems"][0]["message"].startswith("2:1: invalid YAML")
+
+
+def test_a_folder_without_a_definition_file_is_not_found(cubbi, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for sub in ("validate", "show"):
+        r = cubbi("cubbi-image", sub, str(tmp_path / "empty"))
+        one_line_error(r, 3, "no cubbi_image.yaml")
+
+
+def test_a_definition_of_your_own_keeps_its_own_base_default(engine, busybox_image, cubbi,
+                                                             tmp_path):
+    """Without --base or images.base, a folder definition's own
+    ARG BASE_IMAGE=... default is the base, not cubbi's; a Dockerfile that
+    declares no BASE_IMAGE gets no build argument and no base label."""
+    tags = []
+    try:
+        for name, dockerfile in (
+                ("t-ownbase", f"ARG BASE_IMAGE={busybox_image}\nFROM ${{BASE_IMAGE}}\n"
+                              "RUN echo own > /own\n"),
+                ("t-nobasearg", f"FROM {busybox_image}\nRUN echo plain > /own\n")):
+            d = _definition(tmp_path, name, dockerfile=dockerfile)
+            tag = f"cubbi-test/{name}:x"
+            tags.append(tag)
+            r = cubbi("cubbi-image", "build", str(d), "--tag", tag, "--json")
+            assert r.exit_code == 0, r
+            labels = engine.inspect_image(tag)["Config"]["Labels"]
+            if name == "t-ownbase":
+                assert r.json()[0]["base"] == busybox_image, r
+                assert labels["cubbi.image.base"] == busybox_image
+            else:
+                assert r.json()[0]["base"] is None and "cubbi.image.base" not in labels, r
+                assert "BASE_IMAGE" not in r.stderr, r  # no unused build argument
+    finally:
+        for tag in tags:
+            _docker("rmi", "-f", tag)
+
+
+def test_the_directory_tag_is_documented_where_the_tag_is_named(cubbi):
+    """cubbi/NAME-HASH:latest is said wherever cubbi/NAME:latest is: build's
+    one-liner and --tag, cubbi-create --image, the README, images/custom."""
+    build = cubbi("cubbi-image", "build", "--help").stdout
+    assert build.count("cubbi/NAME-HASH:latest") >= 2, build
+    assert "cubbi/NAME-HASH:latest" in cubbi("cubbi-create", "--help").stdout
+    for doc in ("README.md", os.path.join("images", "custom", "README.md")):
+        text = " ".join(open(os.path.join(ROOT, doc)).read().split())
+        assert re.search(r"cubbi/[A-Za-z]+-HASH:latest", text), doc
+
+
+def test_a_session_of_a_directory_records_the_tag_built_from_it(busybox_image, cubbi, prefix,
+                                                                 tmp_path):
+    """cubbi-ls(1): the record's image is a definition name or a Docker
+    reference, so --image ./tiny is recorded as its cubbi/tiny-HASH:latest
+    (never the relative path, which means nothing from another folder)."""
+    _definition(tmp_path, "tiny", dockerfile=f"ARG BASE_IMAGE={busybox_image}\n"
+                                             "FROM ${BASE_IMAGE}\n")
+    tag = images.tag_for({"name": "tiny", "source": "path", "path": str(tmp_path / "tiny")})
+    try:
+        r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "./tiny",
+                  "--name", f"{prefix}-tiny", "--json", cwd=str(tmp_path))
+        assert r.exit_code == 0, r
+        assert r.json()[0]["image"] == tag, r
+        (rec,) = cubbi("cubbi-ls", "--json", "--filter", f"name={prefix}-tiny").json()
+        assert rec["image"] == tag
+    finally:
+        cubbi("cubbi-close", f"{prefix}-tiny")
+        _docker("rmi", "-f", tag)
+
+
+def test_an_unknown_switch_is_the_error_said_even_without_the_name(cubbi):
+    one_line_error(cubbi("cubbi-image", "build", "--bogus"), 2,
+                   "cubbi-image build: unrecognized arguments: --bogus")
+    one_line_error(cubbi("cubbi-image", "build"), 2, "required: NAME|DIR")

@@ -257,3 +257,20 @@ def test_kept_connections_carry_gets_and_one_the_engine_closed_is_replaced(tmp_p
     plain.get("/containers/json")
     plain.get("/containers/json")
     assert len(accepted) == 5
+
+
+def test_verbose_logs_every_request_with_short_query_values(serve, capsys):
+    """ui.verbose: the exec start on the raw socket is logged like every
+    other request, and a build's long labels/buildargs are elided."""
+    server, api = serve([b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream"
+                         b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"],
+                        [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    api.verbose = True
+    api.exec_start("abc123", tty=True).close()
+    labels = json.dumps({"cubbi.image.definition": "x" * 500})
+    api.build(b"", {"t": "cubbi/t:latest", "labels": labels, "buildargs": json.dumps(
+        {"http_proxy": "http://user:pw@proxy:3128"}), "rm": "1"}).read()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["cubbi: engine POST /exec/abc123/start",
+                     "cubbi: engine POST /build?t=cubbi/t:latest&labels=...&buildargs=...&rm=1"]
+    assert server.requests[1][0].startswith("POST /build?t=cubbi%2Ft%3Alatest&labels=%7B")

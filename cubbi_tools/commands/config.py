@@ -217,10 +217,35 @@ def do_unset(args):
     return 0
 
 
+def _backup_path(path):
+    """Where a malformed PATH is kept: PATH.bak, else PATH.bak.1, .bak.2, ...
+    (the first free one: an older backup is never replaced)."""
+    import os
+
+    backup, n = path + ".bak", 0
+    while os.path.lexists(backup):
+        n += 1
+        backup = f"{path}.bak.{n}"
+    return backup
+
+
+def _forget_orphans():
+    """Delete the config's secrets left in secrets.yaml that no setting
+    names any more (a config.yaml removed or moved away); how many."""
+    from .. import config, secrets
+
+    return sum(1 for name in secrets.file_names()
+               if config.config_secret(name) and secrets.delete(name))
+
+
+def _secrets_said(n):
+    return f"{n} stored secret{'s' if n != 1 else ''}"
+
+
 def do_reset(args):
     import os
 
-    from .. import config
+    from .. import config, secrets
 
     path = config.config_path()
     try:
@@ -228,20 +253,30 @@ def do_reset(args):
     except CubbiError as exc:  # malformed: exactly when a reset is needed
         if not os.path.isfile(path):
             raise
-        backup = path + ".bak"
-        if not _confirm(args.yes, f"{exc}; move it to {backup} and start from the defaults?",
+        backup = _backup_path(path)
+        if not _confirm(args.yes, f"{exc}; move it to {backup}, forget the secrets it "
+                                  "stored and start from the defaults?",
                         f"{exc}; reset moves it to {backup}: confirm with --yes"):
             return 1
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            text = ""
         try:
             os.replace(path, backup)
         except OSError as err:
             raise CubbiError(f"cannot move {path} to {backup}: {err.strerror}") from None
+        gone = sum(1 for name in config.scan_secret_names(text) if secrets.delete(name))
+        gone += _forget_orphans()
         message(f"{path} was malformed; kept it as {backup} and reset to the defaults "
-                "(secrets it named stay in the store)", PROG)
+                f"({_secrets_said(gone)} removed)", PROG)
         return 0
     count = sum(1 for _ in config.flatten(data))
     if not count:
-        message(f"{path} holds no settings; nothing to reset", PROG)
+        gone = _forget_orphans()
+        message(f"{path} holds no settings; nothing to reset"
+                + (f" ({_secrets_said(gone)} left behind removed)" if gone else ""), PROG)
         return 0
     if not _confirm(args.yes, f"forget all {count} settings in {path} and their stored secrets?",
                     "reset forgets every setting and stored secret; confirm with --yes"):
@@ -249,8 +284,9 @@ def do_reset(args):
     with config.edit() as data:
         old = dict(data)
         data.clear()
-    _forget(old, data)
-    message(f"{path} reset to the defaults ({count} settings removed)", PROG)
+    gone = _forget(old, data) + _forget_orphans()
+    message(f"{path} reset to the defaults ({count} settings, {_secrets_said(gone)} "
+            "removed)", PROG)
     return 0
 
 
@@ -361,7 +397,11 @@ COMMAND = cli.Command(
                   "holding settings (a section such as services or remote) asks "
                   "first, and removes their secrets and the removed remotes' tokens too",
                   [YES], [KEY]),
-        "reset": ("forget every setting and stored secret", [YES], []),
+        "reset": ("forget every setting and the secrets they stored (a project's "
+                  "stay: cubbi-project owns them). A malformed config.yaml is kept as "
+                  "config.yaml.bak (config.yaml.bak.1, .2, ... when that exists: an older "
+                  "backup is never replaced), and the secrets its text names are forgotten "
+                  "with those left in secrets.yaml", [YES], []),
         "network": ("list, add or remove the default networks (defaults.networks)", [
             cli.Opt("--json", help="list: one JSON object per network: {name}"),
         ], [

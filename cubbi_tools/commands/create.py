@@ -160,7 +160,9 @@ COMMAND = cli.Command(
     options=[
         cli.REMOTE,
         cli.Opt("-i", "--image", kind="value", metavar="NAME", complete="image",
-                help="image definition name, directory, or Docker image (default: defaults.image)"),
+                help="image definition name, directory, or Docker image (default: defaults.image); "
+                     "a definition is built on first use as cubbi/NAME:latest (a directory: "
+                     "cubbi/NAME-HASH:latest, HASH from its path)"),
         cli.Opt("-n", "--name", kind="value", help="session name (default: IMAGE-ID)"),
         cli.Opt("-e", "--env", kind="multi", metavar="KEY=VALUE",
                 help="set an environment variable in the session; repeatable"),

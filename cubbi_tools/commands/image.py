@@ -96,10 +96,20 @@ def do_build(args):
 
 def do_validate(args):
     from .. import images
+    from ..imagedef import InvalidDefinition
 
     _local(args)
-    defn = images.definition(args.name)
     fmt = cli.output_format(args)
+    try:
+        defn = images.definition(args.name)
+    except InvalidDefinition as exc:
+        if fmt == "json":  # a record for scripts too, then the lines on stderr
+            Printer(fmt, key="name").add({
+                "name": exc.name, "path": exc.path, "valid": False,
+                "problems": [p.record() if hasattr(p, "record") else
+                             {"file": None, "field": None, "message": str(p)}
+                             for p in exc.problems]})
+        raise
     rec = {"name": defn["name"], "path": defn["path"], "valid": True,
            "digest": images.digest(defn["path"])}
     if fmt == "table":
@@ -171,6 +181,11 @@ COMMAND = cli.Command(
                 "build argument BASE_IMAGE (--base; default debian:bookworm-slim, or a "
                 "Debian base made locally with bootstrap-base when no registry answers) and "
                 "installs the extra CA certificates of --ca-cert before apt, pip and npm run. "
+                "A definition of your own (a directory, or ~/.config/cubbi/images/NAME) gets "
+                "BASE_IMAGE only from --base or images.base: otherwise its Dockerfile's own "
+                "'ARG BASE_IMAGE=...' default is the base (the fallback to a local Debian base "
+                "applies when that default is debian:bookworm-slim), and a Dockerfile that "
+                "declares no BASE_IMAGE is built as it is. "
                 "With a remote (-r NAME, CUBBI_REMOTE, remote.default) list and show ask the "
                 "service; build, validate and bootstrap-base work on the local engine only and "
                 "refuse a remote (exit 2).",
@@ -181,18 +196,26 @@ COMMAND = cli.Command(
                   cli.Opt("--offline", help="do not ask the Docker engine whether images are built")],
                  []),
         "show": ("show one image definition", [cli.JSON], [NAME]),
-        "build": ("build the image of a definition (cubbi/NAME:latest)", [
+        "build": ("build the image of a definition (cubbi/NAME:latest; a definition given "
+                  "as a directory: cubbi/NAME-HASH:latest)", [
             cli.Opt("--base", kind="value", metavar="IMAGE",
                     help="base image for FROM (build argument BASE_IMAGE; default images.base, "
-                         "else debian:bookworm-slim falling back to cubbi/base-os:bookworm)"),
+                         "else, for a built-in definition, debian:bookworm-slim falling back to "
+                         "cubbi/base-os:bookworm, for your own the Dockerfile's ARG BASE_IMAGE "
+                         "default)"),
             cli.Opt("--ca-cert", kind="multi", metavar="FILE", complete="file",
                     help="a PEM CA certificate (or bundle) to trust during the build and in the "
                          "image, for TLS-intercepting proxies; repeatable (default images.ca_cert)"),
             cli.Opt("--no-cache", help="build every step again"),
             cli.Opt("-t", "--tag", kind="value", metavar="TAG",
-                    help="tag the image TAG instead of cubbi/NAME:latest"),
+                    help="tag the image TAG instead of cubbi/NAME:latest (cubbi/NAME-HASH:latest "
+                         "for a definition given as a directory, HASH from its path)"),
             cli.JSON, QUIET], [NAME]),
-        "validate": ("check a definition's cubbi_image.yaml and Dockerfile (exit 2 when invalid)",
+        "validate": ("check a definition's cubbi_image.yaml, folder name and Dockerfile, "
+                     "listing every problem on stderr, one per line (exit 2 when invalid, 3 "
+                     "when the folder holds no cubbi_image.yaml); with --json also one record "
+                     "{name, path, valid: false, problems: [{file, field, message}]} on stdout "
+                     "(field null when the problem is not a field's)",
                      [cli.JSON, QUIET], [NAME]),
         "bootstrap-base": ("make a Debian base image locally, without a registry "
                            "(debootstrap, needs root)", [
@@ -218,7 +241,8 @@ COMMAND = cli.Command(
         ("IMAGE DEFINITIONS",
          "Put your own in ~/.config/cubbi/images/NAME/ (Dockerfile + cubbi_image.yaml, "
          "NAME equal to the name field) or anywhere and pass the directory. Start the "
-         "Dockerfile with 'ARG BASE_IMAGE=debian:bookworm-slim' and 'FROM ${BASE_IMAGE}'; "
+         "Dockerfile with 'ARG BASE_IMAGE=debian:bookworm-slim' and 'FROM ${BASE_IMAGE}' "
+         "(your default stays unless --base or images.base is given); "
          "the build context always holds a cubbi-ca/ folder with the --ca-cert files "
          "(COPY cubbi-ca/ /usr/local/share/ca-certificates/cubbi/, then run "
          "update-ca-certificates). The image needs /bin/sh; cubbi's init does the rest."),
@@ -233,7 +257,7 @@ COMMAND = cli.Command(
         ("EXIT STATUS",
          "0 done; 1 the build or bootstrap failed (the build's own error is shown); "
          "2 usage error or an invalid definition (the message names the file and field); "
-         "3 no such definition, file or base image; 4 the Docker engine is unreachable."),
+         "3 no such definition (a folder without cubbi_image.yaml), file or base image; 4 the Docker engine is unreachable."),
     ],
     see_also=["cubbi-create", "cubbi-config"],
 )
