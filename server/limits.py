@@ -12,6 +12,8 @@
   each frame's header before its payload is read: a frame, or a message of
   several frames, over server.max_message closes the socket with 1009
   (message too big), so a 64 MiB frame is never read into memory.
+- Every client socket has TCP keepalive (about two minutes to notice a
+  peer that vanished without closing), so no wait on a client is endless.
 - `Peers`: per-user counts of open log streams and terminals, refused with
   TooMany (429) at the cap and released when the stream or terminal ends.
 """
@@ -134,6 +136,10 @@ def handler(max_message):
     """The WSGI handler class of the server (gevent WebSocketHandler)."""
 
     class Handler(WebSocketHandler):
+        def handle(self):
+            _keepalive(self.socket)
+            super().handle()
+
         def get_environ(self):
             env = super().get_environ()
             env[SOCKET] = self.socket
@@ -158,6 +164,24 @@ def handler(max_message):
                     self.wsgi_input = _Drained()
 
     return Handler
+
+
+KEEPALIVE = (60, 10, 6)  # idle seconds, probe interval, probes: a dead peer in ~2 min
+
+
+def _keepalive(sock):
+    """TCP keepalive on a client's socket: a client whose host vanished
+    (no FIN, no RST) is noticed, so a terminal or stream waiting on it ends."""
+    import socket
+
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle, interval, count = KEEPALIVE
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    except (OSError, AttributeError):
+        pass
 
 
 class Peers:

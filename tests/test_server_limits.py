@@ -288,6 +288,36 @@ def test_a_wait_is_never_longer_than_max_wait(start_server, busybox_image, prefi
     assert elapsed < 15, elapsed
 
 
+def test_an_exec_past_max_exec_time_is_stopped(start_server, engine, busybox_image, prefix):
+    srv = start_server(config_text=LIMITS.format(uid=os.getuid(), gid=os.getgid()).replace(
+        "max_wait: 30", "max_wait: 30\n  max_exec_time: 2"))
+    alice = Client(srv.url, srv.token("alice"))
+    rec = served_session(alice, busybox_image, f"{prefix}-long")
+    start = time.monotonic()
+    st, out = alice.call("POST", f"/sessions/{rec['id']}/connect",
+                         {"command": ["sh", "-c", "echo started; sleep 765"]})
+    assert st == 200 and time.monotonic() - start < 15, out
+    assert out["exit_code"] is None and out["kind"] == "time_limit", out
+    assert out["stdout"] == "started\n" and "server.max_exec_time" in out["error"], out
+    assert _until(lambda: not any("sleep 765" in p for p in _procs(engine, rec))), \
+        _procs(engine, rec)
+
+
+def test_client_sockets_have_tcp_keepalive(start_server):
+    """A client whose host vanishes (no FIN) is noticed: the kernel probes
+    the server's side of every connection (`ss -o` shows the timer)."""
+    import subprocess
+
+    srv = start_server()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(4096)  # served, the connection kept alive
+    out = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{srv.port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    s.close()
+    assert "keepalive" in out, out
+
+
 # -- 6. private files, no server paths, plain-http warning ---------------------------
 def test_the_database_and_its_folder_are_private_from_the_first_write(start_server, tmp_path):
     srv = start_server(config_text="server:\n  heartbeat: 1\nstate:\n  database: "
