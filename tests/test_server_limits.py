@@ -393,3 +393,23 @@ def test_a_token_over_plain_http_to_another_host_is_warned_once(cubbi, recorder)
     # loopback: no warning
     r = cubbi("cubbi-ls", env={"CUBBI_REMOTE_URL": recorder.url, "CUBBI_REMOTE_TOKEN": "tok"})
     assert r.exit_code == 0 and "plain http" not in r.stderr, r
+
+
+def test_every_server_limit_is_documented_with_its_default():
+    """The server.* keys: in the example config (with the default value) and
+    the README's server section."""
+    import yaml
+
+    from conftest import ROOT
+    from cubbi_tools.service import DEFAULTS
+
+    with open(os.path.join(ROOT, "server", "cubbi-service.example.yaml")) as fh:
+        example = yaml.safe_load(fh)["server"]
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        readme = fh.read()
+    for key, default in DEFAULTS["server"].items():
+        if key in ("host",):
+            continue  # the example listens on 0.0.0.0, for the container
+        assert example.get(key) == default, (key, example.get(key), default)
+        if key.startswith("max_"):
+            assert f"{key}` [{default}]" in readme, key
