@@ -2,7 +2,7 @@
 
 Each route parses its request, calls cubbi_tools.service.Service (the same
 library the commands use) and returns JSON.  Errors are JSON too, always:
-{"error": message, "kind": usage|not_found|engine|auth|failure|http,
+{"error": message, "kind": usage|not_found|engine|auth|failure|http|too_many,
 "status": code}; the remote client turns `kind` back into the exception the
 local commands raise, so exit codes match.
 
@@ -197,8 +197,7 @@ def make_app(service, conf=None):
         q = request.query
         tail = q.get("tail")
         since = q.get("since")
-        follow = _flag(q.get("follow"))
-        items = service.logs(user, ref, follow=follow,
+        items = service.logs(user, ref, follow=_flag(q.get("follow")),
                              tail=_number(tail, "tail", int) if tail else None,
                              since=_number(since, "since", int) if since else None)
         response.content_type = "application/x-ndjson"
