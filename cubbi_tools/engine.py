@@ -533,6 +533,7 @@ class LocalEngine:
                                    user="0:0", stdin=False)
         conn = self.api.exec_start(eid)
         try:
+            conn.sock.settimeout(30)  # the script ends within seconds; an engine that hangs
             for _ in conn.frames():
                 pass
         except CubbiError:

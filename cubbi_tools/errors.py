@@ -38,12 +38,16 @@ class AuthError(CubbiError):
     code = AUTH
 
 
+class TooMany(CubbiError):
+    """A per-user cap of the service reached (HTTP 429): exit 1."""
+
+
 # -- the wire: how an error crosses HTTP (server/app.py, server/terminal.py)
 # and comes back as the same exception, so the same exit code, on the client
 # (remote.py, terminal.py).  A body is {"error": message, "kind": kind,
 # "status": HTTP status}.
 WIRE = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (AuthError, 401, "auth"),
-        (EngineUnreachable, 503, "engine")]
+        (EngineUnreachable, 503, "engine"), (TooMany, 429, "too_many")]
 OTHER = (409, "failure")  # any other CubbiError (not an int: docs lists int constants)
 STATUS_KINDS = {403: "auth", **{status: kind for _, status, kind in WIRE}}
 

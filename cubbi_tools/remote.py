@@ -45,6 +45,30 @@ def check_url(url, what="URL"):
     return url
 
 
+_warned = []  # the plain-http warning goes out once per process
+
+
+def warn_plain_http(parts, remote):
+    """One stderr line, once per process, when a token is about to go over
+    plain http:// to a host other than loopback (anyone on the path reads it)."""
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or _warned or host == "localhost" or host.endswith(".localhost"):
+        return
+    import ipaddress
+
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    _warned.append(host)
+    import sys
+
+    sys.stderr.write(f"cubbi: warning: remote {remote!r} is plain http://{host}: its token "
+                     "crosses the network unencrypted; use https:// (a TLS proxy in front "
+                     "of cubbi-server)\n")
+
+
 def raise_for(status, body, remote=None):
     """Raise the CubbiError of an error response of the service."""
     try:
@@ -110,6 +134,7 @@ class RemoteService:
             if params:
                 path += "?" + urlencode(params)
         headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+        warn_plain_http(self._parts, self.remote)
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -237,8 +262,10 @@ class RemoteService:
         scheme = "wss" if self._parts.scheme == "https" else "ws"
         url = (f"{scheme}://{self._parts.netloc}{self._base}/sessions/"
                f"{quote(rec['id'], safe='')}/connect" + (f"?{query}" if query else ""))
+        token = self.token()
+        warn_plain_http(self._parts, self.remote)
         try:
-            return WebSocket(url, headers={"Authorization": f"Bearer {self.token()}"})
+            return WebSocket(url, headers={"Authorization": f"Bearer {token}"})
         except HandshakeError as exc:
             raise_for(exc.status, exc.body, self.remote)
         except OSError as exc:

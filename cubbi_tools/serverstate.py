@@ -82,14 +82,22 @@ class State:
         self._fernet = None
         self._conn = None
         d = os.path.dirname(os.path.abspath(path))
+        # private from the first write: a folder made here is 0700, the
+        # database is made under umask 077 (0600), and sqlite gives its
+        # -wal/-shm the database's mode whenever it makes them again
+        old = os.umask(0o077)
         try:
-            os.makedirs(d, exist_ok=True)
+            os.makedirs(d, mode=0o700, exist_ok=True)
             with self._db() as db:
                 db.executescript(SCHEMA)
                 self._migrate(db)
-            os.chmod(path, 0o600)
+            for f in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(f):
+                    os.chmod(f, 0o600)  # one made before this version
         except (OSError, sqlite3.Error) as exc:
             raise CubbiError(f"cannot open the server database {path}: {exc}") from None
+        finally:
+            os.umask(old)
 
     def _db(self):
         """The connection (opened once; autocommit, so each statement sees

@@ -31,7 +31,9 @@ SESSION_GID = 1000
 
 DEFAULTS = {
     "server": {"host": "127.0.0.1", "port": 3000, "max_body": 4 * 1024 * 1024,
-               "heartbeat": 15},
+               "heartbeat": 15, "max_message": 1024 * 1024,
+               "max_exec_output": 16 * 1024 * 1024, "max_exec_time": 3600, "max_wait": 600,
+               "max_streams_per_user": 16, "max_terminals_per_user": 8},
     "docker": {"socket": None, "network": "cubbi-network"},
     "auth": {"provider": "token"},
     "logging": {"providers": []},
@@ -103,6 +105,7 @@ class Service:
         from .serverstate import State
 
         self.conf = conf
+        self.max_wait = float(conf["server"].get("max_wait") or DEFAULTS["server"]["max_wait"])
         sock = conf["docker"].get("socket")
         if sock and "://" not in sock:
             sock = "unix://" + sock
@@ -201,35 +204,65 @@ class Service:
         return self.engine.logs(self.session(user, ref), follow=follow, tail=tail, since=since)
 
     def wait_ready(self, user, ref, timeout):
-        return self.engine.wait_ready(self.session(user, ref), timeout=timeout)
+        """Wait for the session to be ready, never past server.max_wait."""
+        return self.engine.wait_ready(self.session(user, ref),
+                                      timeout=min(timeout, self.max_wait))
 
     def exec_open(self, user, ref, command=None, tty=False, env=None):
         """(exec id, connection, handle): the command started in the session
         under a marked sh (LocalEngine.exec_marked), so exec_stop(handle)
         stops it and what runs below it when the client goes away."""
-        rec = self.engine.wait_ready(self.session(user, ref))
+        rec = self.engine.wait_ready(self.session(user, ref), timeout=self.max_wait)
         return self.engine.exec_marked(rec, command, tty=tty, env=env)
 
     def exec_stop(self, handle):
         self.engine.exec_stop(handle)
 
-    def run(self, user, ref, command, stdin=b""):
-        """Run command without a TTY: {exit_code, stdout, stderr}."""
-        rec = self.engine.wait_ready(self.session(user, ref))
-        eid, conn = self.engine.exec_open(rec, command)
+    def run(self, user, ref, command, stdin=b"", max_output=None, watch=None):
+        """Run command without a TTY: {exit_code, stdout, stderr}.  Past
+        max_output bytes of output the command is stopped (exec_stop) and the
+        record says so: exit_code None, error and kind "output_limit".
+        watch(conn), when given, is called once the command runs and returns
+        a callable that ends the watch and says why it cut the connection
+        short (e.g. "client_gone", "time_limit") or None: the command is
+        stopped then too."""
+        rec = self.engine.wait_ready(self.session(user, ref), timeout=self.max_wait)
+        eid, conn, handle = self.engine.exec_marked(rec, command)
         out = {"stdout": [], "stderr": []}
+        size, cut = 0, None
+        unwatch = watch(conn) if watch else (lambda: None)
+        failure = why = None
         try:
             if stdin:
                 conn.sendall(stdin)
             conn.shutdown_write()
             for stream, data in conn.frames():
                 if stream in out:
+                    if max_output is not None and size + len(data) > max_output:
+                        out[stream].append(data[:max_output - size])
+                        cut = "output_limit"
+                        break
+                    size += len(data)
                     out[stream].append(data)
+        except (CubbiError, OSError) as exc:
+            failure = exc
         finally:
+            why = unwatch()
             conn.close()
-        code = self.engine.api.exec_exit_code(eid)
-        return {"exit_code": code, "stdout": b"".join(out["stdout"]),
-                "stderr": b"".join(out["stderr"])}
+        if failure is not None and not why:
+            raise failure
+        cut = why or cut
+        res = {"stdout": b"".join(out["stdout"]), "stderr": b"".join(out["stderr"])}
+        if cut:
+            self.exec_stop(handle)
+            what = {"output_limit": f"the output passed {max_output} bytes "
+                                    "(server.max_exec_output)",
+                    "time_limit": f"it ran longer than {self.conf['server'].get('max_exec_time')}"
+                                  " s (server.max_exec_time)",
+                    "client_gone": "the client went away"}.get(cut, cut)
+            return {"exit_code": None, **res, "kind": cut,
+                    "error": f"{what}: the command was stopped"}
+        return {"exit_code": self.engine.api.exec_exit_code(eid), **res}
 
     # -- images ------------------------------------------------------------
     def images(self):
@@ -237,7 +270,7 @@ class Service:
         server knows, then the service config's images: entries."""
         from . import images
 
-        out = [images.record(d, images.inspect(self.engine.api, images.tag_for(d)))
+        out = [_public(images.record(d, images.inspect(self.engine.api, images.tag_for(d))))
                for d in images.definitions()]
         have = {r["name"] for r in out}
         return out + [self._conf_image(n) for n in sorted(self.images_conf) if n not in have]
@@ -248,7 +281,8 @@ class Service:
 
         defn = images.find_definition(name, paths=False)
         if defn is not None:
-            return images.record(defn, images.inspect(self.engine.api, images.tag_for(defn)))
+            return _public(images.record(defn, images.inspect(self.engine.api,
+                                                              images.tag_for(defn))))
         if name in self.images_conf:
             return self._conf_image(name)
         raise NotFound(f"no image definition {name!r}; see cubbi-image list")
@@ -298,6 +332,12 @@ class Service:
 
     def delete_project(self, user, pid):
         return self.state.delete_project(user, project_id(pid))
+
+
+def _public(rec):
+    """An image record without the server's file paths (a definition's
+    folder on the server's disk means nothing to a client)."""
+    return {k: v for k, v in rec.items() if k != "path"}
 
 
 def project_id(url):

@@ -2,7 +2,7 @@
 
 Each route parses its request, calls cubbi_tools.service.Service (the same
 library the commands use) and returns JSON.  Errors are JSON too, always:
-{"error": message, "kind": usage|not_found|engine|auth|failure|http,
+{"error": message, "kind": usage|not_found|engine|auth|failure|http|too_many,
 "status": code}; the remote client turns `kind` back into the exception the
 local commands raise, so exit codes match.
 
@@ -28,16 +28,9 @@ HTTP_MESSAGES = {
     400: "bad request", 401: "missing or invalid token: send Authorization: Bearer TOKEN",
     403: "forbidden", 404: "no such endpoint; see /openapi.json",
     405: "method not allowed; see /openapi.json", 413: "request body too large",
+    429: "too many open streams or terminals",
     500: "internal server error", 503: "service unavailable",
 }
-
-
-class Stats:
-    """Open log streams and terminals, shown by /health (leak checks)."""
-
-    def __init__(self):
-        self.streams = 0
-        self.terminals = 0
 
 
 class TokenAuth:
@@ -86,16 +79,32 @@ def json_error(status, message, kind="http"):
     return HTTPResponse(error_body(status, message, kind), status=status, headers=headers)
 
 
-def make_app(service, conf=None):
-    conf = conf or service.conf
-    max_body = int(conf["server"].get("max_body") or 4 * 1024 * 1024)
-    heartbeat = float(conf["server"].get("heartbeat") or 15)
-    auth = authenticator(conf, service.state)
-    stats = Stats()
-    app = bottle.Bottle(catchall=True, autojson=True)
-    app.config["cubbi.stats"] = stats
+def serving(app, conf):
+    """(WSGI application, gevent handler class) of the server: app behind the
+    body limit, and WebSockets with the message limit (server/limits.py)."""
+    from . import limits
 
-    for status in (400, 401, 403, 404, 405, 413, 500, 502, 503):
+    srv = conf["server"]
+    return (limits.bounded_body(app, int(srv["max_body"])),
+            limits.handler(int(srv["max_message"])))
+
+
+def make_app(service, conf=None):
+    from .limits import Peers
+
+    conf = conf or service.conf
+    srv = conf["server"]
+    max_body = int(srv.get("max_body") or 4 * 1024 * 1024)
+    heartbeat = float(srv.get("heartbeat") or 15)
+    max_output = int(srv.get("max_exec_output") or 16 * 1024 * 1024)
+    max_time = float(srv.get("max_exec_time") or 3600)
+    auth = authenticator(conf, service.state)
+    peers = Peers({"streams": int(srv.get("max_streams_per_user") or 16),
+                   "terminals": int(srv.get("max_terminals_per_user") or 8)})
+    app = bottle.Bottle(catchall=True, autojson=True)
+    app.config["cubbi.peers"] = peers
+
+    for status in (400, 401, 403, 404, 405, 413, 429, 500, 502, 503):
         app.error_handler[status] = _http_error(status)
 
     def api(authenticated=True):
@@ -138,13 +147,19 @@ def make_app(service, conf=None):
     @app.get("/health")
     @api(authenticated=False)
     def health():
+        """Without a token: up or down only (the engine answers or not);
+        with a valid one, the engine's error and the open streams too."""
         engine = "ok"
         try:
             service.engine.api.get("/_ping", timeout=5)
         except CubbiError as exc:
             engine = str(exc)
-        return {"status": "ok", "engine": engine, "streams": stats.streams,
-                "terminals": stats.terminals}
+        try:
+            auth.user(request)
+        except AuthError:
+            return {"status": "up" if engine == "ok" else "down"}
+        return {"status": "up" if engine == "ok" else "down", "engine": engine,
+                "streams": peers.total("streams"), "terminals": peers.total("terminals")}
 
     @app.get("/openapi.json")
     def openapi_doc():
@@ -167,7 +182,7 @@ def make_app(service, conf=None):
     @api()
     def get_session(user, ref):
         wait = request.query.get("wait")
-        if wait:
+        if wait:  # never longer than server.max_wait
             return service.wait_ready(user, ref, timeout=_number(wait, "wait"))
         return service.session(user, ref)
 
@@ -186,7 +201,7 @@ def make_app(service, conf=None):
                              tail=_number(tail, "tail", int) if tail else None,
                              since=_number(since, "since", int) if since else None)
         response.content_type = "application/x-ndjson"
-        return _stream(items, stats, heartbeat)
+        return _stream(items, peers, user, heartbeat)
 
     @app.post("/sessions/<ref>/connect")
     @api()
@@ -198,10 +213,11 @@ def make_app(service, conf=None):
         stdin = data.get("stdin") or ""
         if not isinstance(stdin, str):
             raise UsageError('"stdin" must be a string')
-        out = service.run(user, ref, command, stdin.encode())
-        return {"exit_code": out["exit_code"],
-                "stdout": out["stdout"].decode(errors="replace"),
-                "stderr": out["stderr"].decode(errors="replace")}
+        out = service.run(user, ref, command, stdin.encode(), max_output=max_output,
+                          watch=_watch(request.environ, max_time))
+        out["stdout"] = out["stdout"].decode(errors="replace")
+        out["stderr"] = out["stderr"].decode(errors="replace")
+        return out
 
     @app.get("/sessions/<ref>/connect")
     @api(authenticated=False)
@@ -212,11 +228,7 @@ def make_app(service, conf=None):
                              "Upgrade: websocket request (or POST a command for exec mode)")
         from . import terminal as term
 
-        stats.terminals += 1
-        try:
-            term.serve(ws, request, auth, service, ref)
-        finally:
-            stats.terminals -= 1
+        term.serve(ws, request, auth, service, ref, peers)
         return ""
 
     # -- images ---------------------------------------------------------------
@@ -293,7 +305,58 @@ def _number(text, name, kind=float):
         raise UsageError(f"?{name}={text!r}: expected a number >= 0") from None
 
 
-def _stream(items, stats, heartbeat):
+def _watch(environ, max_time):
+    """service.run's watch: a greenlet that cuts the exec's connection when
+    the HTTP client goes away (its socket reads as closed) or after max_time
+    seconds (server.max_exec_time), so the command is stopped."""
+    from .limits import SOCKET
+
+    def watch(conn):
+        import socket
+
+        import gevent
+        from gevent.socket import wait_read
+
+        why = []
+        client = environ.get(SOCKET)
+
+        def run():
+            deadline = gevent.Timeout(max_time)
+            deadline.start()
+            try:
+                while client is not None:
+                    wait_read(client.fileno())
+                    if client.recv(1, socket.MSG_PEEK):
+                        break  # a pipelined request: not gone; only the deadline is left
+                    why.append("client_gone")
+                    break
+                if not why:
+                    gevent.sleep(max_time + 1)
+            except gevent.Timeout as t:
+                if t is not deadline:
+                    raise
+                why.append("time_limit")
+            except OSError:
+                why.append("client_gone")
+            finally:
+                deadline.close()
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # frames() ends; run() stops the command
+            except OSError:
+                pass
+
+        worker = gevent.spawn(run)
+
+        def unwatch():
+            worker.kill(block=True, timeout=5)
+            return why[0] if why else None
+
+        return unwatch
+
+    return watch
+
+
+def _stream(items, peers, user, heartbeat):
     """JSON lines from a (blocking) iterator, read in its own greenlet so a
     blank heartbeat line can go out while it waits: a write to a client that
     went away fails, the response is closed, and the reader (with its Docker
@@ -316,7 +379,7 @@ def _stream(items, stats, heartbeat):
                 close()
             queue.put(done)
 
-    stats.streams += 1
+    peers.take("streams", user)  # TooMany at server.max_streams_per_user
     worker = gevent.spawn(reader)
 
     def lines():
@@ -332,6 +395,6 @@ def _stream(items, stats, heartbeat):
                 yield (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         finally:
             worker.kill(block=True, timeout=5)
-            stats.streams -= 1
+            peers.give("streams", user)
 
     return lines()

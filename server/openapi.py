@@ -38,7 +38,7 @@ DOCUMENT = {
             "Error": {"type": "object", "required": ["error", "kind", "status"], "properties": {
                 "error": {"type": "string"},
                 "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "engine",
-                                                   "failure", "http"]},
+                                                   "failure", "http", "too_many"]},
                 "status": {"type": "integer"}}},
             "Session": {"type": "object", "description": "the record of cubbi-ls --json "
                         "(man cubbi-ls: SESSION RECORD)", "properties": {
@@ -57,9 +57,14 @@ DOCUMENT = {
             "Exec": {"type": "object", "required": ["command"], "properties": {
                 "command": {"type": "array", "items": {"type": "string"}},
                 "stdin": {"type": "string"}}},
-            "ExecResult": {"type": "object", "properties": {
-                "exit_code": {"type": "integer"}, "stdout": {"type": "string"},
-                "stderr": {"type": "string"}}},
+            "ExecResult": {"type": "object", "description": "a command stopped by the "
+                           "service (output over server.max_exec_output, or running past "
+                           "server.max_exec_time) has exit_code null, and error and kind "
+                           "(output_limit, time_limit) saying why", "properties": {
+                "exit_code": {"type": "integer", "nullable": True}, "stdout": {"type": "string"},
+                "stderr": {"type": "string"}, "error": {"type": "string"},
+                "kind": {"type": "string", "enum": ["output_limit", "time_limit",
+                                                   "client_gone"]}}},
             "Project": {"type": "object", "description": "the record of cubbi-project --json; "
                         "the credential is never returned", "properties": {
                 "id": {"type": "string"}, "url": {"type": "string"}, "host": {"type": "string"},
@@ -74,8 +79,10 @@ DOCUMENT = {
     },
     "security": [{"bearer": []}],
     "paths": {
-        "/health": {"get": {"summary": "liveness and engine status (no auth)", "security": [],
-                            "responses": {"200": _ok("ok")}}},
+        "/health": {"get": {"summary": "liveness: {status: up|down} without a token; with a "
+                                       "valid one, also the engine's status and the open "
+                                       "streams and terminals", "security": [],
+                            "responses": {"200": _ok("up or down")}}},
         "/openapi.json": {"get": {"summary": "this document", "security": [],
                                   "responses": {"200": _ok("the document")}}},
         "/sessions": {
@@ -103,13 +110,15 @@ DOCUMENT = {
                     "parameters": _ID + [{"name": k, "in": "query", "schema": {"type": "string"}}
                                          for k in ("follow", "tail", "since")],
                     "responses": {"200": _ok("JSON lines", _ref("LogLine"), "application/x-ndjson"),
-                                  **_errors(400, 401, 404, 503)}},
+                                  **_errors(400, 401, 404, 429, 503)}},
         },
         "/sessions/{id}/connect": {
             "get": {"summary": "WebSocket terminal (Upgrade: websocket): ?tty=1&rows=&cols=&term= "
                                "for a TTY, ?cmd=JSON-list for a command; binary frames carry "
                                "stdin, and output prefixed by a stream byte (1 stdout, 2 stderr); "
-                               "text frames carry {type: resize|eof|stop|exit|error}",
+                               "text frames carry {type: resize|eof|stop|exit|error} (an error "
+                               "with status 429 past server.max_terminals_per_user); a frame or "
+                               "message over server.max_message closes the socket with 1009",
                     "parameters": _ID, "responses": {"101": _ok("switching protocols"),
                                                      **_errors(400)}},
             "post": {"summary": "exec mode: run a command without a TTY",

@@ -39,9 +39,24 @@ def _unmask(header, payload):
 Header.mask_payload = Header.unmask_payload = _unmask
 
 
-def serve(ws, request, auth, service, ref):
+def serve(ws, request, auth, service, ref, peers):
+    """The terminal of one WebSocket client; at most server.max_terminals_per_user
+    at once per user (an error message with kind too_many past it)."""
     try:
         user = auth.user(request)
+        peers.take("terminals", user)
+    except CubbiError as exc:
+        _send(ws, json.dumps({"type": "error", **to_wire(exc)}))
+        ws.close()
+        return
+    try:
+        _serve(ws, request, user, service, ref)
+    finally:
+        peers.give("terminals", user)
+
+
+def _serve(ws, request, user, service, ref):
+    try:
         q = request.query
         tty = q.get("tty") in ("1", "true")
         command = json.loads(q.get("cmd")) if q.get("cmd") else None

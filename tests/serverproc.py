@@ -135,7 +135,7 @@ class Recorder:
     answers each with `answer` (status, JSON body): where did a token go,
     what did a client send?"""
 
-    def __init__(self, answer=(200, {"sessions": []})):
+    def __init__(self, answer=(200, {"sessions": []}), host="127.0.0.1"):
         import http.server
         import json
         import threading
@@ -163,8 +163,8 @@ class Recorder:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @property

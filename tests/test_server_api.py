@@ -9,9 +9,13 @@ from serverproc import Client
 
 
 # -- errors are JSON, with the right codes ------------------------------------
-def test_health_needs_no_token_and_reports_the_engine(server):
+def test_health_says_only_up_or_down_without_a_token(server, alice):
     st, body = Client(server.url).call("GET", "/health")
-    assert st == 200 and body["status"] == "ok" and body["engine"] == "ok"
+    assert st == 200 and body == {"status": "up"}, body  # no engine version, no paths
+    st, body = Client(server.url, "cubbi_000000000000_" + "0" * 64).call("GET", "/health")
+    assert st == 200 and body == {"status": "up"}, body
+    st, body = alice.call("GET", "/health")
+    assert st == 200 and body["status"] == "up" and body["engine"] == "ok", body
 
 
 def test_missing_or_wrong_token_is_401_on_every_endpoint(server):
@@ -76,7 +80,9 @@ def test_engine_down_is_503_with_a_clear_message(start_server, tmp_path):
     assert st == 503 and body["kind"] == "engine"
     assert "Docker engine" in body["error"]
     st, body = c.call("GET", "/health", token=None)
-    assert st == 200 and body["engine"] != "ok"
+    assert st == 200 and body == {"status": "down"}, body  # not the socket's path
+    st, body = c.call("GET", "/health")
+    assert st == 200 and body["status"] == "down" and "Docker engine" in body["engine"], body
 
 
 def test_openapi_document_matches_the_routes(tmp_path):

@@ -33,17 +33,15 @@ def serve(args, conf):
 
     import gevent
     from gevent import pywsgi
-    from geventwebsocket.handler import WebSocketHandler
-
-    from cubbi_server.app import make_app
+    from cubbi_server.app import make_app, serving
 
     from ..service import Service
 
     host = args.host or conf["server"]["host"]
     port = conf["server"]["port"] if args.port is None else args.port
-    app = make_app(Service(conf), conf)
+    app, handler = serving(make_app(Service(conf), conf), conf)
     log = None if args.quiet else sys.stderr
-    server = pywsgi.WSGIServer((host, int(port)), app, handler_class=WebSocketHandler,
+    server = pywsgi.WSGIServer((host, int(port)), app, handler_class=handler,
                                log=log, error_log=sys.stderr)
     try:
         server.init_socket()
