@@ -37,8 +37,8 @@ DOCUMENT = {
         "schemas": {
             "Error": {"type": "object", "required": ["error", "kind", "status"], "properties": {
                 "error": {"type": "string"},
-                "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "engine",
-                                                   "failure", "http"]},
+                "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "forbidden",
+                                                   "engine", "too_many", "failure", "http"]},
                 "status": {"type": "integer"}}},
             "Session": {"type": "object", "description": "the record of cubbi-ls --json "
                         "(man cubbi-ls: SESSION RECORD)", "properties": {
@@ -86,7 +86,7 @@ DOCUMENT = {
             "post": {"summary": "create a session",
                      "requestBody": {"content": {"application/json": {"schema": _ref("CreateRequest")}}},
                      "responses": {"201": _ok("the session", _ref("Session")),
-                                   **_errors(400, 401, 404, 409, 413, 503)}},
+                                   **_errors(400, 401, 403, 404, 409, 413, 429, 503)}},
         },
         "/sessions/{id}": {
             "get": {"summary": "one session; ?wait=SECONDS waits until it is ready",

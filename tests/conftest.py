@@ -206,6 +206,7 @@ def start_server(tmp_path):
     yield _start
     for srv in started:
         srv.stop()
+        srv.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +217,7 @@ def server(engine, tmp_path_factory):
     srv = ServerProcess(str(tmp_path_factory.mktemp("server"))).start()
     yield srv
     srv.stop()
+    srv.cleanup()
 
 
 @pytest.fixture(scope="module")
