@@ -141,7 +141,7 @@ class Policy:
         image_allowed: whether req.image is a definition or an images: entry;
         sessions: how many sessions the user has now (with creates in flight)."""
         if sessions >= self.max_sessions:
-            raise TooMany(f"policy.max_sessions is {self.max_sessions}: you have {sessions} "
+            raise TooMany(f"policy.max_sessions is {self.max_sessions} and you have as many "
                           "sessions; close one (cubbi-close) and try again")
         if not (image_allowed or self.any_local):
             raise Forbidden(f"policy.images does not allow {req.image!r}: use an image the "

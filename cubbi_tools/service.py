@@ -50,6 +50,7 @@ DEFAULTS = {
 }
 
 L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
+L_REQUEST = "cubbi.served.request"  # the create request that made it (policy.max_sessions)
 
 
 def resolve_refs(node, where="", environ=None):
@@ -129,8 +130,11 @@ class Service:
         self.policy = policy if isinstance(policy, Policy) else Policy(policy)
         import threading
 
-        self._lock = threading.Lock()  # never held across I/O (gevent)
-        self._pending = {}  # user -> creates in flight, counted against policy.max_sessions
+        self._lock = threading.Lock()  # never held across I/O
+        # held across the engine's answers: the server runs under gevent's
+        # monkey-patching, so it waits for a greenlet, not the whole thread
+        self._network_lock = threading.Lock()
+        self._pending = {}  # user -> nonces of the creates in flight (policy.max_sessions)
 
     # -- sessions --------------------------------------------------------
     def _scope(self, user):
@@ -168,13 +172,19 @@ class Service:
         req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])
         req.labels[L_SERVED] = key  # check_create refused the client's labels
         req.scope = scope
+        # policy.max_sessions counts the user's containers and the creates in
+        # flight (each marked with a nonce, so one that has its container
+        # already is not counted twice); the lock is never held across I/O
+        nonce = os.urandom(8).hex()
+        req.labels[L_REQUEST] = nonce
         with self._lock:
-            self._pending[user] = self._pending.get(user, 0) + 1
+            self._pending.setdefault(user, set()).add(nonce)
         try:
-            have = len(self.engine.api.containers(all=True, labels=[f"{LABEL}=true", *scope]))
+            have = self.engine.api.containers(all=True, labels=[f"{LABEL}=true", *scope])
+            made = {(c.get("Labels") or {}).get(L_REQUEST) for c in have}
             with self._lock:
-                in_flight = self._pending[user] - 1
-            self.policy.apply(req, self._image_known(req.image), have + in_flight)
+                in_flight = len(self._pending[user] - made - {nonce})
+            self.policy.apply(req, self._image_known(req.image), len(have) + in_flight)
             req.network = self._user_network(user, key)
             if req.project:
                 self._project_setup(user, req)
@@ -194,7 +204,7 @@ class Service:
                 return self.engine.create(req)
         finally:
             with self._lock:
-                self._pending[user] -= 1
+                self._pending[user].discard(nonce)
                 if not self._pending[user]:
                     del self._pending[user]
 
@@ -214,7 +224,13 @@ class Service:
     def _user_network(self, user, key):
         """The user's own bridge, made on demand: cubbi-u-HASH, labelled as
         this service's, inter-container traffic as policy.user_traffic says.
-        One made under another policy is made again when no session uses it."""
+        One made under another policy is made again when no session uses it.
+        One at a time: the engine makes two networks of one name when asked
+        twice at once."""
+        with self._network_lock:
+            return self._ensure_user_network(user, key)
+
+    def _ensure_user_network(self, user, key):
         from .dockerapi import APIError
         from .session import L_OWNER
 
