@@ -427,6 +427,16 @@ class Service:
         return self.state.delete_project(user, project_id(pid))
 
 
+def __getattr__(name):
+    """FORMAT_DOC: the text of man page cubbi-service.yaml(5), read from
+    data/cubbi-service.yaml.5.txt when asked for (docs.py renders it)."""
+    if name == "FORMAT_DOC":
+        with open(os.path.join(os.path.dirname(__file__), "data", "cubbi-service.yaml.5.txt"),
+                  encoding="utf-8") as fh:
+            return fh.read()
+    raise AttributeError(name)
+
+
 def user_network(key):
     """The name of the session network of the user whose key (in this
     service's database) is KEY: another service's user of the same name has

@@ -323,3 +323,26 @@ def test_user_remove_removes_the_users_network(policed, engine, busybox_image, p
                        env=policed.env, cwd=policed.workdir, timeout=60)
     assert r.returncode == 0, r
     assert net not in [n["Name"] for n in engine.get("/networks")]
+
+
+# -- the documentation says what the code does ------------------------------------------
+def _keys(node, where="policy"):
+    if isinstance(node, dict) and node:
+        return {k for key, v in node.items() for k in _keys(v, f"{where}.{key}")}
+    return {where}
+
+
+def test_the_example_config_holds_every_policy_key_with_its_default():
+    import yaml
+
+    from cubbi_tools.policy import DEFAULTS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "server", "cubbi-service.example.yaml")) as fh:
+        example = yaml.safe_load(fh)
+    assert example["policy"] == DEFAULTS
+    from cubbi_tools.service import FORMAT_DOC
+
+    missing = sorted(k for k in _keys(DEFAULTS) if k.rsplit(".", 1)[0] + "." not in FORMAT_DOC
+                     and k not in FORMAT_DOC)
+    assert missing == [], missing
