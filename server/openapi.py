@@ -46,8 +46,10 @@ DOCUMENT = {
                                             "created_epoch", "container_id", "project", "mount",
                                             "networks", "ports", "owner", "remote")}},
             "CreateRequest": {"type": "object", "required": ["image"], "description":
-                              "cubbi_tools.engine.CreateRequest.to_dict(); mount and volumes "
-                              "are refused, uid/gid/owner are set by the server",
+                              "cubbi_tools.engine.CreateRequest.to_dict(); mount, volumes, "
+                              "labels and files are refused, uid/gid/owner are set by the "
+                              "server, and its policy (cubbi-service.yaml(5)) decides "
+                              "networks, images, ports, limits and privileges",
                               "properties": {k: {} for k in (
                                   "image", "name", "env", "networks", "ports", "cpus", "memory",
                                   "pids_limit", "project", "hardened", "files", "labels")}},
