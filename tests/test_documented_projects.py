@@ -58,7 +58,7 @@ def _push_from(cubbi, sid, branch, subject, env=None):
 
 def _create(cubbi, servers, name, url, env=None):
     r = cubbi("cubbi-create", "--project", url, "--image", servers["client_image"], "--name",
-              name, "--no-connect", "--wait", "--json", env=env)
+              name, "--network", "cubbi-network", "--no-connect", "--wait", "--json", env=env)
     assert r.exit_code == 0, r
     (rec,) = r.json()
     return rec
@@ -87,10 +87,13 @@ def test_a_session_pushes_with_the_stored_credential(cubbi, servers, prefix, kin
 def keyless(engine, tmp_path_factory):
     """A cubbi-server with no projects.storage.key: it makes DB.key itself."""
     srv = ServerProcess(str(tmp_path_factory.mktemp("keyless")), config_text=(
-        "server:\n  heartbeat: 1\nstate:\n  database: server.db\n"))
+        "server:\n  heartbeat: 1\nstate:\n  database: server.db\n"
+        # the test images are local; the git servers are on cubbi-network
+        "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n"))
     srv.start()
     yield srv
     srv.stop()
+    srv.cleanup()
 
 
 @pytest.fixture
