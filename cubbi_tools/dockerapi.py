@@ -449,11 +449,14 @@ class DockerAPI:
     def network(self, name):
         return self.get(f"/networks/{quote(name)}")
 
-    def create_network(self, name, labels=None):
+    def create_network(self, name, labels=None, options=None):
         return self.post("/networks/create", body={
             "Name": name, "CheckDuplicate": True, "Driver": "bridge",
-            "Labels": labels or {},
+            "Labels": labels or {}, "Options": options or {},
         })
+
+    def remove_network(self, name):
+        self.delete(f"/networks/{quote(name)}")
 
     def connect_network(self, net, cid):
         self.post(f"/networks/{quote(net)}/connect", body={"Container": cid})

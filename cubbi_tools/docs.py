@@ -85,6 +85,7 @@ from .docmodel import (DISPATCH_OPTS, MARK, SRC, DocsError, Node, command_tree, 
 # (name, section, module, attribute): extra pages, see the docstring.
 PAGES = [
     ("cubbi-config", 5, "cubbi_tools.config", "FORMAT_DOC"),
+    ("cubbi-service.yaml", 5, "cubbi_tools.service", "FORMAT_DOC"),
 ]
 
 ENVIRONMENT = [

@@ -240,11 +240,13 @@ class LocalEngine:
         if not valid_session_name(name):
             raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
         self.sweep_unfinished()  # before the name check: debris may hold this very name
-        if self.api.containers(all=True, labels=[f"{S.LABEL}=true", f"{S.L_NAME}={name}"]):
+        if self.api.containers(all=True, labels=[f"{S.LABEL}=true", f"{S.L_NAME}={name}",
+                                                 *req.scope]):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
+        network = req.network or self.network
         for net in req.networks:
-            if net != self.network:
+            if net != network:
                 self._ensure_network(net)
 
         labels = {
@@ -260,8 +262,8 @@ class LocalEngine:
             labels[S.L_MOUNT] = req.mount
         if req.state_dir:
             labels[S.L_STATE] = req.state_dir
-        extra_nets = [n for n in dict.fromkeys(req.networks) if n != self.network]
-        labels[S.L_NETWORKS] = ",".join([self.network] + extra_nets)
+        extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
+        labels[S.L_NETWORKS] = ",".join([network] + extra_nets)
         labels.update(req.labels)
 
         binds = []
@@ -279,7 +281,7 @@ class LocalEngine:
             bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": str(host)})
         host_config = {
             "Binds": binds,
-            "NetworkMode": self.network,
+            "NetworkMode": network,
             "PortBindings": bindings,
             "RestartPolicy": {"Name": "no"},
             "Init": False,
@@ -294,11 +296,15 @@ class LocalEngine:
             host_config["SecurityOpt"] = ["no-new-privileges"]
             host_config["CapDrop"] = ["ALL"]
             host_config["CapAdd"] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+        elif req.cap_drop:
+            host_config["CapDrop"] = list(req.cap_drop)
+        if req.no_new_privileges:
+            host_config["SecurityOpt"] = ["no-new-privileges"]
 
         public_env = {
             "CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
             "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
-            "CUBBI_IMAGE": image,
+            "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0",
         }
         config = {
             "Image": image_ref,
@@ -318,9 +324,14 @@ class LocalEngine:
             },
             "HostConfig": host_config,
         }
+        cname = f"cubbi-{name}"
+        if req.scope:  # unique within the scope only: another scope's name must not clash
+            import hashlib
+
+            cname += "-" + hashlib.sha256("\n".join(req.scope).encode()).hexdigest()[:12]
         _CREATING.add(sid)  # until it is started, or given up
         try:
-            created = self._with_network(lambda: self.api.create_container(f"cubbi-{name}", config))
+            created = self._with_network(lambda: self.api.create_container(cname, config))
         except BaseException as exc:
             _CREATING.discard(sid)
             if not isinstance(exc, APIError):

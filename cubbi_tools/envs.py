@@ -9,13 +9,19 @@ from .errors import CubbiError, UsageError
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+def valid_key(key):
+    """Whether KEY may name a session variable (-e, --env-file, and the
+    service's check of a client's env): a shell variable name."""
+    return isinstance(key, str) and bool(_KEY.match(key))
+
+
 def parse_assignments(items):
     env = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"-e {key!r}: expected KEY=VALUE")
-        if not _KEY.match(key):
+        if not valid_key(key):
             raise UsageError(f"-e {key}=...: {key!r} is not a valid variable name")
         env[key] = value
     return env

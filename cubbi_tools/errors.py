@@ -2,6 +2,8 @@
 
 Exit codes (DESIGN.md): 0 ok, 1 failure, 2 usage, 3 not found,
 4 Docker engine unreachable, 5 not authenticated / forbidden.
+A request the service's policy refuses is Forbidden (HTTP 403, exit 5); a
+per-user cap reached is TooMany (HTTP 429, exit 1: a failure, try later).
 """
 
 OK = 0
@@ -38,6 +40,10 @@ class AuthError(CubbiError):
     code = AUTH
 
 
+class Forbidden(AuthError):
+    """Signed in, but the service's policy does not allow it (HTTP 403): exit 5."""
+
+
 class TooMany(CubbiError):
     """A per-user cap of the service reached (HTTP 429): exit 1."""
 
@@ -46,10 +52,11 @@ class TooMany(CubbiError):
 # and comes back as the same exception, so the same exit code, on the client
 # (remote.py, terminal.py).  A body is {"error": message, "kind": kind,
 # "status": HTTP status}.
-WIRE = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (AuthError, 401, "auth"),
-        (EngineUnreachable, 503, "engine"), (TooMany, 429, "too_many")]
+WIRE = [(UsageError, 400, "usage"), (NotFound, 404, "not_found"), (Forbidden, 403, "forbidden"),
+        (AuthError, 401, "auth"), (EngineUnreachable, 503, "engine"),
+        (TooMany, 429, "too_many")]
 OTHER = (409, "failure")  # any other CubbiError (not an int: docs lists int constants)
-STATUS_KINDS = {403: "auth", **{status: kind for _, status, kind in WIRE}}
+STATUS_KINDS = {**{status: kind for _, status, kind in WIRE}}
 
 
 def status_kind(exc):

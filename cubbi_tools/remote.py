@@ -196,8 +196,7 @@ class RemoteService:
         body["mount"] = None  # the default (current directory) is not on the server
         for key in ("uid", "gid", "owner", "state_dir", "volumes", "mount_explicit"):
             body.pop(key, None)
-        body["files"] = {p: [t if isinstance(t, str) else t.decode(), m]
-                         for p, (t, m) in (req.files or {}).items()}
+        body.pop("files", None)  # a project's files are made on the service (it refuses a client's)
         return self._mark(self.request("POST", "/sessions", body=body, timeout=None))
 
     def close(self, ref, records=None):

@@ -11,7 +11,15 @@ client's directories mean nothing on the server, and a bind mount of the
 server's own disk would be a hole; an image that is a path is refused by
 its form, and no image name is looked up as a path on the server's disk),
 the session uid/gid of the service config (sessions.uid/gid, default 1000),
-the owner from the authenticated user, no `cubbi.*` labels from the client.
+the owner from the authenticated user, no labels or files from the client,
+env keys checked as `-e`'s.  Then the `policy:` section (policy.Policy,
+checked at start) decides networks, images, ports, limits, the per-user cap
+and privileges, here in create() and nowhere else.
+
+Each user's sessions join that user's own bridge, cubbi-u-HASH (made on
+demand, inter-container traffic off unless policy.user_traffic), never the
+service's or another user's; a session name is unique among its owner's
+sessions only (the container name carries a hash of the owner's scope).
 
 A session is a user's when it carries both cubbi.owner=USER and
 cubbi.served=KEY, the random key of the user's row in this service's
@@ -44,6 +52,7 @@ DEFAULTS = {
 }
 
 L_SERVED = "cubbi.served"  # set only here: the key of the user the service made a session for
+L_REQUEST = "cubbi.served.request"  # the create request that made it (policy.max_sessions)
 
 
 def resolve_refs(node, where="", environ=None):
@@ -92,6 +101,9 @@ def load_config(path=None, environ=None):
     else:
         base = os.getcwd()
     conf = _merge(DEFAULTS, resolve_refs(data, environ=environ))
+    from .policy import Policy
+
+    conf["policy"] = Policy(conf.get("policy"))  # UsageError (exit 2) naming the key
     db = conf["state"].get("database") or DEFAULTS["state"]["database"]
     conf["state"]["database"] = os.path.join(base, os.path.expanduser(db))
     return conf
@@ -116,6 +128,17 @@ class Service:
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}
+        from .policy import Policy
+
+        policy = conf.get("policy")
+        self.policy = policy if isinstance(policy, Policy) else Policy(policy)
+        import threading
+
+        self._lock = threading.Lock()  # never held across I/O
+        # held across the engine's answers: the server runs under gevent's
+        # monkey-patching, so it waits for a greenlet, not the whole thread
+        self._network_lock = threading.Lock()
+        self._pending = {}  # user -> nonces of the creates in flight (policy.max_sessions)
 
     # -- sessions --------------------------------------------------------
     def _scope(self, user):
@@ -141,21 +164,107 @@ class Service:
         return self.engine.resolve(ref, records=self.sessions(user, all=True))
 
     def create(self, user, payload):
+        """The one place a client's create request is checked against the
+        policy and given what the service decides (owner, uid, network,
+        limits, privileges)."""
         from .engine import CreateRequest
+        from .session import LABEL
 
         req = CreateRequest(**check_create(payload))
+        key, scope = self._scope(user)
         req.owner = user
         req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])
-        req.labels[L_SERVED] = self._scope(user)[0]  # check_create refused the client's cubbi.*
-        if req.project:
-            self._project_setup(user, req)
-        conf_image = self.images_conf.get(req.image)
-        if conf_image and conf_image.get("image"):
-            from .images import image_exists
+        req.labels[L_SERVED] = key  # check_create refused the client's labels
+        req.scope = scope
+        # policy.max_sessions counts the user's containers and the creates in
+        # flight (each marked with a nonce, so one that has its container
+        # already is not counted twice); the lock is never held across I/O
+        nonce = os.urandom(8).hex()
+        req.labels[L_REQUEST] = nonce
+        with self._lock:
+            self._pending.setdefault(user, set()).add(nonce)
+        try:
+            have = self.engine.api.containers(all=True, labels=[f"{LABEL}=true", *scope])
+            made = {(c.get("Labels") or {}).get(L_REQUEST) for c in have}
+            with self._lock:
+                in_flight = len(self._pending[user] - made - {nonce})
+            self.policy.apply(req, self._image_known(req.image), len(have) + in_flight)
+            req.network = self._user_network(user, key)
+            if req.project:
+                self._project_setup(user, req)
+            conf_image = self.images_conf.get(req.image)
+            if conf_image and conf_image.get("image"):
+                from .images import image_exists
 
-            if image_exists(self.engine.api, conf_image["image"]):
-                req.image = conf_image["image"]  # else the definition of that name
-        return self.engine.create(req)
+                if image_exists(self.engine.api, conf_image["image"]):
+                    req.image = conf_image["image"]  # else the definition of that name
+            try:
+                return self.engine.create(req)
+            except CubbiError as exc:
+                if req.network not in str(exc):
+                    raise
+                # removed by a concurrent close of the user's last session: once more
+                self._user_network(user, key)
+                return self.engine.create(req)
+        finally:
+            with self._lock:
+                self._pending[user].discard(nonce)
+                if not self._pending[user]:
+                    del self._pending[user]
+
+    def _image_known(self, name):
+        """Whether NAME is an image the service offers: a definition, an
+        images: entry, or the image an entry names."""
+        from .images import find_definition
+
+        if name in self.images_conf or any(i.get("image") == name
+                                          for i in self.images_conf.values()):
+            return True
+        try:
+            return find_definition(name, paths=False) is not None
+        except CubbiError:
+            return False
+
+    def _user_network(self, user, key):
+        """The user's own bridge, made on demand: cubbi-u-HASH, labelled as
+        this service's, inter-container traffic as policy.user_traffic says.
+        One made under another policy is made again when no session uses it.
+        One at a time: the engine makes two networks of one name when asked
+        twice at once."""
+        with self._network_lock:
+            return self._ensure_user_network(user, key)
+
+    def _ensure_user_network(self, user, key):
+        from .dockerapi import APIError
+        from .session import L_OWNER
+
+        name = user_network(key)
+        icc = "true" if self.policy.user_traffic else "false"
+        labels = {"cubbi.network": "true", L_OWNER: user, L_SERVED: key}
+        options = {"com.docker.network.bridge.enable_icc": icc}
+        try:
+            net = self.engine.api.network(name)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            net = None
+        if net is not None:
+            if (net.get("Labels") or {}).get(L_SERVED) != key:
+                raise CubbiError(f"the Docker network {name} exists but is not this service's "
+                                 f"for {user}; remove it (docker network rm {name})")
+            if (net.get("Options") or {}).get("com.docker.network.bridge.enable_icc") == icc:
+                return name
+            try:
+                self.engine.api.remove_network(name)
+            except APIError:
+                raise CubbiError(f"policy.user_traffic changed: {user}'s sessions still use the "
+                                 f"network {name}; close them first") from None
+        try:
+            self.engine.api.create_network(name, labels=labels, options=options)
+        except APIError as exc:
+            if exc.status != 409:  # made meanwhile by a concurrent create
+                raise
+        return name
 
     def _project_setup(self, user, req):
         """A project the user stored on the service: its credential goes into
@@ -165,16 +274,34 @@ class Service:
 
         try:
             stored = self.state.project(user, project_id(req.project), with_secret=True)
-        except NotFound:
-            return
-        meta = {"url": stored["url"], "auth": stored["auth"]}
-        req.project, _, env, files = projects.session_setup(req.project, (meta, stored["secret"]))
+        except NotFound:  # not stored: a clone without a credential
+            stored = None
+        lent = (({"url": stored["url"], "auth": stored["auth"]}, stored["secret"]) if stored
+                else (None, None))
+        req.project, _, env, files = projects.session_setup(req.project, lent)
         req.env.update(env)
         req.files.update(files)
 
     def close(self, user, ref):
+        """Close a session; the user's network goes with their last one (each
+        bridge holds one of the engine's few address pools)."""
+        from .session import LABEL
+
         rec = self.session(user, ref)
-        return self.engine.close(rec["id"], records=[rec])
+        out = self.engine.close(rec["id"], records=[rec])
+        key, scope = self._scope(user)
+        if not self.engine.api.containers(all=True, labels=[f"{LABEL}=true", *scope]):
+            self._drop_network(key)
+        return out
+
+    def _drop_network(self, key):
+        """Remove the network of the user whose key is KEY, when no container uses it."""
+        from .dockerapi import APIError
+
+        try:
+            self.engine.api.remove_network(user_network(key))
+        except APIError:  # gone already, or a create just put a session on it
+            pass
 
     def remove_user(self, user, confirm=False):
         """Remove user: their tokens, projects (with the credentials) and
@@ -194,10 +321,11 @@ class Service:
             raise UsageError(f"user {user} has {plural(len(sessions), 'session')} and "
                              f"{plural(len(projects), 'project')}; to close and delete them with "
                              f"the user, confirm with --yes: cubbi-server user remove {user} --yes")
-        scope = self._scope(user)[1]
+        key, scope = self._scope(user)
         rec = self.state.remove_user(user)
         rec["sessions"] = [self.engine.close(sess["id"], records=[sess])["id"] for sess in
                            self.engine.list(all=True, labels=scope, status=False)]
+        self._drop_network(key)
         return rec
 
     def logs(self, user, ref, follow=False, tail=None, since=None):
@@ -340,6 +468,25 @@ def _public(rec):
     return {k: v for k, v in rec.items() if k != "path"}
 
 
+def __getattr__(name):
+    """FORMAT_DOC: the text of man page cubbi-service.yaml(5), read from
+    data/cubbi-service.yaml.5.txt when asked for (docs.py renders it)."""
+    if name == "FORMAT_DOC":
+        with open(os.path.join(os.path.dirname(__file__), "data", "cubbi-service.yaml.5.txt"),
+                  encoding="utf-8") as fh:
+            return fh.read()
+    raise AttributeError(name)
+
+
+def user_network(key):
+    """The name of the session network of the user whose key (in this
+    service's database) is KEY: another service's user of the same name has
+    another."""
+    import hashlib
+
+    return "cubbi-u-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def project_id(url):
     """The normalised project id, as cubbi-project computes it locally."""
     from .projects import normalise
@@ -383,16 +530,15 @@ def check_create(payload):
     for key in ("env", "labels"):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in out.get(key, {}).items()):
             raise UsageError(f'"{key}" must map strings to strings')
-    ours = sorted(k for k in out.get("labels", {}) if k.startswith("cubbi."))
-    if ours:
-        raise UsageError(f'"labels": {", ".join(ours)}: cubbi.* labels are set by the service '
-                         "only")
-    files = {}
-    for path, spec in out.get("files", {}).items():
-        if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
-                and isinstance(spec[1], int)):
-            raise UsageError('"files" must map a path to [text, mode]')
-        files[path] = tuple(spec)
-    if files:
-        out["files"] = files
+    # the container's labels and files are the service's: a client's could
+    # steer a proxy (traefik.*) or write the init's hooks, which run as root
+    for key in ("labels", "files"):
+        if out.pop(key, None):
+            raise UsageError(f'"{key}": the service does not take {key} from clients')
+    from .envs import valid_key
+
+    bad = sorted(k for k in out.get("env", {}) if not valid_key(k))
+    if bad:
+        raise UsageError(f'"env": {bad[0]!r} is not a valid variable name (letters, digits '
+                         "and '_', not starting with a digit)")
     return out

@@ -58,7 +58,8 @@ def parse_host_ip(text):
 
 def parse_port(text):
     """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /tcp or
-    /udp -> (host_ip, host_port or '', container_port, proto)."""
+    /udp -> (host_ip, host_port or '', container_port, proto); the host
+    port may be a range LOW-HIGH (the engine picks a free one in it)."""
     spec, _, proto = str(text).partition("/")
     proto = proto or "tcp"
     parts = spec.rsplit(":", 2)
@@ -70,10 +71,12 @@ def parse_port(text):
             host, cont = parts
         else:
             ip, host, cont = parts
-        if not cont.isdigit() or host and not host.isdigit():
+        low, dash, high = host.partition("-")  # a host range LOW-HIGH: the engine picks
+        if not cont.isdigit() or host and not (low.isdigit() and (not dash or high.isdigit())):
             raise ValueError
         cport = int(cont)
-        if proto not in ("tcp", "udp") or not 0 < cport < 65536 or host and int(host) > 65535:
+        if proto not in ("tcp", "udp") or not 0 < cport < 65536 or host and (
+                int(low) > int(high or low) or int(high or low) > 65535):
             raise ValueError
     except ValueError:
         raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
@@ -131,6 +134,8 @@ class CreateRequest:
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
               "files", "labels", "state_dir", "mount_explicit")
+    # set on the service only (service.Service.create, from its policy), never sent
+    SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
 
     def __init__(self, **kw):
         self.image = kw.get("image")
@@ -152,6 +157,11 @@ class CreateRequest:
         self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
         self.labels = dict(kw.get("labels") or {})
         self.state_dir = kw.get("state_dir")
+        self.network = None         # the session's network instead of the engine's
+        self.scope = []             # labels a name is unique within (the owner's)
+        self.sudo = True            # password-less sudo for the session user
+        self.cap_drop = []          # capabilities dropped besides --hardened's
+        self.no_new_privileges = False
 
     def to_dict(self):
         return {k: getattr(self, k) for k in self.FIELDS}

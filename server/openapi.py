@@ -37,8 +37,8 @@ DOCUMENT = {
         "schemas": {
             "Error": {"type": "object", "required": ["error", "kind", "status"], "properties": {
                 "error": {"type": "string"},
-                "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "engine",
-                                                   "failure", "http", "too_many"]},
+                "kind": {"type": "string", "enum": ["usage", "not_found", "auth", "forbidden",
+                                                   "engine", "too_many", "failure", "http"]},
                 "status": {"type": "integer"}}},
             "Session": {"type": "object", "description": "the record of cubbi-ls --json "
                         "(man cubbi-ls: SESSION RECORD)", "properties": {
@@ -46,8 +46,10 @@ DOCUMENT = {
                                             "created_epoch", "container_id", "project", "mount",
                                             "networks", "ports", "owner", "remote")}},
             "CreateRequest": {"type": "object", "required": ["image"], "description":
-                              "cubbi_tools.engine.CreateRequest.to_dict(); mount and volumes "
-                              "are refused, uid/gid/owner are set by the server",
+                              "cubbi_tools.engine.CreateRequest.to_dict(); mount, volumes, "
+                              "labels and files are refused, uid/gid/owner are set by the "
+                              "server, and its policy (cubbi-service.yaml(5)) decides "
+                              "networks, images, ports, limits and privileges",
                               "properties": {k: {} for k in (
                                   "image", "name", "env", "networks", "ports", "cpus", "memory",
                                   "pids_limit", "project", "hardened", "files", "labels")}},
@@ -93,7 +95,7 @@ DOCUMENT = {
             "post": {"summary": "create a session",
                      "requestBody": {"content": {"application/json": {"schema": _ref("CreateRequest")}}},
                      "responses": {"201": _ok("the session", _ref("Session")),
-                                   **_errors(400, 401, 404, 409, 413, 503)}},
+                                   **_errors(400, 401, 403, 404, 409, 413, 429, 503)}},
         },
         "/sessions/{id}": {
             "get": {"summary": "one session; ?wait=SECONDS waits until it is ready",

@@ -205,6 +205,7 @@ def _server_starter(mkdir):
     def _stop_all():
         for srv in started:
             srv.stop()
+            srv.cleanup()
 
     return _start, _stop_all
 
@@ -229,6 +230,7 @@ def start_module_server(tmp_path_factory):
     start, stop_all = _server_starter(tmp_path_factory.mktemp)
     yield start
     stop_all()
+
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +273,24 @@ def recorder():
     rec.close()
 
 
-def served_session(client, image, name, hook=None):
-    """A running session made through the server's API as CLIENT."""
+def served_session(client, image, name, hook=None, server=None, user=None):
+    """A running session made through the server's API as CLIENT.  With a
+    setup HOOK (shell run as root before the session reports ready) it is
+    made on the engine as SERVER would make it for USER, since the service
+    takes no files from a client."""
     body = {"image": image, "name": name}
-    if hook:  # a setup hook: runs (as root) before the session reports ready
-        body["files"] = {"/cubbi/hooks/90-test.sh": [hook, 0o755]}
-    st, rec = client.call("POST", "/sessions", body)
-    assert st == 201, rec
+    if hook:
+        from cubbi_tools.engine import LocalEngine
+        from cubbi_tools.serverstate import State
+        from cubbi_tools.validate import CreateRequest
+
+        key = State(server.database, server.env["TEST_PROJECT_KEY"]).user_key(user)
+        rec = LocalEngine().create(CreateRequest(
+            image=image, name=name, owner=user, uid=1000, gid=1000,
+            labels={"cubbi.served": key}, files={"/cubbi/hooks/90-test.sh": (hook, 0o755)}))
+    else:
+        st, rec = client.call("POST", "/sessions", body)
+        assert st == 201, rec
     st, rec = client.call("GET", f"/sessions/{rec['id']}?wait=60")
     assert st == 200 and rec["status"] == "running", rec
     return rec

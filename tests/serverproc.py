@@ -44,7 +44,11 @@ class ServerProcess:
         with open(self.config, "w") as fh:
             fh.write(config_text or "server:\n  heartbeat: 1\n  max_body: 65536\n"
                                     "state:\n  database: server.db\n"
-                                    "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n")
+                                    "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n"
+                                    # the tests' busybox images are local images; the
+                                    # git servers of the project tests are on cubbi-network
+                                    "policy:\n  images:\n    any_local: true\n"
+                                    "  networks: [cubbi-network]\n")
         self.env = _env({"TEST_PROJECT_KEY": "test-key-" + os.urandom(8).hex(), **(env or {})})
         self.proc = None
         self.url = None
@@ -87,7 +91,19 @@ class ServerProcess:
         out = subprocess.run([os.path.join(BIN, "cubbi-server"), "token", "create", user,
                               "--config", self.config], capture_output=True, text=True,
                              env=self.env, cwd=self.workdir, check=True)
+        self._keys = self._keys | set(self._user_keys())  # for cleanup, even once removed
         return out.stdout.strip()
+
+    _keys = frozenset()
+
+    def _user_keys(self):
+        import sqlite3
+
+        try:
+            with sqlite3.connect(self.database) as db:
+                return [row[0] for row in db.execute("SELECT key FROM users") if row[0]]
+        except sqlite3.Error:
+            return []
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -99,6 +115,15 @@ class ServerProcess:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def cleanup(self):
+        """Remove the users' session networks this server made and no
+        container uses any more (each takes one of the engine's few address
+        pools); called when a test is done with the server."""
+        from cubbi_tools.service import user_network
+
+        for key in self._keys | set(self._user_keys()):
+            subprocess.run(["docker", "network", "rm", user_network(key)], capture_output=True)
 
 
 class Client:
@@ -192,7 +217,8 @@ def main(argv):
     # sessions get this user's uid/gid, as local ones do (sessions.uid/gid)
     server = ServerProcess(work, config_text=(
         f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
-        f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n")).start()
+        f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n"
+        "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n")).start()
     try:
         cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
         os.makedirs(cfg, exist_ok=True)
@@ -209,6 +235,7 @@ def main(argv):
         return subprocess.call(argv, env=env)
     finally:
         server.stop()
+        server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -57,7 +57,7 @@ def _push_from(cubbi, sid, branch, subject, env=None):
 
 def _create(cubbi, servers, name, url, env=None):
     r = cubbi("cubbi-create", "--project", url, "--image", servers["client_image"], "--name",
-              name, "--no-connect", "--wait", "--json", env=env)
+              name, "--network", "cubbi-network", "--no-connect", "--wait", "--json", env=env)
     assert r.exit_code == 0, r
     (rec,) = r.json()
     return rec
@@ -86,7 +86,10 @@ def test_a_session_pushes_with_the_stored_credential(cubbi, servers, prefix, kin
 def server(engine, start_module_server):
     """A cubbi-server with no projects.storage.key: it makes DB.key itself
     (conftest's remote_env talks to it)."""
-    return start_module_server(config_text="server:\n  heartbeat: 1\nstate:\n  database: server.db\n")
+    return start_module_server(config_text=(
+        "server:\n  heartbeat: 1\nstate:\n  database: server.db\n"
+        # the test images are local; the git servers are on cubbi-network
+        "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n"))
 
 
 def test_the_auto_made_db_key_is_reused_after_a_restart(cubbi, server, remote_env, servers,

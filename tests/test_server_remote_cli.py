@@ -107,7 +107,7 @@ def test_a_project_stored_on_the_service_clones_with_its_token(cubbi, remote_env
     assert r.exit_code == 0, r
     assert cubbi("cubbi-project", "list", "-q").stdout == ""  # not in the local store
     r = cubbi("cubbi-create", "--project", servers["http_url"], "--image", servers["client_image"],
-              "--name", f"{prefix}-rproj", "--no-connect", "--wait", "--json", env=remote_env)
+              "--name", f"{prefix}-rproj", "--network", "cubbi-network", "--no-connect", "--wait", "--json", env=remote_env)
     assert r.exit_code == 0, r
     (rec,) = r.json()
     out = cubbi("cubbi-connect", rec["id"], "--", "sh", "-c",

@@ -58,8 +58,9 @@ def test_client_leaving_a_followed_log_stream_leaks_nothing(server, alice, busyb
     assert _fds(server.proc.pid) <= before_fds, os.listdir(f"/proc/{server.proc.pid}/fd")
 
 
-def test_logs_tail_and_since(alice, busybox_image, prefix):
-    rec = served_session(alice, busybox_image, f"{prefix}-tail", hook="for i in 1 2 3; do echo line$i >&2; done\n")
+def test_logs_tail_and_since(server, alice, busybox_image, prefix):
+    rec = served_session(alice, busybox_image, f"{prefix}-tail", server=server, user="alice",
+                         hook="for i in 1 2 3; do echo line$i >&2; done\n")
     st, text = alice.call("GET", f"/sessions/{rec['id']}/logs?tail=3")
     lines = [json.loads(x) for x in text.splitlines() if x.strip()]
     assert [x["line"] for x in lines] == ["line2", "line3", "cubbi-init: ready"], lines

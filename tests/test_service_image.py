@@ -75,7 +75,8 @@ def service(engine, service_image, tmp_path_factory):
     # the example config's database path; no key: the server makes one
     # beside the database (0600), so no secret shows in docker inspect
     (cfg / "cubbi-service.yaml").write_text(
-        "server:\n  heartbeat: 2\nstate:\n  database: /var/lib/cubbi/server.db\n")
+        "server:\n  heartbeat: 2\nstate:\n  database: /var/lib/cubbi/server.db\n"
+        "policy:\n  images:\n    any_local: true\n")  # the test's busybox image
     os.chmod(cfg / "cubbi-service.yaml", 0o644)
     engine.create_container(name, {
         "Image": service_image["tag"],

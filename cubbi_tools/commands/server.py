@@ -160,7 +160,7 @@ COMMAND = cli.Command(
         ("cubbi-server token create alice --config cubbi-service.yaml", "issue a token for alice"),
         ("cubbi-server token list --json", "the tokens (ids, never secrets)"),
     ],
-    see_also=["cubbi-remote", "cubbi-connect"],
+    see_also=["cubbi-service.yaml(5)", "cubbi-remote", "cubbi-connect"],
 )
 
 

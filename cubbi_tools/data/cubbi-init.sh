@@ -59,7 +59,7 @@ mkdir -p "$user_home" /app || fail "cannot create $user_home or /app"
 chown "$CUBBI_UID:$CUBBI_GID" "$user_home" 2>/dev/null
 # /app belongs to the session user unless it is a host mount (left as it is)
 if [ -z "$(ls -A /app 2>/dev/null)" ]; then chown "$CUBBI_UID:$CUBBI_GID" /app 2>/dev/null; fi
-if [ "$CUBBI_UID" != 0 ] && [ -d /etc/sudoers.d ] && command -v sudo >/dev/null 2>&1; then
+if [ "${CUBBI_SUDO:-1}" = 1 ] && [ "$CUBBI_UID" != 0 ] && [ -d /etc/sudoers.d ] && command -v sudo >/dev/null 2>&1; then
     echo "$user_name ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/cubbi && chmod 0440 /etc/sudoers.d/cubbi
 fi
 

@@ -2,7 +2,9 @@
 # Projects as a user types them: cubbi-project add/list/show/remove, and
 # `cubbi URL` cloning a private repository from real git servers (an sshd
 # with key auth and git's smart HTTP behind a token, containers on
-# cubbi-network made by tests/fixtures/gitservers/gitservers.py).
+# cubbi-network made by tests/fixtures/gitservers/gitservers.py).  Sessions
+# name that network with --network: through a server, a session joins only
+# its user's own network and those the policy allows (tests/serverproc.py's).
 
 load helper
 
@@ -82,7 +84,7 @@ setup() {
 @test "cubbi URL clones a private repository over http with the stored token" {
     run -0 bash -c 'cubbi-project add "$1" --token - < "$GS_DIR/token"' _ "$(gs http_url)"
     run --separate-stderr cubbi "$(gs http_url)" --image "$(gs client_image)" --name "$(name h)" \
-        --no-connect --wait -q
+        --network cubbi-network --no-connect --wait -q
     [ "$status" -eq 0 ]
     id=$output
     run -0 cubbi-connect "$id" -- cat /app/README
@@ -94,7 +96,7 @@ setup() {
 @test "over ssh with the key: the clone is /app and the project's init.sh ran" {
     run -0 cubbi-project add "$(gs ssh_url)" --ssh-key "$(gs key)"
     run --separate-stderr cubbi-create --project "$(gs ssh_url)" --image "$(gs client_image)" \
-        --name "$(name s)" --no-connect --wait -q
+        --name "$(name s)" --network cubbi-network --no-connect --wait -q
     [ "$status" -eq 0 ]
     run -0 cubbi-connect "$output" -- sh -c 'cat /app/.cubbi-init-ran; git -C /app log --format=%s'
     [ "${lines[0]}" = "project-init-ran" ]
@@ -105,7 +107,7 @@ setup() {
     ssh-keygen -q -t ed25519 -N '' -f "$BATS_TEST_TMPDIR/wrong"
     run -0 cubbi-project add "$(gs ssh_url)" --ssh-key "$BATS_TEST_TMPDIR/wrong"
     run --separate-stderr cubbi-create --project "$(gs ssh_url)" --image "$(gs client_image)" \
-        --name "$(name w)" --no-connect --wait -q
+        --name "$(name w)" --network cubbi-network --no-connect --wait -q
     [ "$status" -eq 1 ]
     [[ "$stderr" == *"Permission denied (publickey)"* ]]
     run -0 state_of "$(name w)"

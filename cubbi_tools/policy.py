@@ -1,0 +1,194 @@
+"""The service's policy: what a signed-in client may ask of the server's
+Docker engine (the `policy:` section of cubbi-service.yaml, documented in
+cubbi-service.yaml(5)).  Reads no settings: service.load_config hands the
+section to parse() at server start (a bad value is one UsageError naming
+the key), and service.Service.create calls Policy.apply on every create
+request, the one place it is enforced.
+
+A refusal is Forbidden (403) and names the setting; a cap reached is
+TooMany (429).  An image or network the policy does not allow is refused
+the same way whether it exists on the host or not, so the answer tells
+nothing about the host.
+"""
+
+from .errors import Forbidden, TooMany, UsageError
+
+DEFAULTS = {
+    "networks": [],               # networks a client may name (besides the user's own)
+    "images": {"any_local": False},  # definitions and images: only, unless true
+    "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5},
+    "limits": {"memory": {"default": "2g", "max": "8g"},
+               "cpus": {"default": 1, "max": 4},
+               "pids": {"default": 1024, "max": 8192}},
+    "max_sessions": 20,            # per user, running or stopped
+    "sudo": False,                 # password-less sudo for the session user
+    "user_traffic": False,         # a user's own sessions may talk to each other
+    "net_raw": False,              # keep the NET_RAW capability
+    "no_new_privileges": True,
+}
+
+EPHEMERAL = (32768, 60999)  # the engine's own choice of a free host port (Linux default)
+
+
+def _fail(key, message):
+    raise UsageError(f"policy.{key}: {message} (cubbi-service.yaml(5))")
+
+
+def _bool(key, value):
+    if not isinstance(value, bool):
+        _fail(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _count(key, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(key, f"expected a whole number of {low} or more, got {value!r}")
+    return value
+
+
+def port_range(text, key="ports.host_ports"):
+    """'LOW-HIGH' or 'PORT' -> (low, high), 1 <= low <= high <= 65535."""
+    low, sep, high = str(text).partition("-")
+    try:
+        lo, hi = int(low), int(high if sep else low)
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError
+    except ValueError:
+        _fail(key, f"expected LOW-HIGH with ports 1-65535, got {text!r}")
+    return lo, hi
+
+
+def _limit(kind, value, where):
+    from .validate import parse_cpus, parse_memory, parse_pids_limit
+
+    if value is None:
+        return None
+    try:
+        return {"memory": parse_memory, "cpus": parse_cpus, "pids": parse_pids_limit}[kind](value)
+    except UsageError as exc:
+        _fail(where, str(exc))
+
+
+def _known(section, defaults, where):
+    if not isinstance(section, dict):
+        name = "policy." + where.rstrip(".") if where else "policy"
+        raise UsageError(f"{name}: expected a mapping of settings (cubbi-service.yaml(5))")
+    unknown = sorted(set(section) - set(defaults))
+    if unknown:
+        _fail(where + str(unknown[0]), f"unknown setting; known: {', '.join(sorted(defaults))}")
+
+
+def _merged(over, base):
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merged(v, base[k]) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+class Policy:
+    """The checked policy; apply() enforces it on a CreateRequest."""
+
+    def __init__(self, section=None):
+        if section is None:
+            section = {}
+        _known(section, DEFAULTS, "")
+        for key in ("images", "ports", "limits"):
+            if section.get(key) is not None:
+                _known(section[key], DEFAULTS[key], key + ".")
+        for kind in DEFAULTS["limits"]:
+            sub = (section.get("limits") or {}).get(kind)
+            if sub is not None:
+                _known(sub, DEFAULTS["limits"][kind], f"limits.{kind}.")
+        p = _merged(section, DEFAULTS)
+        self.raw = p
+        nets = p["networks"]
+        if not isinstance(nets, list) or not all(isinstance(n, str) and n for n in nets):
+            _fail("networks", "expected a list of network names")
+        self.networks = set(nets)
+        self.any_local = _bool("images.any_local", p["images"]["any_local"])
+        from .validate import parse_host_ip
+
+        try:
+            self.bind = parse_host_ip(p["ports"]["bind"])
+        except UsageError:
+            _fail("ports.bind", f"{p['ports']['bind']!r} is not an IP address")
+        self.host_ports = port_range(p["ports"]["host_ports"])
+        self.max_ports = _count("ports.max", p["ports"]["max"], low=0)
+        self.limits = {}
+        for kind in ("memory", "cpus", "pids"):
+            spec = p["limits"][kind]
+            if not isinstance(spec, dict):
+                _fail(f"limits.{kind}", "expected a mapping with default and max")
+            default = _limit(kind, spec.get("default"), f"limits.{kind}.default")
+            top = _limit(kind, spec.get("max"), f"limits.{kind}.max")
+            if default is not None and top is not None and default > top:
+                _fail(f"limits.{kind}.default", f"{spec['default']} is above "
+                      f"policy.limits.{kind}.max ({spec['max']})")
+            self.limits[kind] = (default, top, spec.get("max"))
+        self.max_sessions = _count("max_sessions", p["max_sessions"])
+        self.sudo = _bool("sudo", p["sudo"])
+        self.user_traffic = _bool("user_traffic", p["user_traffic"])
+        self.net_raw = _bool("net_raw", p["net_raw"])
+        self.no_new_privileges = _bool("no_new_privileges", p["no_new_privileges"])
+        if self.sudo and self.no_new_privileges:
+            _fail("sudo", "true needs policy.no_new_privileges: false (sudo is setuid, "
+                          "which no-new-privileges stops)")
+
+    # -- enforcement -------------------------------------------------------
+    def apply(self, req, image_allowed, sessions):
+        """Check req (a validate.CreateRequest from a client) and fill in what
+        the policy decides: limits, port bindings, privileges.
+        image_allowed: whether req.image is a definition or an images: entry;
+        sessions: how many sessions the user has now (with creates in flight)."""
+        if sessions >= self.max_sessions:
+            raise TooMany(f"policy.max_sessions is {self.max_sessions} and you have as many "
+                          "sessions; close one (cubbi-close) and try again")
+        if not (image_allowed or self.any_local):
+            raise Forbidden(f"policy.images does not allow {req.image!r}: use an image the "
+                            "service lists (cubbi-image list)")
+        for net in req.networks:
+            if net not in self.networks:
+                raise Forbidden(f"policy.networks does not allow {net!r}")
+        req.ports = self._ports(req.ports)
+        self._limits(req)
+        req.sudo = self.sudo
+        req.cap_drop = [] if self.net_raw else ["NET_RAW"]
+        req.no_new_privileges = self.no_new_privileges or req.hardened
+        return req
+
+    def _ports(self, specs):
+        from .validate import parse_port
+
+        if len(specs) > self.max_ports:
+            raise Forbidden(f"policy.ports.max is {self.max_ports}: {len(specs)} ports asked")
+        lo, hi = self.host_ports
+        out = []
+        for spec in specs:
+            ip, host, cport, proto = parse_port(spec)
+            if str(spec).partition("/")[0].count(":") >= 2 and ip != self.bind:
+                raise Forbidden(f"policy.ports.bind is {self.bind}: cannot publish on {ip}")
+            first, _, last = host.partition("-")
+            if host and host != "0":
+                if not lo <= int(first) <= int(last or first) <= hi:
+                    raise Forbidden(f"policy.ports.host_ports is {lo}-{hi}: host port {host} "
+                                    "is outside it")
+            elif lo > EPHEMERAL[0] or hi < EPHEMERAL[1]:
+                host = f"{lo}-{hi}"  # the engine picks a free one in the range
+            else:
+                host = ""
+            addr = f"[{self.bind}]" if ":" in self.bind else self.bind
+            out.append(f"{addr}:{host}:{cport}/{proto}")
+        return out
+
+    def _limits(self, req):
+        from .validate import parse_cpus, parse_memory, parse_pids_limit
+
+        for kind, attr, parse in (("memory", "memory", parse_memory), ("cpus", "cpus", parse_cpus),
+                                  ("pids", "pids_limit", parse_pids_limit)):
+            default, top, top_text = self.limits[kind]
+            value = getattr(req, attr)
+            if value is None:
+                setattr(req, attr, default)
+                continue
+            if top is not None and parse(value) > top:
+                raise Forbidden(f"policy.limits.{kind}.max is {top_text}: {value} asked")
