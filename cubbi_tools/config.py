@@ -1,5 +1,9 @@
 """The user configuration file: ~/.config/cubbi/config.yaml, its schema.
 
+(Over 500 lines: SCHEMA, the table of every key with its type and default,
+is most of it; splitting the table from its few readers would scatter one
+definition over two files.)
+
 The directory can be moved with CUBBI_CONFIG_DIR (files.config_dir).  The
 file is read and written by files.py (lazily, atomically, mode 0600;
 `peek` imports nothing when there is no file).  The known keys, their types

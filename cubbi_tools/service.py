@@ -1,5 +1,9 @@
 """The Cubbi Service's behaviour, below the HTTP layer (server/app.py).
 
+(Over 500 lines: the one place the server reads its settings and applies
+them to every request, policy included (the checks themselves are
+policy.py); split further, a route's behaviour would be read in pieces.)
+
 `load_config` reads cubbi-service.yaml (the spec's sections: server, docker,
 auth, logging, images, projects; plus `state.database`), resolving
 `${ENV_VAR}` references.  `Service` is what every route calls: the same
