@@ -273,11 +273,12 @@ def recorder():
     rec.close()
 
 
-def served_session(client, image, name, hook=None, server=None, user=None):
+def served_session(client, image, name, hook=None, server=None, user=None, wait=True):
     """A running session made through the server's API as CLIENT.  With a
     setup HOOK (shell run as root before the session reports ready) it is
     made on the engine as SERVER would make it for USER, since the service
-    takes no files from a client."""
+    takes no files from a client.  wait=False: the record as made, not
+    waited for (a HOOK that never ends keeps it initializing)."""
     body = {"image": image, "name": name}
     if hook:
         from cubbi_tools.engine import LocalEngine
@@ -291,6 +292,8 @@ def served_session(client, image, name, hook=None, server=None, user=None):
     else:
         st, rec = client.call("POST", "/sessions", body)
         assert st == 201, rec
+    if not wait:
+        return rec
     st, rec = client.call("GET", f"/sessions/{rec['id']}?wait=60")
     assert st == 200 and rec["status"] == "running", rec
     return rec

@@ -65,7 +65,9 @@ def _service_config(socket):
     return ("server:\n  heartbeat: 1\n  max_body: 65536\n"
             "state:\n  database: server.db\n"
             f"docker:\n  socket: {socket}\n"
-            "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n")
+            "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n"
+            # the tests' busybox image is a local image
+            "policy:\n  images:\n    any_local: true\n")
 
 
 # -- the engine stopped during a create ------------------------------------------
@@ -123,7 +125,9 @@ def test_engine_stopped_during_a_create_through_the_server(start_server, running
         # the one that failed (through the same proxy, which holds nothing now)
         status, rec = client.call("POST", "/sessions", {"image": busybox_image, "name": "fault-t"})
         assert status == 201, rec
-        assert cubbi_containers(second) == {"cubbi-fault-t": "running"}
+        # served sessions' containers are named per owner: cubbi-NAME-HASH
+        (name, state), = cubbi_containers(second).items()
+        assert name.startswith("cubbi-fault-t-") and state == "running", (name, state)
         status, _ = client.call("DELETE", f"/sessions/{rec['id']}")
         assert status == 200
     finally:

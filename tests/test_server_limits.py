@@ -160,7 +160,9 @@ def test_a_huge_websocket_frame_is_refused_from_its_header(server, alice, busybo
 # -- 3. exec output, a client that leaves --------------------------------------------
 LIMITS = ("server:\n  heartbeat: 1\n  max_exec_output: 1048576\n  max_streams_per_user: 2\n"
           "  max_terminals_per_user: 1\n  max_wait: 30\n"
-          "state:\n  database: server.db\nsessions:\n  uid: {uid}\n  gid: {gid}\n")
+          "state:\n  database: server.db\nsessions:\n  uid: {uid}\n  gid: {gid}\n"
+          # the tests' busybox image is a local image
+          "policy:\n  images:\n    any_local: true\n")
 
 
 def _limited(start_server):
@@ -277,10 +279,10 @@ def test_a_wait_is_never_longer_than_max_wait(start_server, busybox_image, prefi
     srv = start_server(config_text=LIMITS.format(uid=os.getuid(), gid=os.getgid()).replace(
         "max_wait: 30", "max_wait: 3"))
     alice = Client(srv.url, srv.token("alice"))
-    st, rec = alice.call("POST", "/sessions", {"image": busybox_image, "name": f"{prefix}-slow",
-                                               "files": {"/cubbi/hooks/90-slow.sh":
-                                                         ["sleep 3600\n", 0o755]}})
-    assert st == 201, rec
+    # a setup hook that never ends keeps the session initializing; the
+    # service takes no files from a client, so it is made as the service would
+    rec = served_session(alice, busybox_image, f"{prefix}-slow", hook="sleep 3600\n",
+                         server=srv, user="alice", wait=False)
     start = time.monotonic()
     st, body = alice.call("GET", f"/sessions/{rec['id']}?wait=3600")
     elapsed = time.monotonic() - start
