@@ -37,6 +37,17 @@ def _env(extra=None):
     return env
 
 
+def stop_process(proc, grace=10):
+    """Terminate PROC (a Popen, or None), killing it after GRACE seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     def __init__(self, workdir, env=None, config_text=None):
         self.workdir = workdir
@@ -106,13 +117,7 @@ class ServerProcess:
             return []
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
 

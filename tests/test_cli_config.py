@@ -233,12 +233,24 @@ def test_unset_env_reference_fails_create_naming_the_key(cubbi):
 
 
 # -- the real Secret Service ----------------------------------------------------
-def test_keyring_backend_with_a_real_secret_service(tmp_path):
-    """gnome-keyring on a private D-Bus session: cubbi-config stores the
-    secret there (not in a file), reads it back, and unset removes it."""
+def _in_keyring_session(script, cfg, tmp_path):
+    """Run SCRIPT (sh) on a private D-Bus session, where it unlocks its own
+    gnome-keyring, with cubbi's secrets in the keyring: (proc, {"tag": value})
+    from its "tag:value" lines."""
     for tool in ("dbus-run-session", "gnome-keyring-daemon"):
         if not shutil.which(tool):
             pytest.fail(f"this test needs {tool}: apt-get install dbus gnome-keyring")
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_SECRETS": "keyring",
+                     "KEYRINGS": str(tmp_path / "keyrings")})
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], capture_output=True,
+                          text=True, env=env, timeout=120)
+    return proc, dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+
+
+def test_keyring_backend_with_a_real_secret_service(tmp_path):
+    """gnome-keyring on a private D-Bus session: cubbi-config stores the
+    secret there (not in a file), reads it back, and unset removes it."""
     cfg = tmp_path / "cfg"
     script = textwrap.dedent("""\
         set -u
@@ -252,12 +264,7 @@ def test_keyring_backend_with_a_real_secret_service(tmp_path):
         cubbi-config unset openai.api_key
         echo "after:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
     """)
-    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_SECRETS": "keyring",
-                     "KEYRINGS": str(tmp_path / "keyrings")})
-    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], capture_output=True,
-                          text=True, env=env, timeout=120)
-    out = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+    proc, out = _in_keyring_session(script, cfg, tmp_path)
     assert out.get("set") == ("cubbi-config: services.openai.api_key stored in the keyring "
                               f"(SecretService); {cfg}/config.yaml refers to it"), proc
     assert out["reveal"] == "sk-ring-42" and out["masked"] == "********", proc
@@ -477,9 +484,6 @@ def test_a_malformed_reset_forgets_the_secrets_and_keeps_every_backup(cubbi):
 
 
 def test_a_malformed_reset_forgets_the_keyring_secret(tmp_path):
-    for tool in ("dbus-run-session", "gnome-keyring-daemon"):
-        if not shutil.which(tool):
-            pytest.fail(f"this test needs {tool}: apt-get install dbus gnome-keyring")
     cfg = tmp_path / "cfg"
     script = textwrap.dedent("""\
         set -u
@@ -490,12 +494,7 @@ def test_a_malformed_reset_forgets_the_keyring_secret(tmp_path):
         echo "reset:$(cubbi-config reset --yes 2>&1)"
         echo "after:$(python3 -c 'import keyring; print(keyring.get_password("cubbi", "services.openai.api_key"))')"
     """)
-    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cfg), "CUBBI_SECRETS": "keyring",
-                     "KEYRINGS": str(tmp_path / "keyrings")})
-    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], capture_output=True,
-                          text=True, env=env, timeout=120)
-    out = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line)
+    proc, out = _in_keyring_session(script, cfg, tmp_path)
     assert out.get("before") == "sk-ring-7", proc
     assert "1 stored secret removed" in out["reset"], proc
     assert out["after"] == "None", proc

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import BIN, cubbi_env, one_line_error
 from ptyterm import Terminal
+from serverproc import stop_process
 
 
 
@@ -96,13 +97,7 @@ class TLSProxy:
         return False
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
