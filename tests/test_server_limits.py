@@ -308,8 +308,11 @@ def test_an_exec_past_max_exec_time_is_stopped(start_server, engine, busybox_ima
 def test_client_sockets_have_tcp_keepalive(start_server):
     """A client whose host vanishes (no FIN) is noticed: the kernel probes
     the server's side of every connection (`ss -o` shows the timer)."""
+    import shutil
     import subprocess
 
+    if not shutil.which("ss"):
+        pytest.fail("this test needs ss: apt-get install iproute2 (./install --dev brings it)")
     srv = start_server()
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
