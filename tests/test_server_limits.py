@@ -15,6 +15,8 @@ import stat
 import struct
 import time
 
+import pytest
+
 from conftest import served_session
 from serverproc import Client
 
