@@ -353,7 +353,14 @@ def main(argv=None):
     api = DockerAPI()
     api.inspect_image(IMAGE)  # made by the tests' busybox fixture (pytest tests/ once)
     work = tempfile.mkdtemp(prefix="cubbi-bench-")
-    srv = ServerProcess(work, config_text="server:\n  heartbeat: 5\nstate:\n  database: server.db\n")
+    srv = ServerProcess(work, config_text=(
+        "server:\n  heartbeat: 5\n"
+        # the bench's own clients exceed a shared host's per-user caps on purpose
+        f"  max_streams_per_user: {4 * args.streams}\n"
+        f"  max_terminals_per_user: {8 * args.typists}\n"
+        "state:\n  database: server.db\n"
+        # the busybox test image is a local image
+        "policy:\n  images:\n    any_local: true\n"))
     srv.start(quiet=True)
     prefix = "bench" + secrets.token_hex(3)
     token = srv.token("bench")
