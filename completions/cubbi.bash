@@ -16,6 +16,7 @@ declare -gA _cubbi_opts=(
   ['cubbi-config path']='--json -h --help'
   ['cubbi-connect']='-r --remote -h --help'
   ['cubbi-create']='-r --remote -i --image -n --name -e --env --env-file --network -m --mount --no-mount --project -v --volume -p --port --cpus --memory --pids-limit --hardened --run --wait --no-connect --json -q --quiet -h --help'
+  ['cubbi-events']='-r --remote --json --since --until -f --filter -h --help'
   ['cubbi-image']='-r --remote -h --help'
   ['cubbi-image list']='--json -q --quiet --offline -h --help'
   ['cubbi-image show']='--json -h --help'
@@ -65,6 +66,12 @@ declare -gA _cubbi_val=(
   ['cubbi-create|--memory']='-'
   ['cubbi-create|--pids-limit']='-'
   ['cubbi-create|--run']='-'
+  ['cubbi-events|-r']='remote'
+  ['cubbi-events|--remote']='remote'
+  ['cubbi-events|--since']='-'
+  ['cubbi-events|--until']='-'
+  ['cubbi-events|-f']='-'
+  ['cubbi-events|--filter']='-'
   ['cubbi-image|-r']='remote'
   ['cubbi-image|--remote']='remote'
   ['cubbi-image build|--base']='-'
@@ -126,6 +133,7 @@ declare -gA _cubbi_args=(
   ['cubbi-connect|rest']='-'
   ['cubbi-create|0']='dir'
   ['cubbi-create|n']=1
+  ['cubbi-events|n']=0
   ['cubbi-image|n']=0
   ['cubbi-image list|n']=0
   ['cubbi-image show|0']='image'
@@ -179,7 +187,7 @@ declare -gA _cubbi_session=(
   ['connect']='cubbi-connect'
   ['logs']='cubbi-logs'
 )
-_cubbi_commands='close config connect create image logs ls project remote server'
+_cubbi_commands='close config connect create events image logs ls project remote server'
 _cubbi_dispatch_opts='-r --remote --list --version -h --help'
 
 # _cubbi_values KIND CUR: candidate words for a value of KIND into COMPREPLY.
@@ -314,4 +322,4 @@ _cubbi_command() {
 }
 
 complete -F _cubbi cubbi
-complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-image cubbi-logs cubbi-ls cubbi-project cubbi-remote cubbi-server
+complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-project cubbi-remote cubbi-server

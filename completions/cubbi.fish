@@ -40,6 +40,8 @@ function __cubbi_valopts --argument-names node
             printf '%s\n' '-r' '--remote'
         case 'cubbi-create'
             printf '%s\n' '-r' '--remote' '-i' '--image' '-n' '--name' '-e' '--env' '--env-file' '--network' '-m' '--mount' '--project' '-v' '--volume' '-p' '--port' '--cpus' '--memory' '--pids-limit' '--run'
+        case 'cubbi-events'
+            printf '%s\n' '-r' '--remote' '--since' '--until' '-f' '--filter'
         case 'cubbi-image'
             printf '%s\n' '-r' '--remote'
         case 'cubbi-image build'
@@ -314,6 +316,15 @@ complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'q' -l 'quiet' -d '
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -a '(__cubbi_posargs)'
 
+# cubbi-events
+complete -c cubbi-events -f
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -l 'json' -d 'one JSON object per event (JSON Lines), nothing else on stdout'
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -l 'since' -x -a '(__cubbi_values \'-\')' -d 'replay events since WHEN first: a duration (10m), epoch seconds or ISO-8601'
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -l 'until' -x -a '(__cubbi_values \'-\')' -d 'stop at WHEN (same forms): with --since, a window of past events'
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -s 'f' -l 'filter' -x -a '(__cubbi_values \'-\')' -d 'only events whose KEY (image, name, status, project) equals VALUE, as in cubbi-ls; status is the event (created, initializing, running, failed, closed, oom, died); repeatable, all must match'
+complete -c cubbi-events -n '__cubbi_at \'cubbi-events\'' -s 'h' -l 'help' -d 'show a short help and exit'
+
 # cubbi-image
 complete -c cubbi-image -f
 complete -c cubbi-image -n '__cubbi_at \'cubbi-image\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
@@ -456,6 +467,7 @@ complete -c cubbi -n __cubbi_first -a 'close' -d 'close sessions: stop and remov
 complete -c cubbi -n __cubbi_first -a 'config' -d 'read and change the cubbi configuration and secrets'
 complete -c cubbi -n __cubbi_first -a 'connect' -d 'open a shell in a session, or run a command in it'
 complete -c cubbi -n __cubbi_first -a 'create' -d 'create a session: an AI tool in an ephemeral container'
+complete -c cubbi -n __cubbi_first -a 'events' -d 'stream session lifecycle events'
 complete -c cubbi -n __cubbi_first -a 'image' -d 'list, show, validate and build session images'
 complete -c cubbi -n __cubbi_first -a 'logs' -d 'show sessions\' logs'
 complete -c cubbi -n __cubbi_first -a 'ls' -d 'list sessions'
@@ -468,7 +480,7 @@ complete -c cubbi -n 'not __cubbi_first' -a '(__cubbi_delegate)'
 complete -c cubbi -n '__cubbi_first; and string match -q -- "-*" (commandline -ct)' -a '(complete -C "cubbi-create "(commandline -ct))'
 
 function __cubbi_commands
-    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-image cubbi-logs cubbi-ls cubbi-project cubbi-remote cubbi-server
+    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-project cubbi-remote cubbi-server
 end
 
 function __cubbi_subs_of_cubbi
@@ -476,6 +488,7 @@ function __cubbi_subs_of_cubbi
     printf '%s\t%s\n' 'config' 'read and change the cubbi configuration and secrets'
     printf '%s\t%s\n' 'connect' 'open a shell in a session, or run a command in it'
     printf '%s\t%s\n' 'create' 'create a session: an AI tool in an ephemeral container'
+    printf '%s\t%s\n' 'events' 'stream session lifecycle events'
     printf '%s\t%s\n' 'image' 'list, show, validate and build session images'
     printf '%s\t%s\n' 'logs' 'show sessions\' logs'
     printf '%s\t%s\n' 'ls' 'list sessions'

@@ -427,6 +427,15 @@ class DockerAPI:
                     "filters": json.dumps(filters) if filters else None},
         )
 
+    def events(self, since=None, until=None, filters=None):
+        """GET /events: the open stream of the engine's events (JSON objects,
+        one per line), from since (epoch seconds; replayed first) until
+        until, or without end; the caller reads it with json_stream."""
+        params = {"since": None if since is None else str(since),
+                  "until": None if until is None else str(until),
+                  "filters": json.dumps(filters) if filters else None}
+        return self.get("/events", params=params, stream=True, timeout=None)
+
     def inspect_container(self, cid):
         return self.get(f"/containers/{quote(cid)}/json")
 

@@ -462,6 +462,14 @@ class LocalEngine:
             if rest:
                 yield _log_record(rec, stream, rest)
 
+    def events(self, since=None, until=None, filters=None, labels=()):
+        """Lifecycle event records (events.follow), from the engine's event
+        stream; labels (KEY=VALUE) narrow it as in list()."""
+        from . import events
+
+        return events.follow(self.api, since=since, until=until, filters=filters,
+                             labels=labels, remote=self.remote)
+
     def wait_ready(self, rec, timeout=600):
         """Block until the session's init reports ready; raise if it failed."""
         if rec["status"] == "running":

@@ -35,6 +35,9 @@ class Backend(Protocol):
     def logs(self, rec, follow=False, tail=None, since=None, deadline=None) -> Iterator[dict]:
         """{session, stream, time, line} per log line."""
 
+    def events(self, since=None, until=None, filters=None, labels=()) -> Iterator[dict]:
+        """Lifecycle event records (session.event_record), as they happen."""
+
     def wait_ready(self, rec, timeout=600) -> dict:
         """The record once the session's init reports ready."""
 

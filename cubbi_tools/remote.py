@@ -210,6 +210,21 @@ class RemoteService:
                              "tail": None if tail is None else str(tail),
                              "since": None if since is None else str(since)},
                             stream=True, timeout=None)
+        return self._ndjson(resp, "the log", "line")
+
+    def events(self, since=None, until=None, filters=None, labels=()):
+        """Yield lifecycle events, as LocalEngine.events: the service's
+        GET /events, scoped there to this user (labels are the service's)."""
+        params = {"since": None if since is None else str(since),
+                  "until": None if until is None else str(until)}
+        params.update(filters or {})
+        resp = self.request("GET", "/events", params, stream=True, timeout=None)
+        return ({**ev, "remote": self.remote} for ev in self._ndjson(resp, "the event stream",
+                                                                     "event"))
+
+    def _ndjson(self, resp, what, field):
+        """The JSON lines of a streamed response; an error line (no FIELD)
+        raises its exception, a cut connection EngineUnreachable."""
         try:
             while True:
                 try:
@@ -223,12 +238,12 @@ class RemoteService:
                     if resp.chunked and resp.chunk_left is not None:
                         raise EngineUnreachable(
                             f"lost the connection to remote {self.remote!r} at {self.url} "
-                            "in the middle of the log; is cubbi-server running there?")
+                            f"in the middle of {what}; is cubbi-server running there?")
                     return
                 if not line.strip():
                     continue  # heartbeat
                 item = json.loads(line)
-                if "error" in item and "line" not in item:
+                if "error" in item and field not in item:
                     raise from_wire(item)
                 yield item
         finally:

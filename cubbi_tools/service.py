@@ -164,6 +164,16 @@ class Service:
         return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],
                                 status=status)
 
+    def events(self, user, since=None, until=None, filters=None):
+        """The user's sessions' lifecycle events (GET /events): the engine
+        stream narrowed to the user's labels, as sessions() is."""
+        from .session import EVENTS, FILTER_KEYS, parse_filters
+
+        filters = parse_filters([f"{k}={v}" for k, v in (filters or {}).items()
+                                 if k in FILTER_KEYS], statuses=EVENTS)
+        return self.engine.events(since=since, until=until, filters=filters,
+                                  labels=self._scope(user)[1])
+
     def session(self, user, ref):
         return self.engine.resolve(ref, records=self.sessions(user, all=True))
 

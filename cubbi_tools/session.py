@@ -49,8 +49,13 @@ STATUSES = ("initializing", "running", "failed", "stopped", "created", "paused",
 FILTER_KEYS = ("image", "name", "status", "project")
 
 
-def parse_filters(items):
-    """{key: value} of cubbi-ls --filter KEY=VALUE items, or UsageError."""
+# lifecycle events (cubbi-events): what happened to a session
+EVENTS = ("created", "initializing", "running", "failed", "closed", "oom", "died")
+
+
+def parse_filters(items, statuses=STATUSES):
+    """{key: value} of cubbi-ls --filter KEY=VALUE items, or UsageError
+    (cubbi-events takes the event names as statuses)."""
     from .errors import UsageError
 
     filters = {}
@@ -59,8 +64,8 @@ def parse_filters(items):
         if not sep or key not in FILTER_KEYS:
             raise UsageError(f"--filter {item!r}: expected KEY=VALUE with KEY one of "
                              + ", ".join(FILTER_KEYS))
-        if key == "status" and value not in STATUSES:
-            raise UsageError(f"--filter {item!r}: status is one of " + ", ".join(STATUSES))
+        if key == "status" and value not in statuses:
+            raise UsageError(f"--filter {item!r}: status is one of " + ", ".join(statuses))
         filters[key] = value
     return filters
 
@@ -189,6 +194,25 @@ def init_state(lines):
         if idx != -1:
             return "failed", line[idx + len(FAILED_MARK):].strip() or "init failed"
     return "initializing", None
+
+
+def event_record(kind, attrs, time_nano, remote=None, **extra):
+    """A lifecycle event (cubbi-events --json) from the engine event's actor
+    attributes, which carry the container's labels."""
+    secs, nanos = divmod(int(time_nano), 10 ** 9)
+    ev = {"event": kind,
+          "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos // 1000:06d}Z",
+          "id": attrs.get(L_ID) or "", "name": attrs.get(L_NAME) or attrs.get("name") or "",
+          "image": attrs.get(L_IMAGE) or attrs.get("image"),
+          "project": attrs.get(L_PROJECT) or None, "owner": attrs.get(L_OWNER) or None,
+          "remote": remote}
+    ev.update(extra)
+    return ev
+
+
+def event_matches(ev, filters):
+    """cubbi-ls's filters on an event; status is the event's name."""
+    return matches({**ev, "status": ev["event"]}, filters)
 
 
 def human(record):

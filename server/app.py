@@ -203,6 +203,17 @@ def make_app(service, conf=None):
         response.content_type = "application/x-ndjson"
         return _stream(items, peers, user, heartbeat)
 
+    @app.get("/events")
+    @api()
+    def session_events(user):
+        q = request.query
+        since, until = q.get("since"), q.get("until")
+        items = service.events(user, filters={k: q.get(k) for k in FILTER_KEYS if q.get(k)},
+                               since=_number(since, "since", int) if since else None,
+                               until=_number(until, "until", int) if until else None)
+        response.content_type = "application/x-ndjson"
+        return _stream(items, peers, user, heartbeat)
+
     @app.post("/sessions/<ref>/connect")
     @api()
     def exec_session(user, ref):

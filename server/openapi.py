@@ -56,6 +56,14 @@ DOCUMENT = {
             "LogLine": {"type": "object", "properties": {
                 "session": {"type": "string"}, "stream": {"type": "string"},
                 "time": {"type": "string"}, "line": {"type": "string"}}},
+            "Event": {"type": "object", "description": "a session lifecycle event "
+                                                       "(cubbi-events(1))", "properties": {
+                "event": {"type": "string", "enum": ["created", "initializing", "running",
+                                                     "failed", "closed", "oom", "died"]},
+                "time": {"type": "string"}, "id": {"type": "string"},
+                "name": {"type": "string"}, "image": {"type": ["string", "null"]},
+                "project": {"type": ["string", "null"]}, "owner": {"type": ["string", "null"]},
+                "reason": {"type": "string"}, "exit_code": {"type": ["integer", "null"]}}},
             "Exec": {"type": "object", "required": ["command"], "properties": {
                 "command": {"type": "array", "items": {"type": "string"}},
                 "stdin": {"type": "string"}}},
@@ -113,6 +121,17 @@ DOCUMENT = {
                                          for k in ("follow", "tail", "since")],
                     "responses": {"200": _ok("JSON lines", _ref("LogLine"), "application/x-ndjson"),
                                   **_errors(400, 401, 404, 429, 503)}},
+        },
+        "/events": {
+            "get": {"summary": "your sessions' lifecycle events as JSON lines, as they happen "
+                               "(blank lines are heartbeats); since/until are epoch seconds "
+                               "(until ends the stream), image/name/status/project filter as "
+                               "GET /sessions does, status being the event",
+                    "parameters": [{"name": k, "in": "query", "schema": {"type": "string"}}
+                                   for k in ("since", "until", "image", "name", "status",
+                                             "project")],
+                    "responses": {"200": _ok("JSON lines", _ref("Event"), "application/x-ndjson"),
+                                  **_errors(400, 401, 429, 503)}},
         },
         "/sessions/{id}/connect": {
             "get": {"summary": "WebSocket terminal (Upgrade: websocket): ?tty=1&rows=&cols=&term= "

@@ -16,7 +16,8 @@ What the fuzzer may make is bounded here, in one place (`_tame`):
 - no created session joins a Docker network other than the session network
   (`networks` is dropped), publishes a port (`ports` dropped) or names a
   project to clone (`project` dropped): nothing is reached but loopback;
-- followed log streams (?follow) never end, so follow is not sent, and
+- followed log streams (?follow) never end, so follow is not sent, an
+  event stream always has ?until=now (unless it is not a number), and
   ?wait is capped at 5 seconds.
 """
 
@@ -85,6 +86,12 @@ def _tame(case, image):
     if query is not None:
         if op == "GET /sessions/{id}/logs":
             query.pop("follow", None)
+        if op == "GET /events":  # a stream without until never ends: until now
+            try:
+                int(query.get("until", "0"))
+                query["until"] = str(int(time.time()))
+            except (TypeError, ValueError):
+                pass  # not a number: the server must refuse it with 400
         if op == "GET /sessions/{id}" and "wait" in query:
             try:
                 query["wait"] = min(float(query["wait"]), 5.0)

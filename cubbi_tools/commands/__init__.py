@@ -7,6 +7,7 @@ COMMANDS = {
     "cubbi-close": "close",
     "cubbi-connect": "connect",
     "cubbi-logs": "logs",
+    "cubbi-events": "events",
     "cubbi-config": "config",
     "cubbi-remote": "remote",
     "cubbi-server": "server",

@@ -9,7 +9,7 @@ from ..output import json_line
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 
 
-def parse_since(text):
+def parse_since(text, option="--since"):
     """Durations (30s, 10m, 2h, 1d), epoch seconds, or ISO-8601 -> epoch
     (a duration longer than the epoch's age is everything)."""
     if text is None:
@@ -32,7 +32,7 @@ def parse_since(text):
             raise ValueError
         return when
     except (ValueError, OverflowError):
-        raise UsageError(f"--since {text!r}: expected a duration (10m), epoch seconds "
+        raise UsageError(f"{option} {text!r}: expected a duration (10m), epoch seconds "
                          "or an ISO-8601 time, from 1970 to 9999") from None
 
 
