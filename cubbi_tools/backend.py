@@ -109,7 +109,8 @@ def local():
 
     # network and images are read when a session is created, not by cubbi-ls
     return LocalEngine(docker_host(), network=lambda: config.peek("docker.network"),
-                       images=image_settings, verbose=_flag("ui.verbose", False))
+                       images=image_settings, verbose=_flag("ui.verbose", False),
+                       logging=lambda: config.peek("logging.providers"))
 
 
 def colors():

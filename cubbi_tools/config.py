@@ -22,7 +22,7 @@ from .files import atomic_write, cache as _cache, config_dir  # noqa: F401
 
 FILE = "config.yaml"
 MASK = "********"
-SECTIONS = ("defaults", "services", "docker", "remote", "ui", "images")
+SECTIONS = ("defaults", "services", "docker", "remote", "ui", "images", "logging")
 
 # key -> (type, default).  '*' is one name segment (a service, an endpoint).
 SCHEMA = {
@@ -45,6 +45,7 @@ SCHEMA = {
     "images.ca_cert": ("files", None),
     "images.base": ("string", None),
     "images.mirror": ("url", None),
+    "logging.providers": ("providers", []),
 }
 
 # The spec's services have known fields, so a typo there is caught; any
@@ -355,10 +356,30 @@ def _files(raw, data, strict):
     return _file(text, data, strict)
 
 
+def _providers(raw, data, strict):
+    """logging.providers: a YAML list (cubbi-config set takes it in flow
+    style: '[{type: fluentd, url: tcp://127.0.0.1:24224}]').  Langfuse is
+    configured as services.langfuse here, whose keys are kept as secrets."""
+    from . import logfwd
+
+    if isinstance(raw, str):
+        from .files import parse_yaml
+
+        try:
+            raw = parse_yaml(raw, "logging.providers", advice=None)
+        except CubbiError as exc:
+            raise ValueError(str(exc)) from None
+    providers = logfwd.parse(raw, where="providers")
+    if any(p["type"] == "langfuse" for p in providers):
+        raise ValueError("a langfuse provider is set with cubbi-config set services.langfuse.url "
+                         "(and .public_key, .secret_key) in the user config")
+    return providers
+
+
 _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
     "cpus": _cpus, "count": _count, "memory": _memory, "socket": _socket, "url": _url,
-    "endpoint": _endpoint, "file": _file, "files": _files,
+    "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,
 }
 
 

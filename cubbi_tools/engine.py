@@ -95,9 +95,11 @@ class LocalEngine:
 
     remote = None
 
-    def __init__(self, host=None, network=None, images=None, image_paths=True, verbose=False):
+    def __init__(self, host=None, network=None, images=None, image_paths=True, verbose=False,
+                 logging=None):
         self.api = DockerAPI(host, verbose=verbose)
-        self._settings = {"network": network, "images": images}
+        # logging: the parsed logging.providers (logfwd.parse), or a callable
+        self._settings = {"network": network, "images": images, "logging": logging}
         self.image_paths = image_paths
 
     def _setting(self, name, default):
@@ -286,6 +288,15 @@ class LocalEngine:
             "RestartPolicy": {"Name": "no"},
             "Init": False,
         }
+        from . import logfwd
+
+        providers = self._setting("logging", [])
+        log_config, warnings = logfwd.log_config(providers, sid, image, req.owner)
+        if log_config:
+            host_config["LogConfig"] = log_config
+        for text in warnings:
+            if progress:
+                progress(text)
         if req.cpus:
             host_config["NanoCpus"] = int(parse_cpus(req.cpus) * 1e9)
         if req.memory:
@@ -391,7 +402,10 @@ class LocalEngine:
                     pass  # removed meanwhile, or the engine is going: the next create tries again
 
     def _archive(self, req, image_meta):
-        env = dict(req.env)
+        from .logfwd import session_env
+
+        # a langfuse provider's variables, unless the request sets its own
+        env = {**session_env(self._setting("logging", [])), **req.env}
         files = {
             f"{INIT_DIR}/init.sh": (_data("cubbi-init.sh"), 0o755, 0, 0),
             f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),

@@ -108,6 +108,15 @@ def load_config(path=None, environ=None):
     from .policy import Policy
 
     conf["policy"] = Policy(conf.get("policy"))  # UsageError (exit 2) naming the key
+    from . import logfwd
+
+    try:
+        section = conf.get("logging") or {}
+        if not isinstance(section, dict):
+            raise ValueError("logging: expected a mapping with providers")
+        conf["logging"] = {**section, "providers": logfwd.parse(section.get("providers"))}
+    except ValueError as exc:
+        raise UsageError(f"{path or 'the service config'}: {exc}") from None
     db = conf["state"].get("database") or DEFAULTS["state"]["database"]
     conf["state"]["database"] = os.path.join(base, os.path.expanduser(db))
     return conf
@@ -127,7 +136,8 @@ class Service:
             sock = "unix://" + sock
         # the service config only: never the personal config of the account running it
         self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
-                                  images={}, image_paths=False)  # an image is never a path
+                                  images={}, image_paths=False,  # an image is never a path
+                                  logging=conf["logging"]["providers"])
         self.engine.api.keep_alive = 64  # GETs reuse idle engine connections (dockerapi)
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
@@ -163,6 +173,12 @@ class Service:
         filters["owner"] = user
         return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],
                                 status=status)
+
+    def logging_health(self):
+        """[{type, url, status}] of the log collectors (logging.providers)."""
+        from .logfwd import health
+
+        return health(self.conf["logging"]["providers"])
 
     def events(self, user, since=None, until=None, filters=None):
         """The user's sessions' lifecycle events (GET /events): the engine

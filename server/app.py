@@ -159,7 +159,8 @@ def make_app(service, conf=None):
         except AuthError:
             return {"status": "up" if engine == "ok" else "down"}
         return {"status": "up" if engine == "ok" else "down", "engine": engine,
-                "streams": peers.total("streams"), "terminals": peers.total("terminals")}
+                "streams": peers.total("streams"), "terminals": peers.total("terminals"),
+                "logging": service.logging_health()}
 
     @app.get("/openapi.json")
     def openapi_doc():
