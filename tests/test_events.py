@@ -94,6 +94,27 @@ def test_a_session_is_created_initializes_runs_and_closes(cubbi, busybox_image, 
     assert not [e for e in ev.seen if not e["name"].startswith(prefix)], ev.seen
 
 
+def test_a_missing_required_variable_is_a_failed_event(cubbi, busybox_image, prefix, tmp_path):
+    d = tmp_path / "t-req"
+    d.mkdir()
+    (d / "cubbi_image.yaml").write_text("name: t-req\nenvironment:\n  - name: NEEDED_KEY\n"
+                                        "    description: the model's key\n    required: true\n")
+    (d / "Dockerfile").write_text(f"FROM {busybox_image}\n")
+    ev = Events(cubbi, "--filter", f"name={prefix}*")
+    rec = None
+    try:
+        rec = create(cubbi, str(d), f"{prefix}-req")
+        failed = ev.until(lambda e: e["event"] == "failed")
+        assert failed["id"] == rec["id"], failed
+        assert "required variable NEEDED_KEY is not set" in failed["reason"], failed
+        assert kinds(ev.seen, f"{prefix}-req") == ["created", "initializing", "failed"]
+    finally:
+        ev.stop()
+        if rec:
+            subprocess.run(["cubbi-close", rec["id"]], capture_output=True)
+            subprocess.run(["docker", "rmi", "-f", rec["image"]], capture_output=True)
+
+
 def test_a_process_over_the_memory_limit_is_an_oom_event(cubbi, busybox_image, prefix):
     ev = Events(cubbi, "--filter", f"name={prefix}*", "--filter", "status=oom")
     try:
