@@ -684,9 +684,10 @@ class Hijacked:
         except OSError:
             pass
 
-    def frames(self):
-        """(stream, bytes) frames of a non-TTY exec, until it ends."""
-        return _frames(self, self.api)
+    def frames(self, turn=None):
+        """(stream, bytes) frames of a non-TTY exec, until it ends; turn(),
+        when given, is called before each read (the server's fairness)."""
+        return _frames(self, self.api, turn=turn)
 
     def close(self):
         try:
@@ -695,36 +696,36 @@ class Hijacked:
             pass
 
 
-def _read_exact(resp, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = resp.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
-def _frames(resp, api, deadline=None):
+def _frames(resp, api, deadline=None, turn=None):
     """Demultiplex the Engine API's stream format (8-byte frame headers).
     The engine ends the stream cleanly when the container stops; a stream
     cut short (the engine stopped, the socket closed) is EngineUnreachable.
-    With a deadline (time.monotonic()), each read waits only until then."""
+    With a deadline (time.monotonic()), each read waits only until then.
+    Reads what has arrived, up to 64 KiB, and cuts the frames out of it:
+    one read per frame header cost a system call and a Python loop per
+    frame, when a command prints fast."""
     sock = getattr(getattr(resp, "_cubbi_conn", None), "sock", None)
+    read = resp.read1 if hasattr(resp, "read1") else resp.read  # what has arrived
+    buf = bytearray()
     try:
         while True:
+            while len(buf) >= 8:
+                kind, size = struct.unpack_from(">BxxxL", buf)
+                if len(buf) < 8 + size:
+                    break
+                data = bytes(buf[8:8 + size])
+                del buf[:8 + size]
+                yield _STREAMS.get(kind, "stdout"), data
             if deadline is not None and sock is not None:
                 import time
 
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
-            header = _read_exact(resp, 8)
-            if header is None:
+            if turn is not None:
+                turn()
+            chunk = read(max(65536, 8 + size - len(buf)) if len(buf) >= 8 else 65536)
+            if not chunk:
                 return
-            kind, size = struct.unpack(">BxxxL", header)
-            data = _read_exact(resp, size) if size else b""
-            if data is None:
-                return
-            yield _STREAMS.get(kind, "stdout"), data
+            buf += chunk
     except socket.timeout:
         if deadline is None:
             raise EngineUnreachable(f"the Docker engine at {api.host} did not answer in time") from None
