@@ -231,6 +231,89 @@ class _Response:
         self._done = True
 
 
+class Flights:
+    """Single-flight for idempotent reads: run(key, fn) calls fn once for
+    all the callers that ask for the same key while it waits to start, and
+    gives each the same answer (or exception).  A caller never shares a
+    call that had started before it asked, so every answer is no older than
+    its request: one call per key runs at a time, and whoever asks during
+    it boards the next one, which starts when it lands.  threading's Lock
+    and Event: under gevent's monkey-patching they block a greenlet only."""
+
+    class _Flight:
+        def __init__(self):
+            import threading
+
+            self.done = threading.Event()
+            self.result = self.error = None
+            self.aborted = False
+            self.riders = 0
+            self.again = None  # the call made again for its riders when this one was cut
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._boarding = {}  # key -> the flight not yet started
+        self._flying = {}  # key -> the flight in progress
+
+    def waiting(self, key):
+        """How many callers wait for the next call of key to start."""
+        with self._lock:
+            flight = self._boarding.get(key)
+            return flight.riders if flight else 0
+
+    def run(self, key, fn):
+        with self._lock:
+            flight = self._boarding.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._boarding[key] = self._Flight()
+            flight.riders += 1
+        while True:
+            if leader:
+                self._fly(key, flight, fn)
+            else:
+                flight.done.wait()
+            if not flight.aborted:
+                break
+            with self._lock:  # its caller was killed mid-call: one rider makes it again
+                leader = flight.again is None
+                if leader:
+                    flight.again = self._Flight()
+                flight = flight.again
+        if flight.error is not None:
+            raise flight.error
+        return flight.result
+
+    def _fly(self, key, flight, fn):
+        flight.aborted = True  # until fn returns or raises an Exception
+        flying = False
+        try:
+            while True:
+                with self._lock:
+                    ahead = self._flying.get(key)
+                    if ahead is None:  # boarding closes: later callers make the next flight
+                        if self._boarding.get(key) is flight:
+                            del self._boarding[key]
+                        self._flying[key] = flight
+                        flying = True
+                        break
+                ahead.done.wait()
+            flight.result = fn()
+            flight.aborted = False
+        except Exception as exc:  # each rider gets it
+            flight.error = exc
+            flight.aborted = False
+        finally:  # killed while waiting or calling: the riders make it again
+            with self._lock:
+                if flying:
+                    del self._flying[key]
+                elif self._boarding.get(key) is flight:
+                    del self._boarding[key]
+            flight.done.set()
+
+
 SHOWN_VALUE = 32  # longer query values are shown as ... in the verbose log
 
 
@@ -264,10 +347,15 @@ class DockerAPI:
     # a new connection per GET /sessions cost it a connect and the engine
     # an accept, on every request.
     keep_alive = 0
+    # Identical concurrent container lists share one engine request (Flights).
+    # Off for the commands (one list each); the server sets it: 32 clients
+    # listing their sessions at once were 32 identical engine requests.
+    coalesce = False
 
     def __init__(self, host=None, timeout=None, verbose=False):
         self.host = resolve_host(host)
         self._idle = []
+        self._flights = None
         self.timeout = default_timeout() if timeout is None else timeout
         self.verbose = verbose  # ui.verbose: one line per request on stderr
         if self.host.startswith("unix://"):
@@ -418,14 +506,21 @@ class DockerAPI:
 
     # -- endpoints -------------------------------------------------------
     def containers(self, all=False, labels=(), status=None):
+        """The engine's container list.  With coalesce set, callers asking
+        the same at once share one request (never one that started before
+        they asked); the entries are then shared: read them, do not change
+        them (the list itself is each caller's own)."""
         filters = {"label": list(labels)} if labels else {}
         if status:
             filters["status"] = [status]
-        return self.get(
-            "/containers/json",
-            params={"all": "1" if all else "0",
-                    "filters": json.dumps(filters) if filters else None},
-        )
+        params = {"all": "1" if all else "0",
+                  "filters": json.dumps(filters) if filters else None}
+        if not self.coalesce:
+            return self.get("/containers/json", params=params)
+        if self._flights is None:
+            self._flights = Flights()
+        key = (params["all"], params["filters"])
+        return list(self._flights.run(key, lambda: self.get("/containers/json", params=params)))
 
     def events(self, since=None, until=None, filters=None):
         """GET /events: the open stream of the engine's events (JSON objects,
@@ -598,9 +693,10 @@ class Hijacked:
         except OSError:
             pass
 
-    def frames(self):
-        """(stream, bytes) frames of a non-TTY exec, until it ends."""
-        return _frames(self, self.api)
+    def frames(self, turn=None):
+        """(stream, bytes) frames of a non-TTY exec, until it ends; turn(),
+        when given, is called before each read (the server's fairness)."""
+        return _frames(self, self.api, turn=turn)
 
     def close(self):
         try:
@@ -609,36 +705,36 @@ class Hijacked:
             pass
 
 
-def _read_exact(resp, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = resp.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
-def _frames(resp, api, deadline=None):
+def _frames(resp, api, deadline=None, turn=None):
     """Demultiplex the Engine API's stream format (8-byte frame headers).
     The engine ends the stream cleanly when the container stops; a stream
     cut short (the engine stopped, the socket closed) is EngineUnreachable.
-    With a deadline (time.monotonic()), each read waits only until then."""
+    With a deadline (time.monotonic()), each read waits only until then.
+    Reads what has arrived, up to 64 KiB, and cuts the frames out of it:
+    one read per frame header cost a system call and a Python loop per
+    frame, when a command prints fast."""
     sock = getattr(getattr(resp, "_cubbi_conn", None), "sock", None)
+    read = resp.read1 if hasattr(resp, "read1") else resp.read  # what has arrived
+    buf = bytearray()
     try:
         while True:
+            while len(buf) >= 8:
+                kind, size = struct.unpack_from(">BxxxL", buf)
+                if len(buf) < 8 + size:
+                    break
+                data = bytes(buf[8:8 + size])
+                del buf[:8 + size]
+                yield _STREAMS.get(kind, "stdout"), data
             if deadline is not None and sock is not None:
                 import time
 
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
-            header = _read_exact(resp, 8)
-            if header is None:
+            if turn is not None:
+                turn()
+            chunk = read(max(65536, 8 + size - len(buf)) if len(buf) >= 8 else 65536)
+            if not chunk:
                 return
-            kind, size = struct.unpack(">BxxxL", header)
-            data = _read_exact(resp, size) if size else b""
-            if data is None:
-                return
-            yield _STREAMS.get(kind, "stdout"), data
+            buf += chunk
     except socket.timeout:
         if deadline is None:
             raise EngineUnreachable(f"the Docker engine at {api.host} did not answer in time") from None

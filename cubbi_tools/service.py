@@ -139,6 +139,7 @@ class Service:
                                   images={}, image_paths=False,  # an image is never a path
                                   logging=conf["logging"]["providers"])
         self.engine.api.keep_alive = 64  # GETs reuse idle engine connections (dockerapi)
+        self.engine.api.coalesce = True  # concurrent identical lists share one request
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
         self.images_conf = {i["name"]: i for i in conf.get("images") or []
                             if isinstance(i, dict) and i.get("name")}
@@ -153,6 +154,9 @@ class Service:
         # monkey-patching, so it waits for a greenlet, not the whole thread
         self._network_lock = threading.Lock()
         self._pending = {}  # user -> nonces of the creates in flight (policy.max_sessions)
+        from .dockerapi import Flights
+
+        self._flights = Flights()
 
     # -- sessions --------------------------------------------------------
     def _scope(self, user):
@@ -167,12 +171,19 @@ class Service:
         return key, [f"{L_OWNER}={user}", f"{L_SERVED}={key}"]
 
     def sessions(self, user, all=False, filters=None, status=True):
-        from .session import FILTER_KEYS
+        """user's session records.  Concurrent lists of one user share one
+        engine list and its records (dockerapi.Flights: never a list that
+        started before the request); each caller gets its own copies."""
+        from .session import FILTER_KEYS, matches
 
         filters = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS}
         filters["owner"] = user
-        return self.engine.list(all=all, filters=filters, labels=self._scope(user)[1],
-                                status=status)
+        labels = self._scope(user)[1]
+        records = self._flights.run(
+            (user, bool(all), bool(status), *labels),
+            lambda: self.engine.list(all=all, filters={"owner": user}, labels=labels,
+                                     status=status))
+        return [dict(r) for r in records if matches(r, filters)]
 
     def logging_health(self):
         """[{type, url, status}] of the log collectors (logging.providers)."""

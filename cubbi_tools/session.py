@@ -20,6 +20,7 @@ Docker is the source of truth: a session is a container labelled
   remote        the remote serving it, null when local      string|null
 """
 
+import functools
 import time
 
 LABEL = "cubbi.session"
@@ -111,6 +112,7 @@ READY_MARK = "cubbi-init: ready"
 FAILED_MARK = "cubbi-init: failed: "
 
 
+@functools.lru_cache(maxsize=4096)  # a list formats the same few creation times again and again
 def iso(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))  # no datetime: ~3 ms
 

@@ -274,6 +274,35 @@ def test_per_user_caps_on_log_streams_and_terminals(start_server, busybox_image,
     third.close()
 
 
+def test_a_terminal_slot_is_free_once_its_client_is_gone(start_server, engine, busybox_image,
+                                                       prefix):
+    """The per-user terminal slot comes back when the client goes away, not
+    once what it started is stopped: a command that ignores SIGHUP holds
+    the stop for a second and more (KILL a second after the hang-up)."""
+    from cubbi_tools.remote import RemoteService
+
+    srv, alice = _limited(start_server)  # max_terminals_per_user: 1
+    rec = served_session(alice, busybox_image, f"{prefix}-slot")
+    health = lambda: alice.call("GET", "/health")[1]  # noqa: E731
+    svc = RemoteService("t", url=srv.url, token=alice.token)
+    ws = svc.websocket(rec, command=["sh", "-c", "trap '' HUP; echo up; exec sleep 654"])
+    ws.sock.settimeout(20)
+    msg = ws.recv()
+    assert isinstance(msg, bytes) and msg[1:] == b"up\n", msg
+    assert health()["terminals"] == 1
+    start = time.monotonic()
+    ws.close()
+    assert _until(lambda: health()["terminals"] == 0, timeout=5), health()
+    elapsed = time.monotonic() - start
+    assert elapsed < 1, f"the slot came back {elapsed:.2f} s after the client left"
+    again = svc.websocket(rec, tty=True, size=(24, 80))  # the one slot, at once
+    again.sock.settimeout(20)
+    _echo(again, "again")
+    again.close()
+    assert _until(lambda: not any("sleep 654" in p for p in _procs(engine, rec))), \
+        _procs(engine, rec)
+
+
 # -- 4. bounded waits ----------------------------------------------------------------
 def test_a_wait_is_never_longer_than_max_wait(start_server, busybox_image, prefix):
     """?wait= asks for an hour on a session that never gets ready: the server
@@ -420,3 +449,17 @@ def test_every_server_limit_is_documented_with_its_default():
         assert example.get(key) == default, (key, example.get(key), default)
         if key.startswith("max_"):
             assert f"{key}` [{default}]" in readme, key
+
+
+def test_websocket_unmasking_matches_the_rfc():
+    """The server's unmasking (byte lanes through bytes.translate) is the
+    XOR of RFC 6455 5.3 at every length, a keystroke to a 64 KiB frame."""
+    from cubbi_server.terminal import _unmask
+
+    class Head:
+        mask = b"\x9a\x01\xff\x37"
+
+    for n in [*range(0, 70), 4097, 65536 + 3]:
+        data = os.urandom(n)
+        want = bytes(b ^ Head.mask[i % 4] for i, b in enumerate(data))
+        assert bytes(_unmask(Head, data)) == want, n

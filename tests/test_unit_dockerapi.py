@@ -274,3 +274,68 @@ def test_verbose_logs_every_request_with_short_query_values(serve, capsys):
     assert lines == ["cubbi: engine POST /exec/abc123/start",
                      "cubbi: engine POST /build?t=cubbi/t:latest&labels=...&buildargs=...&rm=1"]
     assert server.requests[1][0].startswith("POST /build?t=cubbi%2Ft%3Alatest&labels=%7B")
+
+
+
+def _until(check, timeout=10):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        threading.Event().wait(0.01)
+
+
+def _flights_round(flights, answers):
+    """Caller a asks first and its call is held until b, c, d have asked
+    too; answers[i] is what call i+1 (counting from this round) returns or
+    raises.  What each caller got, and how many calls were made."""
+    calls, gate, started, got = [], threading.Event(), threading.Event(), {}
+
+    def fn():
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            assert gate.wait(10)
+        answer = answers[len(calls) - 1]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def ask(name):
+        try:
+            got[name] = flights.run("k", fn)
+        except BaseException as exc:
+            got[name] = type(exc).__name__
+
+    first = threading.Thread(target=ask, args=("a",))
+    first.start()
+    assert started.wait(10)
+    later = [threading.Thread(target=ask, args=(n,)) for n in "bcd"]
+    for t in later:
+        t.start()
+    _until(lambda: flights.waiting("k") == 3)
+    gate.set()
+    for t in [first, *later]:
+        t.join(10)
+    return got, len(calls)
+
+
+class _Killed(BaseException):
+    """What a killed greenlet's call raises (GreenletExit is a BaseException)."""
+
+
+def test_coalesced_calls_share_one_that_started_after_they_asked():
+    """Flights: callers that ask while a call runs never get its answer (it
+    may predate them); they all share the next one, which starts when the
+    first lands; an error reaches every caller of its call; when the
+    caller making a call is killed, the others ask again."""
+    from cubbi_tools.dockerapi import Flights
+
+    flights = Flights()
+    assert _flights_round(flights, [1, 2]) == ({"a": 1, "b": 2, "c": 2, "d": 2}, 2)
+    got, n = _flights_round(flights, [1, APIError(500, "boom")])
+    assert got == {"a": 1, "b": "APIError", "c": "APIError", "d": "APIError"} and n == 2, got
+    got, n = _flights_round(flights, [1, _Killed(), 3])
+    assert got["a"] == 1 and sorted(got.values(), key=str) == [1, 3, 3, "_Killed"] and n == 3, got
+    assert flights.waiting("k") == 0 and flights.run("other", lambda: "x") == "x"
