@@ -65,7 +65,7 @@ def signin(cubbi, tmp_path):
 
     def sign(url, user, *args, consent=True, name="team", add=True, env=None):
         if add:
-            r = cubbi("cubbi-remote", "add", name, url, env={"CUBBI_SECRETS": "file"})
+            r = cubbi("cubbi-remote", "add", name, url, env={"CUBBI_SECRETS": "file", **(env or {})})
             assert r.exit_code == 0, r
         e = {"CUBBI_SECRETS": "file", "BROWSER": f"{HERE}/fakebrowser.py",
              "FAKEBROWSER_USER": user, "FAKEBROWSER_LOG": str(log),
@@ -101,3 +101,104 @@ def test_sign_in_with_a_browser_lists_the_remote_without_tokens(oidc_server, sig
     assert tokens["access_token"] not in r.output and tokens["refresh_token"] not in r.output
     r = cubbi("cubbi-ls", "-r", "team", "--json", env={"CUBBI_SECRETS": "file"})
     assert r.exit_code == 0 and r.json() == [], r
+
+
+def _wait_until(when, what):
+    """Wait until the wall clock passes WHEN (an access token's expiry)."""
+    deadline = when + 30
+    while time.time() <= when:
+        assert time.time() < deadline, what
+        time.sleep(0.2)
+
+
+def test_sessions_through_a_sign_in_survive_expiry_logout_and_revocation(
+        oidc_server, provider, signin, cubbi, busybox_image, prefix):
+    env = {"CUBBI_SECRETS": "file", "CUBBI_REMOTE": "team"}
+    assert signin(oidc_server.url, "alice").exit_code == 0
+    r = cubbi("cubbi-create", "--image", busybox_image, "--name", f"{prefix}-a", "--json",
+              "--no-connect", env=env)
+    assert r.exit_code == 0, r
+    rec = r.json()[-1]
+    r = cubbi("cubbi-ls", "--json", env=env)
+    assert [s["id"] for s in r.json()] == [rec["id"]], r
+
+    # past the access token's expiry: the CLI refreshes before it asks
+    first = json.loads(stored(cubbi)["remote:team:oidc"])
+    _wait_until(first["expires_at"], "the first access token never expired")
+    r = cubbi("cubbi-ls", "-q", env=env)
+    assert r.exit_code == 0 and r.stdout.split() == [rec["id"]], r
+    second = json.loads(stored(cubbi)["remote:team:oidc"])
+    assert second["access_token"] != first["access_token"]
+    # the old token is refused by the service (expired, no clock skew here)
+    from serverproc import Client
+
+    st, body = Client(oidc_server.url, first["access_token"]).call("GET", "/sessions")
+    assert st == 401 and "expired" in body["error"], body
+
+    # a 401 for a token the CLI thinks fresh: refreshed once, then it works
+    secrets_path = cubbi.config_dir / "secrets.yaml"
+    import yaml
+
+    data = yaml.safe_load(secrets_path.read_text())
+    forged = dict(second, access_token=first["access_token"], expires_at=int(time.time()) + 3600)
+    data["remote:team:oidc"] = json.dumps(forged)
+    secrets_path.write_text(yaml.safe_dump(data))
+    r = cubbi("cubbi-ls", "-q", env=env)
+    assert r.exit_code == 0 and r.stdout.split() == [rec["id"]], r
+
+    # bob signs in too and sees none of alice's sessions
+    bob_cfg = {"CUBBI_CONFIG_DIR": str(cubbi.config_dir) + "-bob"}
+    os.makedirs(bob_cfg["CUBBI_CONFIG_DIR"])
+    assert signin(oidc_server.url, "bob", env=bob_cfg).exit_code == 0
+    r = cubbi("cubbi-ls", "--json", env={**env, **bob_cfg})
+    assert r.exit_code == 0 and r.json() == [], r
+    one_line_error(cubbi("cubbi-close", rec["id"], env={**env, **bob_cfg}), 3, rec["id"])
+
+    # alice closes her session
+    r = cubbi("cubbi-close", rec["id"], env=env)
+    assert r.exit_code == 0, r
+
+    # revoked at the provider by its admin: once the access token is gone,
+    # the refresh is refused and the CLI says to sign in again
+    now = json.loads(stored(cubbi)["remote:team:oidc"])
+    assert provider.revoke_user("bob")["revoked"] >= 1
+    bob_tokens = json.loads(yaml.safe_load(
+        open(os.path.join(bob_cfg["CUBBI_CONFIG_DIR"], "secrets.yaml")))["remote:team:oidc"])
+    _wait_until(bob_tokens["expires_at"], "bob's access token never expired")
+    one_line_error(cubbi("cubbi-ls", env={**env, **bob_cfg}), 5, "cubbi -r team auth")
+
+    # signed out: the tokens are revoked and forgotten; the old access token is refused
+    r = cubbi("cubbi-remote", "logout", "team", env=env)
+    assert r.exit_code == 0 and "signed out" in r.stderr, r
+    assert "remote:team:oidc" not in stored(cubbi)
+    st, body = Client(oidc_server.url, now["access_token"]).call("GET", "/sessions")
+    assert st == 401, body
+    one_line_error(cubbi("cubbi-ls", env=env), 5, "cubbi -r team auth")
+    r = cubbi("cubbi-remote", "list", "--json", env=env)
+    assert r.json()[0]["auth"] == "none", r
+
+
+def test_device_sign_in_prints_a_url_and_a_code(oidc_server, cubbi):
+    from conftest import cubbi_env
+    from oidcproc import Person
+
+    assert cubbi("cubbi-remote", "add", "dev", oidc_server.url,
+                 env={"CUBBI_SECRETS": "file"}).exit_code == 0
+    env = cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir), "CUBBI_SECRETS": "file",
+                     "CUBBI_AUTH_TIMEOUT": "60", "BROWSER": None, "DISPLAY": None,
+                     "WAYLAND_DISPLAY": None, "CUBBI_REMOTE": "dev"})
+    proc = subprocess.Popen([os.path.join(HERE, "..", "bin", "cubbi"), "auth"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"open (\S+) and enter the code (\S+)", line)
+        assert m, line
+        Person("alice").enter_code(m.group(1), m.group(2))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (line, err)
+    assert "signed in to remote dev as alice" in err
+    r = cubbi("cubbi-ls", "-r", "dev", "--json", env={"CUBBI_SECRETS": "file"})
+    assert r.exit_code == 0, r
