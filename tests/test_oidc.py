@@ -77,6 +77,18 @@ def signin(cubbi, tmp_path):
     return sign
 
 
+def sign_in_error(r, *words):
+    """A failed sign-in: exit 5, the progress line (what was opened, or the
+    device code) and then one line saying why; no traceback."""
+    from conftest import one_line
+
+    assert r.exit_code == 5, r
+    lines = r.stderr.splitlines(keepends=True)
+    assert len(lines) == 2 and ("opening the sign-in page" in lines[0]
+                                or "enter the code" in lines[0]), r.stderr
+    one_line(lines[1], *words)
+
+
 def stored(cubbi):
     path = cubbi.config_dir / "secrets.yaml"
     if not path.exists():
@@ -202,3 +214,119 @@ def test_device_sign_in_prints_a_url_and_a_code(oidc_server, cubbi):
     assert "signed in to remote dev as alice" in err
     r = cubbi("cubbi-ls", "-r", "dev", "--json", env={"CUBBI_SECRETS": "file"})
     assert r.exit_code == 0, r
+
+
+def test_bad_sign_ins_are_one_line_exit_5_and_leave_no_tokens(oidc_server, provider, signin,
+                                                                cubbi, start_server, tmp_path):
+    from oidcproc import Person, query
+    from serverproc import Client
+
+    # denied consent
+    sign_in_error(signin(oidc_server.url, "mallory", consent=False), "denied")
+    assert "remote:team:oidc" not in stored(cubbi)
+    # a replayed callback: the state was used once already
+    person = Person("alice")
+    url = person.visit(oidc_server.url + "/auth/login", stop_at=oidc_server.url + "/auth/callback")
+    first = person.http.get(url, allow_redirects=False, timeout=30)
+    assert first.status_code == 200 and first.json()["user"] == "alice", first.text
+    again = person.http.get(url, allow_redirects=False, timeout=30)
+    assert again.status_code == 401 and "already used" in again.json()["error"], again.text
+    # a state the service never issued
+    forged = person.http.get(oidc_server.url + "/auth/callback?code=x&state=forged", timeout=30)
+    assert forged.status_code == 401 and forged.json()["kind"] == "auth"
+    # a CLI loopback that is not loopback is refused
+    r = person.http.get(oidc_server.url + "/auth/login?redirect_uri=http://evil.test/cb&state=s",
+                        allow_redirects=False, timeout=30)
+    assert r.status_code == 400, r.text
+    # a token of another issuer (signed with another key) and garbage
+    other = start_provider(tmp_path / "other")
+    try:
+        other.register(["http://127.0.0.1:9/cb"])
+        foreign = _tokens_from(other, "alice")
+    finally:
+        other.stop()
+    st, body = Client(oidc_server.url, foreign).call("GET", "/sessions")
+    assert st == 401 and body["kind"] == "auth", body
+    st, body = Client(oidc_server.url, "not-a-token").call("GET", "/sessions")
+    assert st == 401, body
+    assert query(url)["state"]
+
+
+def _tokens_from(provider, user):
+    """An access token of PROVIDER for USER (the code flow, done by hand)."""
+    import base64
+    import hashlib
+
+    import requests
+
+    from oidcproc import CLIENT_ID, Person, query
+
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    url = (provider.issuer + "/authorize/?response_type=code&client_id=" + CLIENT_ID
+           + "&redirect_uri=http://127.0.0.1:9/cb&scope=openid&state=s&code_challenge="
+           + challenge.decode() + "&code_challenge_method=S256")
+    back = Person(user).visit(url, stop_at="http://127.0.0.1:9/")
+    r = requests.post(provider.issuer + "/token/", data={
+        "grant_type": "authorization_code", "code": query(back)["code"], "code_verifier": verifier,
+        "redirect_uri": "http://127.0.0.1:9/cb"}, auth=(CLIENT_ID, provider.client_secret),
+        timeout=30)
+    return r.json()["access_token"]
+
+
+def test_a_wrong_client_secret_an_allowlist_and_opaque_tokens(provider, signin, cubbi, start_server,
+                                                              tmp_path):
+    # the service's secret is wrong: signing in fails with one line naming it
+    srv = start_oidc_server(start_server, provider, secret="wrong")
+    provider.register([srv.url + "/auth/callback"])
+    sign_in_error(signin(srv.url, "alice", name="bad"), "client credentials")
+    assert not stored(cubbi)
+    r = signin(srv.url, "alice", "--device", name="bad", add=False)
+    one_line_error(r, 5, "client credentials")
+    # only the group cubbi-users: mallory is signed in at the provider but refused here
+    allow = start_oidc_server(start_server, provider,
+                              extra="  allow:\n    groups: [cubbi-users]\n")
+    provider.register([srv.url + "/auth/callback", allow.url + "/auth/callback"])
+    sign_in_error(signin(allow.url, "mallory", name="allow"), "not allowed")
+    assert not stored(cubbi)
+    assert signin(allow.url, "alice", name="allow", add=False).exit_code == 0
+
+
+def test_opaque_tokens_are_introspected(tmp_path, start_server, signin, cubbi):
+    opaque = start_provider(tmp_path, opaque=True)
+    try:
+        srv = start_oidc_server(start_server, opaque)
+        r = signin(srv.url, "bob")
+        assert r.exit_code == 0, r
+        tokens = json.loads(stored(cubbi)["remote:team:oidc"])
+        assert tokens["access_token"].count(".") != 2  # not a JWT
+        r = cubbi("cubbi-ls", "-r", "team", "--json", env={"CUBBI_SECRETS": "file"})
+        assert r.exit_code == 0, r
+        opaque.revoke_user("bob")  # introspection sees it at once
+        from serverproc import Client
+
+        st, body = Client(srv.url, tokens["access_token"]).call("GET", "/sessions")
+        assert st == 401 and "not active" in body["error"], body
+    finally:
+        opaque.stop()
+
+
+def test_an_unreachable_provider_stops_the_server_with_one_line(tmp_path):
+    import socket
+
+    from serverproc import ServerProcess
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+
+    class Nowhere:
+        issuer = f"http://127.0.0.1:{port}/o"
+
+    srv = ServerProcess(str(tmp_path), env={"OIDC_CLIENT_SECRET": "x"},
+                        config_text=oidc_config(Nowhere))
+    r = subprocess.run([os.path.join(HERE, "..", "bin", "cubbi-server"), "--config", srv.config,
+                        "--port", "0"], env=srv.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 5, r
+    assert r.stderr.count("\n") == 1 and "cannot reach the OpenID provider" in r.stderr, r.stderr
