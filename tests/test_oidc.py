@@ -53,7 +53,7 @@ def provider(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def oidc_server(provider, start_module_server):
+def oidc_server(engine, provider, start_module_server):
     return start_oidc_server(start_module_server, provider)
 
 
@@ -292,7 +292,7 @@ def test_a_wrong_client_secret_an_allowlist_and_opaque_tokens(provider, signin, 
     assert signin(allow.url, "alice", name="allow", add=False).exit_code == 0
 
 
-def test_opaque_tokens_are_introspected(tmp_path, start_server, signin, cubbi):
+def test_opaque_tokens_are_introspected(engine, tmp_path, start_server, signin, cubbi):
     opaque = start_provider(tmp_path, opaque=True)
     try:
         srv = start_oidc_server(start_server, opaque)
