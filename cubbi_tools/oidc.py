@@ -44,6 +44,11 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 USER_PREFIX = "oidc-"
 
 
+class Unreachable(AuthError):
+    """The provider did not answer (HTTP 401 on the wire, exit 5, as the
+    other sign-in failures)."""
+
+
 def _loopback_http(url):
     p = urlsplit(url)
     return p.scheme == "http" and (p.hostname or "") in ("127.0.0.1", "::1", "localhost")
@@ -123,7 +128,7 @@ class Provider:
             return requests.request(method, url, **kw)
         except requests.RequestException as exc:
             host = urlsplit(url).netloc
-            raise AuthError(f"cannot reach the OpenID provider at {host} "
+            raise Unreachable(f"cannot reach the OpenID provider at {host} "
                             f"({type(exc).__name__}); try again later") from None
 
     def _json(self, resp, what):
@@ -270,31 +275,44 @@ class Provider:
             raise AuthError("the access token was signed out; sign in again")
         hit = self._cache.get(h)
         if hit and hit[1] > now:
+            if isinstance(hit[0], AuthError):  # refused a moment ago: not asked again
+                raise AuthError(str(hit[0]))
             claims = hit[0]
         else:
-            if looks_like_jwt(token):
-                claims = self.decode_jwt(token)
-                if self.conf["introspect"]:
-                    self.introspect(token)
-            else:
-                data = self.introspect(token)
-                claims = dict(data)
-                if not claims.get("sub"):
-                    claims.update(self.userinfo(token))
-            if self.conf["groups"] and "groups" not in claims or (
-                    self.conf["domains"] and "email" not in claims):
-                info = self.userinfo(token)
-                if info.get("sub") not in (None, claims.get("sub")):
-                    raise AuthError("the provider's userinfo names another user")
-                claims = {**info, **claims}
-            if not claims.get("sub"):
-                raise AuthError("the provider did not say who the token belongs to (no sub)")
+            try:
+                claims = self._check(token)
+            except AuthError as exc:
+                if not isinstance(exc, (Forbidden, Unreachable)):
+                    self._trim(self._cache, now)
+                    self._cache[h] = (exc, now + min(self.conf["cache"], 5))
+                raise
             until = now + self.conf["cache"]
             if claims.get("exp"):
                 until = min(until, float(claims["exp"]) + self.conf["skew"])
             self._trim(self._cache, now)
             self._cache[h] = (claims, until)
         self.check_allowed(claims)
+        return claims
+
+    def _check(self, token):
+        """verify's work for a token not in the cache."""
+        if looks_like_jwt(token):
+            claims = self.decode_jwt(token)
+            if self.conf["introspect"]:
+                self.introspect(token)
+        else:
+            data = self.introspect(token)
+            claims = dict(data)
+            if not claims.get("sub"):
+                claims.update(self.userinfo(token))
+        if self.conf["groups"] and "groups" not in claims or (
+                self.conf["domains"] and "email" not in claims):
+            info = self.userinfo(token)
+            if info.get("sub") not in (None, claims.get("sub")):
+                raise AuthError("the provider's userinfo names another user")
+            claims = {**info, **claims}
+        if not claims.get("sub"):
+            raise AuthError("the provider did not say who the token belongs to (no sub)")
         return claims
 
     def check_allowed(self, claims):
@@ -444,8 +462,15 @@ class Provider:
         are also refused here from now on (a JWT stays valid elsewhere until
         it expires).  True when the provider revoked it."""
         if hint == "access_token":
-            self._revoked[token_hash(token)] = time.time() + 86400
-            self._cache.pop(token_hash(token), None)
+            try:  # only a token that is ours takes a place in the list (it is bounded)
+                claims = self.verify(token)
+            except AuthError:
+                claims = None
+            if claims is not None:
+                now = time.time()
+                self._trim(self._revoked, now)
+                self._revoked[token_hash(token)] = float(claims.get("exp") or now + 86400) + 60
+                self._cache.pop(token_hash(token), None)
         url = self.load().get("revocation_endpoint")
         if not url:
             return False

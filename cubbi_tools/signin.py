@@ -100,6 +100,9 @@ def fresh(service, force=False):
         new = service.request("POST", "/auth/refresh", body={"refresh_token": data["refresh_token"]},
                               auth=False)
     except AuthError:
+        now = load(service.remote)  # another command may have refreshed it (and rotated it) meanwhile
+        if now and now.get("refresh_token") != data["refresh_token"]:
+            return now["access_token"]
         raise _dead(service.remote) from None
     new["user"] = new.get("user") or data.get("user")
     return save(service.remote, new)["access_token"]

@@ -330,3 +330,50 @@ def test_an_unreachable_provider_stops_the_server_with_one_line(tmp_path):
                         "--port", "0"], env=srv.env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 5, r
     assert r.stderr.count("\n") == 1 and "cannot reach the OpenID provider" in r.stderr, r.stderr
+
+
+def test_access_token_checks_against_the_providers_jwks(provider):
+    """Tokens signed with the provider's own key (read from its work dir)
+    but with a wrong audience, issuer, expiry or nbf are refused; another
+    key, another algorithm and an unsigned token too."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cubbi_tools.errors import AuthError, Forbidden
+    from cubbi_tools.oidc import Provider
+
+    p = Provider({"url": provider.issuer, "client_id": "cubbi-service", "client_secret": "x",
+                  "clock_skew": 5, "allow": {"email_domains": ["team.test"]}})
+    p.load()
+    key = open(os.path.join(provider.workdir, "rsa.pem")).read()
+    kid = next(iter(p._keys()))
+    now = int(time.time())
+    good = {"iss": provider.issuer, "sub": "7", "aud": "cubbi-service", "exp": now + 60,
+            "iat": now, "email": "zed@team.test"}
+
+    def tok(claims=None, k=key, alg="RS256", headers=None, **kw):
+        return pyjwt.encode({**good, **(claims or {}), **kw}, k, algorithm=alg,
+                            headers={"kid": kid, **(headers or {})})
+
+    assert p.verify(tok())["sub"] == "7"
+    assert p.user_name(p.verify(tok())) == "oidc-7"
+    assert p.verify(tok(aud="other", azp="cubbi-service"))["sub"] == "7"
+    assert p.verify(tok(exp=now - 3))  # within the 5 s skew
+    refused = {
+        "another audience": tok(aud="other"),
+        "another issuer": tok(iss="http://127.0.0.1:1/o"),
+        "expired": tok(exp=now - 30),
+        "not yet valid": tok(nbf=now + 60),
+        "no sub": tok({"sub": None}),
+        "another key": tok(k=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "an unknown kid": tok(headers={"kid": "nope"}),
+        "HS256": tok(k="x" * 32, alg="HS256"),
+        "unsigned": pyjwt.encode(good, None, algorithm="none"),
+    }
+    for why, token in refused.items():
+        with pytest.raises(AuthError) as exc:
+            p.verify(token)
+        assert not isinstance(exc.value, Forbidden), why
+        assert token not in str(exc.value), why
+    with pytest.raises(Forbidden):
+        p.verify(tok(email="zed@elsewhere.test"))

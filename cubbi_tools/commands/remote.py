@@ -72,7 +72,8 @@ def add(args):
         json_line(rec)
     else:
         message(("replaced" if exists else "added") + f" remote {name} ({url})"
-                + ("; token stored in " + secrets.where() if token else "; no token yet"), PROG)
+                + ("; token stored in " + secrets.where() if token else
+                   f"; no token yet: sign in with cubbi -r {name} auth (or add --token)"), PROG)
     return 0
 
 
