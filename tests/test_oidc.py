@@ -377,3 +377,16 @@ def test_access_token_checks_against_the_providers_jwks(provider):
         assert token not in str(exc.value), why
     with pytest.raises(Forbidden):
         p.verify(tok(email="zed@elsewhere.test"))
+
+
+def test_login_needs_a_remote_that_signs_in(start_server, cubbi):
+    srv = start_server()  # API tokens only
+    env = {"CUBBI_SECRETS": "file"}
+    assert cubbi("cubbi-remote", "add", "plain", srv.url, env=env).exit_code == 0
+    one_line_error(cubbi("cubbi-remote", "login", "plain", env=env), 2, "API tokens only")
+    one_line_error(cubbi("cubbi-remote", "login", env=env), 2, "which remote")
+    one_line_error(cubbi("cubbi-remote", "login", "nope", env=env), 3, "nope")
+    r = cubbi("cubbi-remote", "logout", "plain", env=env)
+    assert r.exit_code == 0 and "no sign-in" in r.stderr, r
+    r = cubbi("cubbi-remote", "list", "--json", env=env)
+    assert r.json()[0]["auth"] == "none" and r.json()[0]["expires"] is None, r
