@@ -76,7 +76,7 @@ function __cubbi_subs --argument-names node
         case 'cubbi-project'
             printf '%s\n' 'add' 'list' 'show' 'remove'
         case 'cubbi-remote'
-            printf '%s\n' 'add' 'list' 'remove' 'default'
+            printf '%s\n' 'add' 'list' 'remove' 'default' 'login' 'logout'
         case 'cubbi-server'
             printf '%s\n' 'serve' 'token' 'user'
     end
@@ -125,6 +125,10 @@ function __cubbi_poskind --argument-names node pos
         case 'cubbi-remote remove|0'
             echo 'remote'
         case 'cubbi-remote default|0'
+            echo 'remote'
+        case 'cubbi-remote login|0'
+            echo 'remote'
+        case 'cubbi-remote logout|0'
             echo 'remote'
         case 'cubbi-server token|0'
             echo '-'
@@ -411,9 +415,11 @@ complete -c cubbi-project -n '__cubbi_at \'cubbi-project remove\'' -a '(__cubbi_
 complete -c cubbi-remote -f
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'add' -d 'add a remote: add NAME URL [--token TOKEN | --token -]'
-complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'list' -d 'list the remotes (never their tokens)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'list' -d 'list the remotes, how they sign in (auth oidc, token or none) and when a sign-in expires (never their tokens)'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'remove' -d 'remove a remote and its token'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'default' -d 'use NAME when no -r is given (local: the local engine)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'login' -d 'sign in to NAME through its OpenID provider (cubbi -r NAME auth)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\' 0' -a 'logout' -d 'sign out of NAME: revoke the tokens at its provider and forget them'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -l 'token' -x -a '(__cubbi_values \'-\')' -d 'the API token (from cubbi-server token create); - reads it from stdin (or asks on a terminal), so it stays out of shell history'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -l 'default' -d 'also make it the default remote'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote add\'' -s 'f' -l 'force' -d 'replace an existing remote NAME, its URL and its token (without --token the old token is removed)'
@@ -429,6 +435,14 @@ complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote remove\'' -a '(__cubbi_po
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote default\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote default\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote default\'' -a '(__cubbi_posargs)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote login\'' -l 'device' -d 'sign in on another device: print a URL and a code (the default when no browser can be opened)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote login\'' -l 'logout' -d 'sign out instead (as cubbi-remote logout)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote login\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote login\'' -s 'h' -l 'help' -d 'show a short help and exit'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote login\'' -a '(__cubbi_posargs)'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote logout\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote logout\'' -s 'h' -l 'help' -d 'show a short help and exit'
+complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote logout\'' -a '(__cubbi_posargs)'
 
 # cubbi-server
 complete -c cubbi-server -f

@@ -16,7 +16,7 @@ import json
 import os
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import AuthError, EngineUnreachable, NotFound, UsageError, from_wire
+from .errors import AuthError, EngineUnreachable, Forbidden, NotFound, UsageError, from_wire
 from .validate import IMAGE_PATH_REFUSED, refuse_host_paths  # noqa: F401
 
 LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
@@ -106,14 +106,31 @@ class RemoteService:
                     raise AuthError(f"{ENV_URL} is set but {ENV_TOKEN} is not: export the "
                                     f"token for {self.url}")
             else:
-                from . import secrets
+                from . import secrets, signin
 
-                tok = secrets.get(secrets.token_secret(self.remote))
+                tok = signin.fresh(self)  # a sign-in (OIDC) first, refreshed near expiry
+                self.signed_in = tok is not None
+                if tok is None:
+                    tok = secrets.get(secrets.token_secret(self.remote))
                 if not tok:
-                    raise AuthError(f"no token for remote {self.remote!r}; store one with "
+                    raise AuthError(f"no token for remote {self.remote!r}; sign in with "
+                                    f"cubbi -r {self.remote} auth, or store an API token with "
                                     f"cubbi-remote add --force {self.remote} {self.url} --token -")
             self._token = tok
         return self._token
+
+    signed_in = False
+
+    def _refreshed(self):
+        """After a 401 with a sign-in's access token: refresh it once (True),
+        else False (an API token: the 401 stands)."""
+        if not self.signed_in or getattr(self, "_retried", False):
+            return False
+        from . import signin
+
+        self._retried = True
+        self._token = signin.fresh(self, force=True)
+        return True
 
     def _connection(self, timeout):
         p = self._parts
@@ -126,14 +143,28 @@ class RemoteService:
                                  f"({getattr(exc, 'strerror', None) or exc}); is cubbi-server "
                                  "running there?")
 
-    def request(self, method, path, params=None, body=None, stream=False, timeout=60):
+    def request(self, method, path, params=None, body=None, stream=False, timeout=60,
+                auth=True, bearer=None):
         """JSON of a 2xx answer; with stream=True the open response (its own
-        connection).  Error answers raise the matching CubbiError."""
+        connection).  Error answers raise the matching CubbiError; a 401
+        with a sign-in's token refreshes it and tries once more.  auth=False:
+        no token (the /auth routes), or the BEARER given."""
+        try:
+            return self._request(method, path, params, body, stream, timeout, auth, bearer)
+        except AuthError as exc:
+            if isinstance(exc, Forbidden) or not auth or not self._refreshed():
+                raise
+            return self._request(method, path, params, body, stream, timeout, auth, bearer)
+
+    def _request(self, method, path, params, body, stream, timeout, auth, bearer):
         if params:
             params = {k: v for k, v in params.items() if v not in (None, False, "")}
             if params:
                 path += "?" + urlencode(params)
-        headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        token = self.token() if auth else bearer
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         warn_plain_http(self._parts, self.remote)
         data = None
         if body is not None:
@@ -276,14 +307,16 @@ class RemoteService:
         scheme = "wss" if self._parts.scheme == "https" else "ws"
         url = (f"{scheme}://{self._parts.netloc}{self._base}/sessions/"
                f"{quote(rec['id'], safe='')}/connect" + (f"?{query}" if query else ""))
-        token = self.token()
         warn_plain_http(self._parts, self.remote)
-        try:
-            return WebSocket(url, headers={"Authorization": f"Bearer {token}"})
-        except HandshakeError as exc:
-            raise_for(exc.status, exc.body, self.remote)
-        except OSError as exc:
-            raise self._unreachable(exc) from None
+        for attempt in (0, 1):
+            try:
+                return WebSocket(url, headers={"Authorization": f"Bearer {self.token()}"})
+            except HandshakeError as exc:
+                if exc.status == 401 and attempt == 0 and self._refreshed():
+                    continue
+                raise_for(exc.status, exc.body, self.remote)
+            except OSError as exc:
+                raise self._unreachable(exc) from None
 
     # -- images and projects (cubbi-image -r, cubbi-project -r) -------------
     def images(self, errors=None, offline=False):

@@ -54,18 +54,24 @@ class TokenAuth:
                             "(cubbi-server token create USER)") from None
 
 
-AUTH_PROVIDERS = {"token": TokenAuth}
+def _oidc_auth(state, conf):
+    from .auth_routes import OIDCAuth
+
+    return OIDCAuth(state, conf, TokenAuth(state))
+
+
+# auth.provider -> the auth layer (state, conf); oidc also takes API tokens
+AUTH_PROVIDERS = {"token": lambda state, conf: TokenAuth(state),
+                  "oidc": _oidc_auth, "authentik": _oidc_auth}
 
 
 def authenticator(conf, state):
-    """The auth layer named by auth.provider.  API tokens are the only one
-    so far; another provider (authentik OAuth) is one more entry here."""
+    """The auth layer named by auth.provider (UsageError for another name)."""
     provider = (conf.get("auth") or {}).get("provider") or "token"
     if provider not in AUTH_PROVIDERS:
-        sys.stderr.write(f"cubbi-server: auth.provider {provider!r} is not available in this "
-                         "version; using API tokens (cubbi-server token create USER)\n")
-        provider = "token"
-    return AUTH_PROVIDERS[provider](state)
+        raise UsageError(f"auth.provider {provider!r}: expected one of "
+                         f"{', '.join(sorted(AUTH_PROVIDERS))}")
+    return AUTH_PROVIDERS[provider](state, conf)
 
 
 def error_body(status, message, kind="http"):
@@ -242,6 +248,10 @@ def make_app(service, conf=None):
 
         term.serve(ws, request, auth, service, ref, peers)
         return ""
+
+    from . import auth_routes
+
+    auth_routes.install(app, auth, api, body)
 
     # -- images ---------------------------------------------------------------
     @app.get("/images")

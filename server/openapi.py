@@ -95,6 +95,38 @@ DOCUMENT = {
                             "responses": {"200": _ok("up or down")}}},
         "/openapi.json": {"get": {"summary": "this document", "security": [],
                                   "responses": {"200": _ok("the document")}}},
+        # sign-in (auth.provider: oidc); with API tokens only they answer 400
+        "/auth/config": {"get": {"summary": "{provider, issuer, client_id, scopes, flows}: "
+                                            "how a client signs in", "security": [],
+                                 "responses": {"200": _ok("the sign-in settings")}}},
+        "/auth/login": {"get": {"summary": "start a sign-in: a redirect to the provider (a "
+                                           "CLI adds redirect_uri=http://127.0.0.1:PORT/... "
+                                           "and state)", "security": [], "parameters": [
+            {"name": k, "in": "query", "schema": {"type": "string"}}
+            for k in ("redirect_uri", "state")],
+            "responses": {"302": _ok("to the provider"), **_errors(400, 429, 401)}}},
+        "/auth/callback": {"get": {"summary": "the provider's redirect back (code, state)",
+                                   "security": [], "parameters": [
+            {"name": k, "in": "query", "schema": {"type": "string"}}
+            for k in ("code", "state", "error")],
+            "responses": {"200": _ok("signed in"), "302": _ok("to the CLI's loopback"),
+                          **_errors(400, 401, 403)}}},
+        "/auth/token": {"post": {"summary": "tokens for a one-time sign-in code {code} or an "
+                                            "approved device code {device_code} (202 pending)",
+                                 "security": [],
+                                 "responses": {"200": _ok("the tokens"), "202": _ok("pending"),
+                                               **_errors(400, 401, 403, 413)}}},
+        "/auth/device": {"post": {"summary": "start a device sign-in (RFC 8628)", "security": [],
+                                  "responses": {"200": _ok("device_code, user_code, "
+                                                           "verification_uri"),
+                                                **_errors(400, 401)}}},
+        "/auth/refresh": {"post": {"summary": "new tokens for {refresh_token}", "security": [],
+                                   "responses": {"200": _ok("the tokens"),
+                                                 **_errors(400, 401, 403, 413)}}},
+        "/auth/logout": {"post": {"summary": "revoke the bearer access token and "
+                                             "{refresh_token} at the provider", "security": [],
+                                  "responses": {"200": _ok("signed out"),
+                                                **_errors(400, 401, 413)}}},
         "/sessions": {
             "get": {"summary": "list your sessions", "parameters": [
                 {"name": k, "in": "query", "schema": {"type": "string"}}

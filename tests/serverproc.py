@@ -3,11 +3,14 @@
 port, tokens issued with `cubbi-server token create`.
 
 As a script it wraps a command (the bats suite's second run):
-    python3 tests/serverproc.py bats tests/bats
+    python3 tests/serverproc.py [--oidc] bats tests/bats
 starts a server, issues a token, adds it as remote `test` in the config dir
 ($CUBBI_CONFIG_DIR, made when unset), exports CUBBI_REMOTE=test and runs
 the command; the server stops when the command ends, and its exit code is
-the command's.
+the command's.  With --oidc the server signs users in through a real
+OpenID provider on loopback (tests/oidcproc.py, 120 s access tokens) and
+remote `test` is alice's sign-in (cubbi-remote login) instead of a token;
+the environment's ad-hoc remote keeps an API token.
 """
 
 import os
@@ -215,33 +218,67 @@ class Recorder:
 
 
 def main(argv):
+    oidc = bool(argv) and argv[0] == "--oidc"
+    argv = argv[1:] if oidc else argv
     if not argv:
         sys.stderr.write(__doc__)
         return 2
     work = tempfile.mkdtemp(prefix="cubbi-server-test-")
-    # sessions get this user's uid/gid, as local ones do (sessions.uid/gid)
-    server = ServerProcess(work, config_text=(
-        f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
-        f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n"
-        "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n")).start()
+    provider = server = None
+    auth = ""
+    env_extra = {}
+    if oidc:  # a real OpenID provider (tests/oidcproc.py); remote `test` signs in through it
+        from oidcproc import Provider
+
+        os.makedirs(os.path.join(work, "provider"))
+        provider = Provider(os.path.join(work, "provider"), access_lifetime=120).start()
+        auth = (f"auth:\n  provider: oidc\n  url: {provider.issuer}\n  client_id: cubbi-service\n"
+                "  client_secret: ${OIDC_CLIENT_SECRET}\n  scopes: [openid, profile, email]\n")
+        env_extra["OIDC_CLIENT_SECRET"] = provider.client_secret
     try:
-        cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
-        os.makedirs(cfg, exist_ok=True)
-        env = _env({"CUBBI_CONFIG_DIR": cfg})
-        token = server.token(os.environ.get("USER") or "tester")
-        subprocess.run([os.path.join(BIN, "cubbi-remote"), "add", "test", server.url,
-                        "--token", "-"], input=token,
-                       text=True, env=env, check=True, capture_output=True)
-        env["CUBBI_REMOTE"] = "test"
-        # tests that make their own config dir still reach the server
-        env["CUBBI_REMOTE_URL"] = server.url
-        env["CUBBI_REMOTE_TOKEN"] = token
-        env["CUBBI_TEST_SERVER_URL"] = server.url
-        return subprocess.call(argv, env=env)
+        # sessions get this user's uid/gid, as local ones do (sessions.uid/gid)
+        server = ServerProcess(work, env=env_extra, config_text=(
+            f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
+            f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n" + auth +
+            "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n")).start()
+        if provider:
+            provider.register([server.url + "/auth/callback"])
+        return _run(server, argv, provider)
     finally:
-        server.stop()
-        server.cleanup()
+        if server:
+            server.stop()
+            server.cleanup()
+        if provider:
+            provider.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(server, argv, provider):
+    work = server.workdir
+    cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
+    os.makedirs(cfg, exist_ok=True)
+    env = _env({"CUBBI_CONFIG_DIR": cfg})
+    # an API token: for the environment's ad-hoc remote (CI-style), and
+    # for remote `test` unless it signs in
+    token = server.token(os.environ.get("USER") or "tester")
+    subprocess.run([os.path.join(BIN, "cubbi-remote"), "add", "test", server.url]
+                   + ([] if provider else ["--token", "-"]), input=token,
+                   text=True, env=env, check=True, capture_output=True)
+    if provider:  # alice signs in through the provider's forms ($BROWSER)
+        r = subprocess.run([os.path.join(BIN, "cubbi-remote"), "login", "test"],
+                           env={**env, "BROWSER": os.path.join(HERE, "fakebrowser.py"),
+                                "FAKEBROWSER_USER": "alice", "CUBBI_AUTH_TIMEOUT": "60"},
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(f"serverproc: the OIDC sign-in failed: {r.stderr}")
+            return 1
+        sys.stderr.write(r.stderr)
+    env["CUBBI_REMOTE"] = "test"
+    # tests that make their own config dir still reach the server
+    env["CUBBI_REMOTE_URL"] = server.url
+    env["CUBBI_REMOTE_TOKEN"] = token
+    env["CUBBI_TEST_SERVER_URL"] = server.url
+    return subprocess.call(argv, env=env)
 
 
 if __name__ == "__main__":

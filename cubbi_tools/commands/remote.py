@@ -5,7 +5,8 @@ from ..errors import NotFound, UsageError
 from ..output import Printer, json_line, message
 
 PROG = "cubbi-remote"
-COLUMNS = [("name", "NAME"), ("url", "URL"), ("default", "DEFAULT"), ("token", "TOKEN")]
+COLUMNS = [("name", "NAME"), ("url", "URL"), ("default", "DEFAULT"), ("auth", "AUTH"),
+           ("expires", "EXPIRES")]
 
 
 def _check_name(name):
@@ -62,22 +63,75 @@ def add(args):
         secrets.put(token_secret(name), token)
     elif exists:  # the old token never goes to the new URL
         secrets.delete(token_secret(name))
+    if exists:  # nor the old sign-in
+        from ..signin import forget
+
+        forget(name)
     rec = _record(name, url, config.load(fresh=True))
     if args.json:
         json_line(rec)
     else:
         message(("replaced" if exists else "added") + f" remote {name} ({url})"
-                + ("; token stored in " + secrets.where() if token else "; no token yet"), PROG)
+                + ("; token stored in " + secrets.where() if token else
+                   f"; no token yet: sign in with cubbi -r {name} auth (or add --token)"), PROG)
     return 0
 
 
 def _record(name, url, data):
-    from .. import config, secrets
+    """A remote as listed: its sign-in (auth oidc, user, expiry) or API
+    token (auth token), never the token itself."""
+    from .. import config, secrets, signin
     from ..secrets import token_secret
 
-    return {"name": name, "url": url,
-            "default": config.lookup(data, "remote.default") == name,
-            "token": bool(secrets.get(token_secret(name)))}
+    api_token = bool(secrets.get(token_secret(name)))
+    rec = {"name": name, "url": url,
+           "default": config.lookup(data, "remote.default") == name,
+           "token": api_token, "auth": "token" if api_token else "none",
+           "user": None, "expires": None}
+    rec.update(signin.describe(name) or {})
+    return rec
+
+
+def _remote(args):
+    """The RemoteService of NAME (else -r / CUBBI_REMOTE / remote.default)."""
+    from .. import backend
+    from ..remote import RemoteService
+
+    name = args.name or backend.remote_name(None)
+    if not name:
+        raise UsageError("which remote? cubbi-remote login NAME (or cubbi -r NAME auth)")
+    url, ad_hoc = backend.endpoint(name)
+    if ad_hoc:
+        raise UsageError(f"sign in to a configured remote: cubbi-remote add {name} URL first")
+    return RemoteService(name, url)
+
+
+def login(args):
+    from .. import secrets, signin
+
+    if args.logout:
+        return logout(args)
+    service = _remote(args)
+    rec = signin.login(service, device=args.device)
+    if args.json:
+        json_line({"name": service.remote, **rec})
+    else:
+        message(f"signed in to remote {service.remote} as {rec.get('user')} (tokens in "
+                f"{secrets.where()}, until {rec.get('expires')}, refreshed by itself)", PROG)
+    return 0
+
+
+def logout(args):
+    from .. import signin
+
+    service = _remote(args)
+    had = signin.logout(service)
+    if args.json:
+        json_line({"name": service.remote, "signed_out": had})
+    else:
+        message(f"signed out of remote {service.remote}" if had else
+                f"remote {service.remote} had no sign-in here", PROG)
+    return 0
 
 
 def list_(args):
@@ -104,6 +158,9 @@ def remove(args):
         if config.lookup(data, "remote.default") == name:
             config.unset_in(data, "remote.default")
     secrets.delete(token_secret(name))
+    from ..signin import forget
+
+    forget(name)
     if args.json:
         json_line({"name": name, "removed": True})
     else:
@@ -134,10 +191,12 @@ def default(args):
 
 def run(args):
     return {"add": add, "list": list_, "ls": list_, "remove": remove, "rm": remove,
-            "default": default}[args.subcommand](args)
+            "default": default, "login": login, "logout": logout}[args.subcommand](args)
 
 
 _NAME = cli.Arg("name", "the remote's name", complete="remote", metavar="NAME")
+_OPT_NAME = cli.Arg("name", "the remote's name (default: -r NAME, $CUBBI_REMOTE, remote.default)",
+                    nargs="?", complete="remote", metavar="NAME")
 COMMAND = cli.Command(
     PROG, "manage the Cubbi Services that -r NAME talks to", run,
     description="Remotes live in the config's remote section (remote.endpoints.NAME.url, "
@@ -155,11 +214,19 @@ COMMAND = cli.Command(
                                           "token (without --token the old token is removed)"),
             cli.JSON], [_NAME, cli.Arg("url", "the service URL, http(s)://HOST[:PORT]",
                                        metavar="URL")]),
-        "list": ("list the remotes (never their tokens)", [cli.JSON, cli.Opt(
+        "list": ("list the remotes, how they sign in (auth oidc, token or none) and when a "
+                 "sign-in expires (never their tokens)", [cli.JSON, cli.Opt(
             "-q", "--quiet", help="print remote names only")], []),
         "remove": ("remove a remote and its token", [cli.JSON], [_NAME]),
         "default": ("use NAME when no -r is given (local: the local engine)", [cli.JSON],
                     [_NAME]),
+        "login": ("sign in to NAME through its OpenID provider (cubbi -r NAME auth)", [
+            cli.Opt("--device", help="sign in on another device: print a URL and a code "
+                                     "(the default when no browser can be opened)"),
+            cli.Opt("--logout", help="sign out instead (as cubbi-remote logout)"),
+            cli.JSON], [_OPT_NAME]),
+        "logout": ("sign out of NAME: revoke the tokens at its provider and forget them",
+                   [cli.JSON], [_OPT_NAME]),
     },
     sections=[
         ("CHOOSING A REMOTE",
@@ -170,14 +237,33 @@ COMMAND = cli.Command(
          "CUBBI_REMOTE_TOKEN go together, for scripts and CI without a config: that URL "
          "gets that token and no stored one. They are used when no -r or CUBBI_REMOTE is "
          "given (then remote.default is not), and for a NAME that is not configured."),
+        ("SIGNING IN",
+         "A service with auth.provider: oidc (Authentik, or any OpenID Connect provider) "
+         "signs users in: cubbi-remote login NAME (or cubbi -r NAME auth) opens the "
+         "service's sign-in page in a browser and waits on a loopback port "
+         "(127.0.0.1) for the redirect back; with --device, or when no browser can be "
+         "opened (no $BROWSER, no display), it prints a URL and a code on stderr to "
+         "enter on any device. The service holds the client secret and exchanges the "
+         "codes; the access and refresh tokens go to the secret store (keyring, else "
+         "secrets.yaml, mode 0600), never the config file. Every command refreshes the "
+         "access token when it is about to expire or the service answers 401, and asks "
+         "you to run cubbi -r NAME auth only when the refresh token is dead too. "
+         "cubbi-remote logout NAME (cubbi -r NAME auth --logout) revokes the tokens at "
+         "the provider and forgets them. CUBBI_AUTH_TIMEOUT (seconds, default 300) "
+         "bounds a sign-in. API tokens keep working beside sign-ins (scripts, CI)."),
         ("EXIT STATUS", "0 ok; 1 add of a NAME that exists (use --force); 2 usage (bad "
-                        "name, bad URL or port, empty token); 3 remove or default of an "
-                        "unknown NAME."),
+                        "name, bad URL or port, empty token; login to a service without "
+                        "sign-in); 3 remove or default of an unknown NAME; 4 the service "
+                        "cannot be reached; 5 sign-in failed (denied, timed out, the "
+                        "provider unreachable or refusing the service, a user outside the "
+                        "service's allowlist) or expired."),
     ],
     examples=[
         ("cubbi-server token create alice | cubbi-remote add team https://cubbi.example --token -",
          "add a remote with a token from stdin"),
         ("cubbi -r team ls", "list your sessions there"),
+        ("cubbi -r team auth", "sign in through the service's OpenID provider (a browser)"),
+        ("cubbi-remote login team --device", "sign in with a code on another device"),
         ("cubbi-remote default team", "use it by default; -r local goes back to the local engine"),
         ("cubbi-remote add --force team https://new.example --token -",
          "point team at another URL, with a new token"),
