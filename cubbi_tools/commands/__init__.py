@@ -12,6 +12,7 @@ COMMANDS = {
     "cubbi-server": "server",
     "cubbi-project": "project",
     "cubbi-image": "image",
+    "cubbi-mcp": "mcp",
 }
 
 
