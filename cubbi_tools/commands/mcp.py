@@ -48,7 +48,7 @@ def _print(args, recs):
     fmt = cli.output_format(args)
     defaults = _defaults()
     recs = [dict(r, default=r["name"] in defaults) for r in recs]
-    out = Printer(fmt, COLUMNS if fmt != "quiet" else [("name", "NAME")])
+    out = Printer(fmt, COLUMNS, key="name")
     for rec in recs:
         out.add(dict(rec, where=_where(rec), default="yes" if rec.get("default") else "")
                 if fmt == "table" else rec)
