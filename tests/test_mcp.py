@@ -350,5 +350,5 @@ def test_a_server_that_exits_at_once_fails_the_session(cubbi, mcp_env, mcp_image
     # not an MCP server: it answers initialize with something else
     r = cubbi("cubbi-mcp", "add", f"{prefix}cat", mcp_image, "--command",
               "echo not-mcp-2 >&2; echo 'hello, I am not MCP'; exit 0", "--force", env=env)
-    r = cubbi("cubbi-mcp", "start", f"{prefix}cat", env=env, timeout=300)
+    r = cubbi("cubbi-mcp", "start", f"{prefix}cat", "-q", env=env, timeout=300)
     one_line_error(r, 1, "failed to start", "not-mcp-2")
