@@ -293,13 +293,17 @@ class Servers:
     this machine) and their containers on ENGINE (a LocalEngine).  The
     command cubbi-mcp calls this; the remote client has the same methods."""
 
-    def __init__(self, engine, scope=(), owner=None):
+    def __init__(self, engine, scope=(), owner=None, store=None):
         self.engine, self.scope, self.owner = engine, list(scope), owner
+        self.store = store  # the definitions (all_servers, get, find, add, remove,
+        #                     resolved): cubbi_tools.mcp, or the service's per user
 
     def _store(self):
-        from . import mcp
+        if self.store is None:
+            from . import mcp
 
-        return mcp
+            self.store = mcp
+        return self.store
 
     def _with_status(self, rec):
         if rec.get("kind") == "container":

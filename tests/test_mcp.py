@@ -352,3 +352,46 @@ def test_a_server_that_exits_at_once_fails_the_session(cubbi, mcp_env, mcp_image
               "echo not-mcp-2 >&2; echo 'hello, I am not MCP'; exit 0", "--force", env=env)
     r = cubbi("cubbi-mcp", "start", f"{prefix}cat", "-q", env=env, timeout=300)
     one_line_error(r, 1, "failed to start", "not-mcp-2")
+
+
+def test_through_the_server_each_user_has_their_own(cubbi, mcp_env, mcp_image, prefix, server,
+                                                    alice, bob, remote_env, engine):
+    """cubbi-mcp -r and cubbi-create -r --mcp: the definitions are alice's on
+    the service (bob sees none of them), the server runs on its engine, and
+    a real client in her session calls it."""
+    env = dict(mcp_env, **remote_env)
+    time_, clock = f"{prefix}rtime", f"{prefix}rclock"
+    r = cubbi("cubbi-mcp", "add", time_, mcp_image, "-e", "API_TOKEN=canary-r4", "--json", env=env)
+    assert r.exit_code == 0, r
+    assert r.json()[0]["env"] == {"API_TOKEN": "********"}
+    r = cubbi("cubbi-mcp", "add-local", clock, "--", "mcp-server-time", env=env)
+    assert r.exit_code == 0, r
+    one_line_error(cubbi("cubbi-mcp", "add", time_, mcp_image, env=env), 1, "exists", "--force")
+    assert cubbi("cubbi-mcp", "list", "-q", env=env).stdout.split() == sorted([time_, clock])
+    st, body = bob.call("GET", f"/mcp/{time_}")
+    assert st == 404, body
+    st, body = bob.call("GET", "/mcp")
+    assert st == 200 and body["servers"] == [], body
+    r = cubbi("cubbi-create", "--no-connect", "--wait", "--image", mcp_image, "--name",
+              f"{prefix}-r", "--mcp", time_, "--mcp", clock, "--json", env=env, timeout=900)
+    assert r.exit_code == 0, r
+    (rec,) = r.json()
+    with open(os.path.join(TESTS, "mcp_client.py")) as fh:
+        script = fh.read()
+    r = cubbi("cubbi-connect", rec["id"], "--", "/opt/mcp/bin/python", "-c", script, time_, clock,
+              env=env, timeout=120)
+    assert r.exit_code == 0, r
+    got = {x["name"]: x for x in r.json()}
+    assert got[time_]["ok"] and got[clock]["ok"] and got[clock]["transport"] == "stdio", got
+    # alice's server runs in her scope: its containers carry her name and hash
+    (proxy,) = [c for c in engine.containers(labels=[f"cubbi.mcp.name={time_}",
+                                                      "cubbi.mcp.role=proxy"])]
+    assert proxy["Labels"]["cubbi.mcp.owner"] == "alice" and "canary" not in json.dumps(
+        engine.inspect_container(proxy["Id"]))
+    r = cubbi("cubbi-mcp", "logs", time_, "--proxy", "--tail", "50", env=env)
+    assert r.exit_code == 0 and "Uvicorn running" in r.stdout, r
+    one_line_error(cubbi("cubbi-create", "--no-connect", "--image", mcp_image, "--mcp",
+                         "nosuch", env=env), 3, "no MCP server 'nosuch'")
+    r = cubbi("cubbi-mcp", "remove", time_, clock, env=env)
+    assert r.exit_code == 0, r
+    assert not engine.containers(all=True, labels=[f"cubbi.mcp.name={time_}"])
