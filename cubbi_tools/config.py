@@ -34,6 +34,7 @@ SCHEMA = {
     "defaults.memory": ("memory", None),
     "defaults.pids_limit": ("count", None),
     "defaults.hardened": ("bool", False),
+    "defaults.mcp": ("mcp_names", []),
     "services.*.*": ("string", None),
     "docker.network": ("network", "cubbi-network"),
     "docker.socket": ("socket", None),
@@ -285,6 +286,23 @@ def _networks(raw, data, strict):
     return list(dict.fromkeys(network_name(n) for n in items))
 
 
+def _mcp_names(raw, data, strict):
+    """MCP server names (cubbi-mcp): a list, or comma-separated on the command line."""
+    if isinstance(raw, str):
+        text = raw.strip().strip("[]")
+        items = [p.strip().strip("'\"") for p in text.split(",")] if text.strip() else []
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise ValueError("expected a list of MCP server names")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not re.match(r"[a-z0-9][a-z0-9_-]{0,39}\Z", item):
+            raise ValueError(f"{item!r} is not an MCP server name (see cubbi-mcp list)")
+        out.append(item)
+    return list(dict.fromkeys(out))
+
+
 def _cpus(raw, data, strict):
     try:
         n = float(raw)
@@ -378,6 +396,7 @@ def _providers(raw, data, strict):
 
 _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
+    "mcp_names": _mcp_names,
     "cpus": _cpus, "count": _count, "memory": _memory, "socket": _socket, "url": _url,
     "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,
 }

@@ -55,32 +55,10 @@ def env_file(env):
 
 
 def _tar(files):
-    """A tar archive of {path: (bytes, mode, uid, gid)}."""
-    import io
-    import tarfile  # only create needs these (~5 ms): not on cubbi-ls's path
+    """A tar archive of {path: (bytes, mode, uid, gid)} (files.tar_bytes)."""
+    from .files import tar_bytes
 
-    buf = io.BytesIO()
-    now = time.time()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = set()
-        for path in files:
-            parts = path.strip("/").split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                dirs.add("/".join(parts[:i]))
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            info.mtime = now
-            tar.addfile(info)
-        for path, (data, mode, uid, gid) in files.items():
-            info = tarfile.TarInfo(path.strip("/"))
-            info.size = len(data)
-            info.mode = mode
-            info.uid, info.gid = uid, gid
-            info.mtime = now
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_bytes(files)
 
 
 class LocalEngine:
@@ -233,6 +211,7 @@ class LocalEngine:
         from . import images
 
         req.check()
+        servers = self.mcp_definitions(req)  # an unknown name: NotFound before anything starts
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         # the record's image is a definition name or a Docker reference (cubbi-ls(1)):
         # a definition given as a directory is recorded by the tag built from it
@@ -264,7 +243,10 @@ class LocalEngine:
             labels[S.L_MOUNT] = req.mount
         if req.state_dir:
             labels[S.L_STATE] = req.state_dir
-        extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
+        mcp_nets, mcp_failed = self._mcp_start(req, servers, progress)
+        extra_nets = [n for n in dict.fromkeys(req.networks + mcp_nets) if n != network]
+        if servers:
+            labels[S.L_MCP] = ",".join(n for n, _ in servers)
         labels[S.L_NETWORKS] = ",".join([network] + extra_nets)
         labels.update(req.labels)
 
@@ -354,7 +336,7 @@ class LocalEngine:
             raise
         cid = created["Id"]
         try:
-            self.api.put_archive(cid, "/", self._archive(req, image_meta))
+            self.api.put_archive(cid, "/", self._archive(req, image_meta, servers, mcp_failed))
             for net in extra_nets:
                 self.api.connect_network(net, cid)
             self._with_network(lambda: self.api.start(cid))
@@ -401,11 +383,56 @@ class LocalEngine:
                 except CubbiError:
                     pass  # removed meanwhile, or the engine is going: the next create tries again
 
-    def _archive(self, req, image_meta):
+    def mcp_definitions(self, req):
+        """[(name, definition with its secrets)] of the request's MCP
+        servers: as the caller resolved them (the service, from its
+        database), else from this machine's store (cubbi_tools.mcp)."""
+        if req.mcp_defs is not None:
+            return req.mcp_defs
+        if not req.mcp:
+            return []
+        from . import mcp
+
+        return [(name, mcp.resolved(name)) for name in dict.fromkeys(req.mcp)]
+
+    def _mcp_start(self, req, servers, progress):
+        """Start the container servers a session uses (on demand; a running
+        one is reused) and try each remote one.  ([networks to join],
+        the first failure or None): a server that fails makes the session
+        fail, naming it; a remote that does not answer is only a warning."""
+        from . import mcpserve
+
+        nets, failed = [], None
+        for name, meta in servers:
+            if meta["kind"] == "container":
+                try:
+                    mcpserve.ensure(self, name, meta, scope=req.scope, owner=req.owner,
+                                    progress=progress)
+                    nets.append(mcpserve.names(name, req.scope)["network"])
+                except NotFound:
+                    raise
+                except CubbiError as exc:
+                    failed = failed or str(exc)
+            elif meta["kind"] == "remote":
+                problem = mcpserve.probe(meta["url"])
+                if problem and progress:
+                    progress(f"warning: MCP server {name} ({meta['url']}) does not answer "
+                             f"({problem}); the session starts anyway")
+        return nets, failed
+
+    def _archive(self, req, image_meta, servers=(), mcp_failed=None):
         from .logfwd import session_env
 
         # a langfuse provider's variables, unless the request sets its own
         env = {**session_env(self._setting("logging", [])), **req.env}
+        mcp_doc = mcp_env = None
+        if servers:
+            from . import mcp, mcpserve
+
+            mcp_doc, mcp_env = mcp.session_setup(
+                [(n, m, {"host": mcpserve.names(n, req.scope)["host"]}) for n, m in servers])
+            for key, value in mcp_env.items():
+                env.setdefault(key, value)
         files = {
             f"{INIT_DIR}/init.sh": (_data("cubbi-init.sh"), 0o755, 0, 0),
             f"{INIT_DIR}/env": (env_file(env), 0o600, req.uid, req.gid),
@@ -415,7 +442,15 @@ class LocalEngine:
             files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
         from .imagehooks import session_files  # env checks, persistent configs, command
 
-        files.update(session_files(image_meta, req.image))
+        files.update(session_files(image_meta, req.image,
+                                   None if mcp_doc is None else (mcp_doc, env)))
+        if mcp_doc is not None:
+            files[mcp.JSON_PATH] = (json.dumps(mcp_doc, indent=2).encode() + b"\n", 0o644, 0, 0)
+        if mcp_failed:
+            import shlex
+
+            files[f"{INIT_DIR}/hooks/05-mcp-failed.sh"] = (
+                f"fail {shlex.quote(mcp_failed)}\n".encode(), 0o644, 0, 0)
         for path, (text, mode) in req.files.items():
             data = text.encode() if isinstance(text, str) else text
             files[path] = (data, mode, req.uid, req.gid)
@@ -443,6 +478,14 @@ class LocalEngine:
         from . import projects
 
         return projects
+
+    @property
+    def mcp(self):
+        """The MCP servers defined on this machine, run on this engine
+        (mcpserve.Servers)."""
+        from .mcpserve import Servers
+
+        return Servers(self)
 
     def project_setup(self, url):
         """A project's clone URL, id, env and files, with the credential

@@ -183,3 +183,33 @@ class edit:
         finally:
             self.lock.close()
         return False
+
+
+def tar_bytes(files):
+    """A tar archive of {path: (bytes, mode, uid, gid)}."""
+    import io
+    import tarfile  # only create needs these (~5 ms): not on cubbi-ls's path
+    import time
+
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = set()
+        for path in files:
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/".join(parts[:i]))
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.mtime = now
+            tar.addfile(info)
+        for path, (data, mode, uid, gid) in files.items():
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size = len(data)
+            info.mode = mode
+            info.uid, info.gid = uid, gid
+            info.mtime = now
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -25,6 +25,11 @@ An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
         target: /cubbi-config/aider  # path in the project's persistent storage
         type: directory              # directory | file
         description: aider history
+    mcp:                             # how the session's MCP servers reach the tool
+      format: none                   # claude-code | goose | opencode | codex (cubbi's
+                                     # writers), template (target + template text),
+                                     # hook (a command run as the session user), none
+      note: aider has no MCP support # format none: said in the session's log
 
 Every problem is reported, each naming the file and the field, as one
 UsageError (exit 2).
@@ -41,9 +46,12 @@ CONFIG_MOUNT = "/cubbi-config"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOP = ("name", "description", "version", "maintainer", "init", "environment", "ports",
-        "volumes", "persistent_configs")
+        "volumes", "persistent_configs", "mcp")
 _ENV_KEYS = ("name", "description", "required", "default", "sensitive")
 _PC_KEYS = ("source", "target", "type", "description")
+# how a session's MCP servers (/cubbi/mcp.json) are written for the tool
+MCP_FORMATS = ("claude-code", "goose", "opencode", "codex", "template", "hook", "none")
+_MCP_KEYS = ("format", "target", "template", "hook", "note")
 
 
 class Problem(str):
@@ -216,8 +224,39 @@ def validate(data, shown=FILENAME):
             "source": (source.rstrip("/") or source) if isinstance(source, str) else source,
             "target": target.rstrip("/") if isinstance(target, str) else target, "type": kind,
             "description": each(_opt_str, pc.get("description"), f"{field}.description", bad)})
+    out["mcp"] = each(_mcp, data.get("mcp"), bad)
     if problems:
         raise InvalidDefinition("\n".join(problems), problems)
+    return out
+
+
+def _mcp(value, bad):
+    """The mcp: section: {format, target, template, hook, note} or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        bad("mcp", "expected a mapping with format (and target/template/hook)")
+    for key in value:
+        if key not in _MCP_KEYS:
+            bad(f"mcp.{key}", f"unknown field (known: {', '.join(_MCP_KEYS)})")
+    fmt = value.get("format")
+    if fmt not in MCP_FORMATS:
+        bad("mcp.format", f"expected one of {', '.join(MCP_FORMATS)}, not {fmt!r}")
+    out = {"format": fmt}
+    for key in ("target", "template", "hook", "note"):
+        v = value.get(key)
+        if v is not None and not isinstance(v, str):
+            bad(f"mcp.{key}", "expected a string")
+        out[key] = v
+    if fmt == "template" and not (out["target"] and out["template"]):
+        bad("mcp", "format template needs target (a path, ~/ for the home) and template")
+    if fmt == "hook" and not out["hook"]:
+        bad("mcp.hook", "format hook needs hook: a command run as the session user")
+    target = out["target"]
+    if target and (not (target.startswith("/") or target.startswith("~/"))
+                   or any(c in target for c in "\n\"'`$\\")):
+        bad("mcp.target", f"expected an absolute path or ~/path without quotes or '$', "
+                          f"not {target!r}")
     return out
 
 

@@ -22,10 +22,12 @@ def _q(text):
     return shlex.quote(str(text))
 
 
-def session_files(image_meta, image_ref):
+def session_files(image_meta, image_ref, mcp=None):
     """{container path: (bytes, mode, uid, gid)} that the init needs for this
     image: hooks in /cubbi/hooks/ (sourced in name order by cubbi-init.sh)
-    and /cubbi/command (what cubbi-connect starts)."""
+    and /cubbi/command (what cubbi-connect starts).  mcp: (the session's
+    /cubbi/mcp.json document, its variables) when it has MCP servers: the
+    image's tool gets them as its cubbi_image.yaml says (mcptools)."""
     meta = image_meta or {}
     name = meta.get("name") or short_name(image_ref, "image")
     files = {"/cubbi/hooks/20-image-env.sh": _env_hook(meta, name),
@@ -37,6 +39,12 @@ def session_files(image_meta, image_ref):
             "say \"running the image's pre_command\"\n"
             f"as_user /bin/sh -c {_q(init['pre_command'])} "
             "|| fail \"the image's init.pre_command exited with status $?\"\n")
+    if mcp is not None:
+        from . import mcptools
+
+        for path, (text, mode) in mcptools.session_files(meta.get("mcp"), mcp[0], mcp[1],
+                                                         name).items():
+            files[path] = text
     out = {path: (text.encode(), 0o600, 0, 0) for path, text in files.items()}
     if init.get("command"):
         out["/cubbi/command"] = (

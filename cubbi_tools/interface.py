@@ -54,5 +54,10 @@ class Backend(Protocol):
         """One image record (cubbi-image show --json)."""
 
     @property
+    def mcp(self) -> Any:
+        """The MCP servers: all_servers, get, add, remove, start, stop,
+        restart, logs (mcpserve.Servers locally, per user on a service)."""
+
+    @property
     def projects(self) -> Any:
         """The stored projects: all_projects, get, add, remove."""

@@ -330,6 +330,11 @@ class RemoteService:
     def projects(self):
         return RemoteProjects(self)
 
+    @property
+    def mcp(self):
+        """The user's MCP servers on the service (RemoteMCP)."""
+        return RemoteMCP(self)
+
     def project_setup(self, url):
         """A project's clone URL, id, env and files for a session on the
         service: only the service's own stored projects lend credentials
@@ -342,6 +347,55 @@ class RemoteService:
     def index(self):
         """None: each reference is resolved on the service."""
         return None
+
+
+class RemoteMCP:
+    """The interface of mcpserve.Servers (all_servers, get, add, remove,
+    start, stop, restart, logs) over the service: the definitions and their
+    secrets are the user's there, the servers run on its engine."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def _path(self, name, *rest):
+        return "/".join(["/mcp", quote(str(name).strip(), safe="")] + list(rest))
+
+    def all_servers(self):
+        return self.service.request("GET", "/mcp")["servers"]
+
+    def get(self, name):
+        return self.service.request("GET", self._path(name))
+
+    def add(self, name, meta, force=False):
+        body = dict(meta, name=name, force=bool(force))
+        if meta.get("kind") == "local":
+            body["argv"] = [body.pop("command")] + list(body.pop("args", []))
+        try:
+            self.get(name)
+            replaced = True
+        except NotFound:
+            replaced = False
+        return self.service.request("POST", "/mcp", body=body), replaced
+
+    def remove(self, name):
+        return self.service.request("DELETE", self._path(name))
+
+    def start(self, name, progress=None):
+        return self.service.request("POST", self._path(name, "start"))
+
+    def stop(self, name):
+        return self.service.request("POST", self._path(name, "stop"))
+
+    def restart(self, name, progress=None):
+        return self.service.request("POST", self._path(name, "restart"))
+
+    def logs(self, name, follow=False, tail=None, proxy=False):
+        if follow:
+            raise UsageError("cubbi-mcp logs -f works on the local engine only; "
+                             "leave -f out for the log so far")
+        query = "?" + "&".join(([f"tail={int(tail)}"] if tail is not None else [])
+                               + (["proxy=1"] if proxy else []))
+        yield from self.service.request("GET", self._path(name, "logs") + query.rstrip("?"))["lines"]
 
 
 class RemoteProjects:

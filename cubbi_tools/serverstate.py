@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS projects (
     updated TEXT NOT NULL,
     PRIMARY KEY (owner, id)
 );
+CREATE TABLE IF NOT EXISTS mcp_servers (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    secrets BLOB,
+    created TEXT NOT NULL,
+    PRIMARY KEY (owner, name)
+);
 """
 
 TOKEN_PREFIX = "cubbi_"
@@ -151,6 +159,7 @@ class State:
                 projects = [r["id"] for r in db.execute(
                     "SELECT id FROM projects WHERE owner = ? ORDER BY id", (name,))]
                 db.execute("DELETE FROM projects WHERE owner = ?", (name,))
+                db.execute("DELETE FROM mcp_servers WHERE owner = ?", (name,))
                 if not db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
                     raise NotFound(f"no user {name!r}; see cubbi-server user list")
             except BaseException:
@@ -293,6 +302,49 @@ class State:
             row = db.execute("SELECT secret FROM projects WHERE owner = ? AND id = ?",
                              (owner, pid)).fetchone()
         return row["secret"] if row else None
+
+
+    # -- MCP servers (cubbi-mcp -r): definitions, their secret values encrypted --
+    def put_mcp(self, owner, name, meta, secrets, replace=False):
+        """Store definition META of owner's MCP server NAME (secret values
+        already taken out, in SECRETS, encrypted here); True when replaced."""
+        import json
+
+        with self._db() as db:
+            exists = db.execute("SELECT created FROM mcp_servers WHERE owner = ? AND name = ?",
+                                (owner, name)).fetchone()
+            if exists and not replace:
+                from .mcp import exists_error
+
+                raise exists_error(name)
+            db.execute("INSERT OR REPLACE INTO mcp_servers (owner, name, meta, secrets, created) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (owner, name, json.dumps(meta), self.encrypt(json.dumps(secrets))
+                        if secrets else None, exists["created"] if exists else _now()))
+        return bool(exists)
+
+    def mcp(self, owner, name, with_secrets=False):
+        """(meta, {secret name: value} or None) of owner's server NAME."""
+        import json
+
+        with self._db() as db:
+            row = db.execute("SELECT * FROM mcp_servers WHERE owner = ? AND name = ?",
+                             (owner, name)).fetchone()
+        if row is None:
+            raise NotFound(f"no MCP server {name!r}; see cubbi-mcp list")
+        secrets_ = json.loads(self.decrypt(row["secrets"]) or "{}") if with_secrets else None
+        return json.loads(row["meta"]), secrets_
+
+    def mcp_names(self, owner):
+        with self._db() as db:
+            return [r["name"] for r in db.execute(
+                "SELECT name FROM mcp_servers WHERE owner = ? ORDER BY name", (owner,))]
+
+    def delete_mcp(self, owner, name):
+        meta, _ = self.mcp(owner, name)
+        with self._db() as db:
+            db.execute("DELETE FROM mcp_servers WHERE owner = ? AND name = ?", (owner, name))
+        return meta
 
 
 class _Kept:

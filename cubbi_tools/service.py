@@ -213,6 +213,9 @@ class Service:
 
         req = CreateRequest(**check_create(payload))
         key, scope = self._scope(user)
+        if req.mcp:  # the user's own servers; an unknown name: 404 before anything starts
+            store = self._mcp_store(user)
+            req.mcp_defs = [(n, store.resolved(n)) for n in dict.fromkeys(req.mcp)]
         req.owner = user
         req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])
         req.labels[L_SERVED] = key  # check_create refused the client's labels
@@ -363,9 +366,14 @@ class Service:
                              f"{plural(len(projects), 'project')}; to close and delete them with "
                              f"the user, confirm with --yes: cubbi-server user remove {user} --yes")
         key, scope = self._scope(user)
+        mcp_names = self.state.mcp_names(user)
         rec = self.state.remove_user(user)
         rec["sessions"] = [self.engine.close(sess["id"], records=[sess])["id"] for sess in
                            self.engine.list(all=True, labels=scope, status=False)]
+        from .mcpserve import stop
+
+        for name in mcp_names:  # their MCP servers' containers and networks
+            stop(self.engine.api, name, scope)
         self._drop_network(key)
         return rec
 
@@ -464,6 +472,35 @@ class Service:
         return {"name": name, "source": "service", "tag": entry.get("image"),
                 "description": entry.get("description"), "built": built}
 
+    # -- MCP servers: each user's own, as projects ------------------------------
+    def _mcp_store(self, user):
+        return _MCPStore(self, user)
+
+    def mcp(self, user):
+        """The user's MCP servers on this engine (mcpserve.Servers), named
+        and networked within the user's scope."""
+        from .mcpserve import Servers
+
+        return Servers(self.engine, self._scope(user)[1], owner=user, store=self._mcp_store(user))
+
+    def mcp_add(self, user, payload):
+        """POST /mcp: a definition of the user's (check_mcp), refused when
+        the name exists unless "force"."""
+        name, meta, force = check_mcp(payload)
+        return self.mcp(user).add(name, meta, force=force)[0]
+
+    def mcp_action(self, user, name, action):
+        """POST /mcp/NAME/start|stop|restart."""
+        servers = self.mcp(user)
+        if action not in ("start", "stop", "restart"):
+            from .errors import NotFound
+
+            raise NotFound(f"no action {action!r}: start, stop or restart")
+        return getattr(servers, action)(name)
+
+    def mcp_logs(self, user, name, tail=None, proxy=False):
+        return list(self.mcp(user).logs(name, tail=tail, proxy=proxy))
+
     # -- projects ----------------------------------------------------------
     def projects(self, user):
         return self.state.projects(user)
@@ -537,7 +574,87 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int}
+          "pids_limit": int, "mcp": list}
+
+
+def check_mcp(payload):
+    """(name, definition, force) from POST /mcp's body: {name, kind,
+    image, command, env, url, headers, argv, force}, type-checked."""
+    from . import mcp
+
+    if not isinstance(payload, dict):
+        raise UsageError("the request body must be a JSON object (an MCP server)")
+    types = {"name": str, "kind": str, "image": str, "command": str, "url": str, "env": dict,
+             "headers": dict, "argv": list, "force": bool}
+    for key, kind in types.items():
+        if payload.get(key) is not None and not isinstance(payload[key], kind):
+            raise UsageError(f'"{key}" must be a {kind.__name__}')
+    for key in ("env", "headers"):
+        if not all(isinstance(k, str) and isinstance(v, str)
+                   for k, v in (payload.get(key) or {}).items()):
+            raise UsageError(f'"{key}" must map strings to strings')
+    if not all(isinstance(a, str) for a in payload.get("argv") or []):
+        raise UsageError('"argv" must be a list of strings')
+    kind = payload.get("kind")
+    if kind not in mcp.KINDS:
+        raise UsageError(f'"kind" must be one of {", ".join(mcp.KINDS)}')
+    name = mcp.check_name(payload.get("name"))
+    env, headers = payload.get("env") or {}, payload.get("headers") or {}
+    mcp.parse_pairs([f"{k}={v}" for k, v in env.items()], '"env"')
+    mcp.parse_pairs([f"{k}={v}" for k, v in headers.items()], '"headers"', header=True)
+    meta = mcp.definition(kind, image=payload.get("image"), command=payload.get("command"),
+                          env=env, url=payload.get("url"), headers=headers,
+                          argv=payload.get("argv"))
+    return name, meta, bool(payload.get("force"))
+
+
+class _MCPStore:
+    """A user's MCP server definitions in the service's database, with the
+    interface of cubbi_tools.mcp (what mcpserve.Servers calls).  A container
+    server's image is one the policy allows, as a session's is."""
+
+    def __init__(self, service, user):
+        self.service, self.user, self.state = service, user, service.state
+
+    def all_servers(self):
+        from .mcp import record
+
+        return [record(n, self.state.mcp(self.user, n)[0]) for n in self.state.mcp_names(self.user)]
+
+    def find(self, name):
+        return self.state.mcp(self.user, str(name or "").strip())[0]
+
+    def get(self, name):
+        from .mcp import record
+
+        return record(name, self.find(name))
+
+    def add(self, name, meta, force=False):
+        import datetime
+
+        from .errors import Forbidden
+        from .mcp import check_name, record, split_secrets
+
+        name = check_name(name)
+        if meta.get("kind") == "container" and not (
+                self.service._image_known(meta["image"]) or self.service.policy.any_local):
+            raise Forbidden(f"policy.images does not allow {meta['image']!r} for an MCP "
+                            "server: use an image the service lists (cubbi-image list)")
+        meta, found = split_secrets(name, meta)
+        meta["added"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        replaced = self.state.put_mcp(self.user, name, meta, found, replace=force)
+        return record(name, meta), replaced
+
+    def remove(self, name):
+        from .mcp import record
+
+        return record(name, self.state.delete_mcp(self.user, name))
+
+    def resolved(self, name, meta=None):
+        from .mcp import resolved
+
+        stored, secrets = self.state.mcp(self.user, name, with_secrets=True)
+        return resolved(name, meta if meta is not None else stored, secret=secrets.get)
 
 
 def check_create(payload):

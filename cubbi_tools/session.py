@@ -31,6 +31,7 @@ L_PROJECT = "cubbi.project"
 L_OWNER = "cubbi.owner"
 L_MOUNT = "cubbi.mount"
 L_NETWORKS = "cubbi.networks"
+L_MCP = "cubbi.session.mcp"  # the names of its MCP servers
 L_UID = "cubbi.uid"
 L_GID = "cubbi.gid"
 L_STATE = "cubbi.state"  # host directory of the project's persistent tool state

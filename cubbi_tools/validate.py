@@ -133,7 +133,7 @@ class CreateRequest:
 
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir", "mount_explicit")
+              "files", "labels", "state_dir", "mount_explicit", "mcp")
     # set on the service only (service.Service.create, from its policy), never sent
     SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
 
@@ -157,6 +157,8 @@ class CreateRequest:
         self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
         self.labels = dict(kw.get("labels") or {})
         self.state_dir = kw.get("state_dir")
+        self.mcp = [str(n) for n in kw.get("mcp") or []]  # MCP server names (cubbi-mcp)
+        self.mcp_defs = None        # [(name, definition)] resolved where the session is made
         self.network = None         # the session's network instead of the engine's
         self.scope = []             # labels a name is unique within (the owner's)
         self.sudo = True            # password-less sudo for the session user

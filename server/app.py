@@ -290,6 +290,39 @@ def make_app(service, conf=None):
     def delete_project(user, pid):
         return service.delete_project(user, pid)
 
+    # -- MCP servers (cubbi-mcp -r): each user's own --------------------------
+    @app.get("/mcp")
+    @api()
+    def list_mcp(user):
+        return {"servers": service.mcp(user).all_servers()}
+
+    @app.post("/mcp")
+    @api()
+    def add_mcp(user):
+        return _created(service.mcp_add(user, body()))
+
+    @app.get("/mcp/<name>")
+    @api()
+    def get_mcp(user, name):
+        return service.mcp(user).get(name)
+
+    @app.delete("/mcp/<name>")
+    @api()
+    def delete_mcp(user, name):
+        return service.mcp(user).remove(name)
+
+    @app.post("/mcp/<name>/<action>")
+    @api()
+    def act_mcp(user, name, action):
+        return service.mcp_action(user, name, action)
+
+    @app.get("/mcp/<name>/logs")
+    @api()
+    def mcp_logs(user, name):
+        tail = request.query.get("tail")
+        return {"lines": service.mcp_logs(user, name, tail=int(tail) if (tail or "").isdigit()
+                                          else None, proxy=request.query.get("proxy") == "1")}
+
     return app
 
 

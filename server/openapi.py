@@ -9,6 +9,9 @@ _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string
 _PID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "project id (normalised URL, e.g. github.com/hello/private) or any URL form"}]
 
+_MCP = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "MCP server name"}]
+
 
 def _ok(desc, schema=None, ctype="application/json"):
     body = {"description": desc}
@@ -85,6 +88,25 @@ DOCUMENT = {
                 "auth": {"type": "string", "enum": ["ssh_key", "token", "none"]},
                 "ssh_key": {"type": "string", "description": "with auth ssh_key; stored encrypted"},
                 "token": {"type": "string", "description": "with auth token; stored encrypted"}}},
+            "MCPServer": {"type": "object", "description": "the record of cubbi-mcp --json; "
+                          "secret values (names saying key, token, secret, password, auth) "
+                          "show as ********", "properties": {
+                "name": {"type": "string"},
+                "kind": {"type": "string", "enum": ["container", "remote", "local"]},
+                "image": {"type": "string"}, "command": {"type": "string", "nullable": True},
+                "args": {"type": "array", "items": {"type": "string"}},
+                "url": {"type": "string"}, "env": {"type": "object"},
+                "headers": {"type": "object"}, "added": {"type": "string"},
+                "status": {"type": "string"}}},
+            "MCPInput": {"type": "object", "required": ["name", "kind"], "properties": {
+                "name": {"type": "string"},
+                "kind": {"type": "string", "enum": ["container", "remote", "local"]},
+                "image": {"type": "string", "description": "container: an image the policy allows"},
+                "command": {"type": "string"}, "url": {"type": "string"},
+                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "argv": {"type": "array", "items": {"type": "string"}},
+                "force": {"type": "boolean"}}},
         },
     },
     "security": [{"bearer": []}],
@@ -192,6 +214,36 @@ DOCUMENT = {
                      "requestBody": {"content": {"application/json": {"schema": _ref("ProjectInput")}}},
                      "responses": {"201": _ok("the project", _ref("Project")),
                                    **_errors(400, 401, 409, 413)}},
+        },
+        "/mcp": {
+            "get": {"summary": "your MCP servers (cubbi-mcp)",
+                    "responses": {"200": _ok("{servers: [MCPServer]}"), **_errors(401, 503)}},
+            "post": {"summary": "add an MCP server (secret values are stored encrypted)",
+                     "requestBody": {"content": {"application/json": {"schema": _ref("MCPInput")}}},
+                     "responses": {"201": _ok("the server", _ref("MCPServer")),
+                                   **_errors(400, 401, 403, 413, 503)}},
+        },
+        "/mcp/{name}": {
+            "get": {"summary": "one MCP server", "parameters": _MCP,
+                    "responses": {"200": _ok("the server", _ref("MCPServer")),
+                                  **_errors(400, 401, 404, 503)}},
+            "delete": {"summary": "stop and remove an MCP server", "parameters": _MCP,
+                       "responses": {"200": _ok("the removed server", _ref("MCPServer")),
+                                     **_errors(400, 401, 404, 503)}},
+        },
+        "/mcp/{name}/{action}": {
+            "post": {"summary": "start, stop or restart a container MCP server",
+                     "parameters": _MCP + [{"name": "action", "in": "path", "required": True,
+                                            "schema": {"type": "string",
+                                                       "enum": ["start", "stop", "restart"]}}],
+                     "responses": {"200": _ok("the server", _ref("MCPServer")),
+                                   **_errors(400, 401, 404, 503)}},
+        },
+        "/mcp/{name}/logs": {
+            "get": {"summary": "a container MCP server's log (?tail=N, ?proxy=1 its proxy's)",
+                    "parameters": _MCP + [{"name": k, "in": "query", "schema": {"type": "string"}}
+                                          for k in ("tail", "proxy")],
+                    "responses": {"200": _ok("{lines: [string]}"), **_errors(400, 401, 404, 503)}},
         },
         "/projects/{id}": {
             "get": {"summary": "one project", "parameters": _PID,

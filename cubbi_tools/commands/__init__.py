@@ -13,6 +13,7 @@ COMMANDS = {
     "cubbi-server": "server",
     "cubbi-project": "project",
     "cubbi-image": "image",
+    "cubbi-mcp": "mcp",
 }
 
 

@@ -55,6 +55,7 @@ def build_request(args, engine=None):
         engine = engine or backend.get(args)
         project, _, project_env, files = engine.project_setup(args.project)
         env.update(project_env)
+    servers = _mcp_names(args, defaults)
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
                   pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
     return CreateRequest(
@@ -64,9 +65,32 @@ def build_request(args, engine=None):
         memory=args.memory or defaults["memory"], owner=_owner(),
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
-        project=project, files=files,
+        project=project, files=files, mcp=servers,
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
+
+
+def _mcp_names(args, defaults):
+    """The MCP servers of the session: --mcp NAME..., else defaults.mcp,
+    none with --no-mcp.  On the local engine an unknown name is NotFound
+    here, before anything starts (a service checks its own)."""
+    from .. import backend as B
+    from ..errors import UsageError
+
+    if args.mcp and args.no_mcp:
+        raise UsageError("--mcp and --no-mcp exclude each other")
+    if args.no_mcp:
+        return []
+    names = list(dict.fromkeys(n.strip() for n in args.mcp)) if args.mcp else \
+        list(defaults.get("mcp") or [])
+    if any(not n for n in names):
+        raise UsageError("--mcp: give an MCP server name (see cubbi-mcp list)")
+    if names and not B.remote_name(args):
+        from .. import mcp
+
+        for name in names:
+            mcp.find(name)
+    return names
 
 
 def _apply_target(args):
@@ -183,6 +207,10 @@ COMMAND = cli.Command(
                 help="publish a container port (on 127.0.0.1 unless IP, an IPv4 or IPv6 "
                      "address such as 0.0.0.0 or [::1], or localhost, is given; a free "
                      "host port unless HOST is given; /udp for UDP); repeatable"),
+        cli.Opt("--mcp", kind="multi", metavar="NAME", complete="sh:cubbi-mcp list -q",
+                help="attach MCP server NAME (see cubbi-mcp), started on demand; repeatable "
+                     "(default: defaults.mcp)"),
+        cli.Opt("--no-mcp", help="attach no MCP server, not even the defaults"),
         cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5"),
         cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
