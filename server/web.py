@@ -230,7 +230,7 @@ def routes(app, api, body, browser):
     @app.get("/ui/<name:path>")
     def asset(name):
         resp = bottle.static_file(name, root=HERE)
-        if resp.status_code == 404 or name == "index.html":
+        if resp.status_code >= 400 or name == "index.html":  # none outside web/
             return bottle.HTTPResponse(_json({"error": f"no file {name!r} in the page",
                                               "kind": "not_found", "status": 404}),
                                        status=404, headers={"Content-Type": "application/json"})
