@@ -207,6 +207,27 @@ def test_sign_in_terminal_resize_tabs_log_close(browser, web, busybox_image, pre
     said = on_screen(d, pane, r"hello-(\d+)")  # the output line, not the command's
     assert said.group(1)
 
+    # paste (a paste event, as the clipboard gives it), colours, Ctrl-C
+    d.execute_script("""
+        const dt = new DataTransfer();
+        dt.setData('text/plain', 'echo pasted-$((40+2))\\n');
+        arguments[0].dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt,
+                                                               bubbles: true}));
+    """, pane.find_element("css selector", ".xterm-helper-textarea"))
+    on_screen(d, pane, r"pasted-42")
+    type_in(pane, "printf '\\033[31mred-%s\\033[0m\\n' text\n")
+    on_screen(d, pane, r"red-text")
+    assert d.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('.xterm-rows span'))"
+        ".filter(s => s.textContent.includes('red-text')).map(s => s.className)", pane) \
+        == ["xterm-fg-1"]
+    type_in(pane, "sleep 300; echo not-interrupted\n")
+    from selenium.webdriver.common.keys import Keys
+
+    type_in(pane, Keys.CONTROL + "c")
+    type_in(pane, "echo after-$((2*3))-ctrl-c\n")
+    on_screen(d, pane, r"after-6-ctrl-c")  # long before the sleep would end
+
     # the window's size reaches the TTY
     rows, cols = int(pane.get_attribute("data-rows")), int(pane.get_attribute("data-cols"))
     d.set_window_size(800, 600)
@@ -233,10 +254,23 @@ def test_sign_in_terminal_resize_tabs_log_close(browser, web, busybox_image, pre
     by_css(d, "#tabs .tab")[0].click()
     assert pane.is_displayed() and not second.is_displayed()
 
-    # follow the log
+    # follow the log: the stream is open until Stop (logged when it ends)
+    sid = row(d, name).get_attribute("data-id")
     row(d, name).find_element("css selector", "button.follow-log").click()
     until(d, "the log panel", lambda _: visible(d, "#logs-text"))
     visible(d, "#logs-stop").click()
+    until(d, "the followed log in the access log", lambda _: log_lines(
+        web["server"], f"GET /sessions/{sid}/logs?follow=1&tail=200 HTTP/1.1\" 200"))
+
+    # a reload ends the page's shells (the service stops them) and opens none
+    type_in(pane, "echo pid-$$\n")
+    pid = on_screen(d, pane, r"pid-(\d+)").group(1)
+    d.refresh()
+    until(d, "the session list after the reload", lambda _: row(d, name))
+    assert not by_css(d, "#tabs .tab")
+    pane = open_terminal(d, name)
+    type_in(pane, f"while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; echo gone-{pid}\n")
+    on_screen(d, pane, rf"gone-{pid}")
 
     # close from the page: it leaves the list (and the service)
     row(d, name).find_element("css selector", "button.close-session").click()
