@@ -8,6 +8,11 @@ projects.  Sessions are not here: Docker labels stay their only store.
   (AES-128-CBC + HMAC, from `cryptography`) under a key derived from the
   service config's projects.storage.key.  Without one, a random key is made
   once in DB.key (mode 0600) beside the database, so a restart loses nothing.
+- A signed-in browser is a row of its own (browsers): its cookie is
+  `cubbib_<id>_<secret>`, stored hashed as a token is, with an expiry, and
+  tied to its user and to the token it signed in with (when it did): removing
+  the user, revoking the token or signing out deletes the row, and the cookie
+  means nothing from then on.
 - Each user row has a random key, made with the row: the sessions the
   service makes for the user carry it (label cubbi.served), so a session
   made locally with the same cubbi.owner, another service's, or one left
@@ -63,9 +68,19 @@ CREATE TABLE IF NOT EXISTS mcp_servers (
     created TEXT NOT NULL,
     PRIMARY KEY (owner, name)
 );
+CREATE TABLE IF NOT EXISTS browsers (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    token TEXT REFERENCES tokens(id) ON DELETE CASCADE,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
 """
 
 TOKEN_PREFIX = "cubbi_"
+BROWSER_PREFIX = "cubbib_"
 USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
 
 
@@ -210,6 +225,74 @@ class State:
         if row is None or not hmac.compare_digest(_digest(row["salt"], secret), row["hash"]):
             raise AuthError("invalid token")
         return row["user"]
+
+    # -- signed-in browsers (server/web.py) ------------------------------
+    def open_browser(self, user, lifetime, token=None):
+        """A new browser session for user, valid for lifetime seconds: its
+        cookie value (shown once, stored hashed).  token: the API token it
+        signed in with, so revoking that token signs the browser out too."""
+        import time
+
+        tid = None
+        if token is not None:
+            if self.user_for_token(token) != user:
+                raise AuthError("invalid token")
+            tid = token[len(TOKEN_PREFIX):].partition("_")[0]
+        elif not self.user_key(user):
+            raise AuthError(f"no user {user!r}")
+        bid = secrets.token_hex(8)
+        secret = secrets.token_hex(32)
+        salt = secrets.token_bytes(16)
+        now = int(time.time())
+        with self._db() as db:
+            db.execute("DELETE FROM browsers WHERE expires <= ?", (now,))
+            db.execute("INSERT INTO browsers (id, user, token, salt, hash, created, expires) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (bid, user, tid, salt, _digest(salt, secret), _now(),
+                        now + int(lifetime)))
+        return f"{BROWSER_PREFIX}{bid}_{secret}"
+
+    def _browser_row(self, cookie):
+        import time
+
+        if not cookie or not cookie.startswith(BROWSER_PREFIX):
+            return None
+        bid, sep, secret = cookie[len(BROWSER_PREFIX):].partition("_")
+        if not sep or not secret:
+            return None
+        with self._db() as db:
+            row = db.execute("SELECT id, user, salt, hash, expires FROM browsers WHERE id = ?",
+                             (bid,)).fetchone()
+        if (row is None or row["expires"] <= time.time()
+                or not hmac.compare_digest(_digest(row["salt"], secret), row["hash"])):
+            return None
+        return row
+
+    def user_for_browser(self, cookie):
+        """The user a browser's cookie signs in; AuthError when it is unknown,
+        expired or signed out."""
+        row = self._browser_row(cookie)
+        if row is None:
+            raise AuthError("signed out or expired")
+        return row["user"]
+
+    def close_browser(self, cookie):
+        """Sign a browser out: its row goes, so the cookie is refused from
+        now on wherever it was copied to.  True when there was one."""
+        row = self._browser_row(cookie)
+        if row is None:
+            return False
+        with self._db() as db:
+            db.execute("DELETE FROM browsers WHERE id = ?", (row["id"],))
+        return True
+
+    def browsers(self, user=None):
+        """The signed-in browsers (id, user, created, expiry), never a secret."""
+        q, args = "SELECT id, user, token, created, expires FROM browsers", ()
+        if user:
+            q, args = q + " WHERE user = ?", (user,)
+        with self._db() as db:
+            return [dict(r) for r in db.execute(q + " ORDER BY created, id", args).fetchall()]
 
     # -- projects ----------------------------------------------------------
     def _cipher(self):

@@ -88,11 +88,12 @@ def json_error(status, message, kind="http"):
 def serving(app, conf):
     """(WSGI application, gevent handler class) of the server: app behind the
     body limit, and WebSockets with the message limit (server/limits.py)."""
-    from . import limits
+    from . import limits, web
 
     srv = conf["server"]
-    return (limits.bounded_body(app, int(srv["max_body"])),
-            limits.handler(int(srv["max_message"])))
+    bounded = limits.bounded_body(app, int(srv["max_body"]))
+    return (web.under_base_path(bounded, web.base_path(conf)),
+            limits.handler(int(srv["max_message"]), web.Origins(conf).allowed))
 
 
 def make_app(service, conf=None):
@@ -104,7 +105,10 @@ def make_app(service, conf=None):
     heartbeat = float(srv.get("heartbeat") or 15)
     max_output = int(srv.get("max_exec_output") or 16 * 1024 * 1024)
     max_time = float(srv.get("max_exec_time") or 3600)
-    auth = authenticator(conf, service.state)
+    from . import web
+
+    browser = web.Browser(service.state, conf)  # the page's cookie (server/web.py)
+    auth = web.BrowserAuth(authenticator(conf, service.state), browser)
     peers = Peers({"streams": int(srv.get("max_streams_per_user") or 16),
                    "terminals": int(srv.get("max_terminals_per_user") or 8)})
     app = bottle.Bottle(catchall=True, autojson=True)
@@ -323,6 +327,9 @@ def make_app(service, conf=None):
         return {"lines": service.mcp_logs(user, name, tail=int(tail) if (tail or "").isdigit()
                                           else None, proxy=request.query.get("proxy") == "1")}
 
+    # -- the web page and browser sign-in (server/web.py) ----------------------
+    app.config["cubbi.browser"] = browser  # browser.sign_in(user): any sign-in's last step
+    web.routes(app, api, body, browser)
     return app
 
 

@@ -132,8 +132,10 @@ class BoundedWebSocket(WebSocket):
             return None
 
 
-def handler(max_message):
-    """The WSGI handler class of the server (gevent WebSocketHandler)."""
+def handler(max_message, origin_ok=None):
+    """The WSGI handler class of the server (gevent WebSocketHandler).
+    origin_ok(environ): whether a WebSocket upgrade's Origin is allowed
+    (server/web.py); one that is not gets 403 before the handshake."""
 
     class Handler(WebSocketHandler):
         def handle(self):
@@ -146,14 +148,36 @@ def handler(max_message):
             return env
 
         def upgrade_websocket(self):
+            env = self.environ
+            if (origin_ok is not None and env.get("HTTP_UPGRADE", "").lower() == "websocket"
+                    and not origin_ok(env)):
+                body = json.dumps({"error": "WebSocket from another origin refused "
+                                            "(server.origins)", "kind": "forbidden",
+                                   "status": 403}).encode()
+                self.start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                                      ("Content-Length", str(len(body)))])
+                return [body]
             result = super().upgrade_websocket()
             if getattr(self, "websocket", None) is not None:
                 ws = BoundedWebSocket(self.environ, Stream(self), self)
                 ws.max_message = max_message
                 ws.message_length = 0
+                # the one replaced must not close itself when collected: its
+                # __del__ sends a close frame, which went out before the 101
+                # answer, and a browser fails that handshake
+                old = self.websocket
+                old.stream = old.raw_write = old.raw_read = None
+                old.closed = True
                 self.websocket = ws
                 self.environ["wsgi.websocket"] = ws
             return result
+
+        def log_request(self):
+            """The access log on the server's log (stderr unless --quiet), as
+            gevent's own handler writes it; geventwebsocket's sends it to a
+            logger nobody reads.  A terminal is logged when it ends."""
+            if self.server.log is not None:
+                self.server.log.write(self.format_request() + "\n")
 
         def run_application(self):
             try:

@@ -257,5 +257,30 @@ DOCUMENT = {
                        "responses": {"200": _ok("the removed project", _ref("Project")),
                                      **_errors(400, 401, 404)}},
         },
+        # the web page and browser sign-in (server/web.py)
+        "/": {"get": {"summary": "the web page: sessions, logs and terminals in a browser",
+                      "security": [], "responses": {"200": _ok("the page (text/html)")}}},
+        "/ui/{name}": {"get": {"summary": "the page's scripts, styles and vendored xterm.js",
+                               "security": [], "parameters": [
+                                   {"name": "name", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                               "responses": {"200": _ok("the file"), **_errors(404)}}},
+        "/auth/browser": {
+            "get": {"summary": "the signed-in browser's user and CSRF token (cookie "
+                               "cubbi_browser)", "security": [],
+                    "responses": {"200": _ok("{user, csrf}"), **_errors(401, 403)}},
+            "post": {"summary": "sign a browser in with an API token: sets the HttpOnly, "
+                                "SameSite=Strict cookie cubbi_browser; later requests with it "
+                                "send the CSRF token in X-Cubbi-CSRF unless GET",
+                     "security": [],
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "required": ["token"],
+                         "properties": {"token": {"type": "string"}}}}}},
+                     "responses": {"200": _ok("{user, csrf, lifetime}"),
+                                   **_errors(400, 401, 403, 413)}},
+            "delete": {"summary": "sign the browser out: its session is deleted on the "
+                                  "service (needs X-Cubbi-CSRF)", "security": [],
+                       "responses": {"200": _ok("{signed_out: true}"), **_errors(401, 403)}},
+        },
     },
 }

@@ -536,6 +536,15 @@ def as_user(host_user, user_tree):
     shutil.rmtree(cfg, ignore_errors=True)
 
 
+# -- each phase's report on the item (item.rep_setup, rep_call, rep_teardown),
+# so a fixture can tell that its test failed (the browser tests' screenshots)
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 # -- the engine marker: set from the fixtures, engine-free tests first ---------
 # A test needs the engine when it uses one of these fixtures, directly or
 # through another fixture (item.fixturenames is that closure).  The marker

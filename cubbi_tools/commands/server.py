@@ -138,7 +138,9 @@ COMMAND = cli.Command(
                 "the latter a random key of the user's row), never a local session of the "
                 "same owner name. user remove USER refuses a user who still has sessions or "
                 "projects unless --yes, then closes the sessions and deletes the projects "
-                "and their credentials with the user and their tokens.",
+                "and their credentials with the user and their tokens. The service also "
+                "serves a web page at / for the signed-in user's sessions, logs and "
+                "terminals (cubbi-service.yaml(5): WEB PAGE).",
     subcommands={
         "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
         "token": ("token create USER [--label L] | token list [USER] | token revoke ID",
