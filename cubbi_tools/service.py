@@ -500,7 +500,7 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int}
+          "pids_limit": int, "ssh_keys": list}
 
 
 def check_create(payload):

@@ -12,6 +12,8 @@ COMMANDS = {
     "cubbi-server": "server",
     "cubbi-project": "project",
     "cubbi-image": "image",
+    "cubbi-ssh": "ssh",
+    "cubbi-ssh-config": "ssh_config",
 }
 
 
