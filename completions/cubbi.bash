@@ -52,6 +52,8 @@ declare -gA _cubbi_opts=(
   ['cubbi-server serve']='-c --config --database --host -p --port -q --quiet -h --help'
   ['cubbi-server token']='-c --config --database --label --json -q --quiet -h --help'
   ['cubbi-server user']='-c --config --database -y --yes --json -q --quiet -h --help'
+  ['cubbi-ssh']='-r --remote --proxy -h --help'
+  ['cubbi-ssh-config']='-r --remote --install -h --help'
 )
 declare -gA _cubbi_val=(
   ['cubbi-close|-r']='remote'
@@ -132,6 +134,10 @@ declare -gA _cubbi_val=(
   ['cubbi-server user|-c']='file'
   ['cubbi-server user|--config']='file'
   ['cubbi-server user|--database']='file'
+  ['cubbi-ssh|-r']='remote'
+  ['cubbi-ssh|--remote']='remote'
+  ['cubbi-ssh-config|-r']='remote'
+  ['cubbi-ssh-config|--remote']='remote'
 )
 declare -gA _cubbi_args=(
   ['cubbi-close|n']=0
@@ -221,6 +227,11 @@ declare -gA _cubbi_args=(
   ['cubbi-server user|0']='-'
   ['cubbi-server user|1']='-'
   ['cubbi-server user|n']=2
+  ['cubbi-ssh|0']='session'
+  ['cubbi-ssh|n']=1
+  ['cubbi-ssh|rest']='-'
+  ['cubbi-ssh-config|n']=0
+  ['cubbi-ssh-config|rest']='session'
 )
 declare -gA _cubbi_subs=(
   ['cubbi-config']='list keys get set unset reset network path'
@@ -238,7 +249,7 @@ declare -gA _cubbi_session=(
   ['connect']='cubbi-connect'
   ['logs']='cubbi-logs'
 )
-_cubbi_commands='close config connect create events image logs ls mcp project remote server'
+_cubbi_commands='close config connect create events image logs ls mcp project remote server ssh ssh-config'
 _cubbi_dispatch_opts='-r --remote --list --version -h --help'
 
 # _cubbi_values KIND CUR: candidate words for a value of KIND into COMPREPLY.
@@ -373,4 +384,4 @@ _cubbi_command() {
 }
 
 complete -F _cubbi cubbi
-complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server
+complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config

@@ -74,6 +74,10 @@ function __cubbi_valopts --argument-names node
             printf '%s\n' '-c' '--config' '--database' '--label'
         case 'cubbi-server user'
             printf '%s\n' '-c' '--config' '--database'
+        case 'cubbi-ssh'
+            printf '%s\n' '-r' '--remote'
+        case 'cubbi-ssh-config'
+            printf '%s\n' '-r' '--remote'
     end
 end
 
@@ -174,6 +178,12 @@ function __cubbi_poskind --argument-names node pos
             echo '-'
         case 'cubbi-server user|1'
             echo '-'
+        case 'cubbi-ssh|0'
+            echo 'session'
+        case 'cubbi-ssh|*'
+            echo '-'
+        case 'cubbi-ssh-config|*'
+            echo 'session'
     end
 end
 
@@ -579,6 +589,20 @@ complete -c cubbi-server -n '__cubbi_at \'cubbi-server user\'' -s 'q' -l 'quiet'
 complete -c cubbi-server -n '__cubbi_at \'cubbi-server user\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-server -n '__cubbi_at \'cubbi-server user\'' -a '(__cubbi_posargs)'
 
+# cubbi-ssh
+complete -c cubbi-ssh -f
+complete -c cubbi-ssh -n '__cubbi_at \'cubbi-ssh\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
+complete -c cubbi-ssh -n '__cubbi_at \'cubbi-ssh\'' -l 'proxy' -d 'be ssh\'s ProxyCommand: the session\'s sshd on stdin and stdout (what cubbi-ssh-config writes)'
+complete -c cubbi-ssh -n '__cubbi_at \'cubbi-ssh\'' -s 'h' -l 'help' -d 'show a short help and exit'
+complete -c cubbi-ssh -n '__cubbi_at \'cubbi-ssh\'' -a '(__cubbi_posargs)'
+
+# cubbi-ssh-config
+complete -c cubbi-ssh-config -f
+complete -c cubbi-ssh-config -n '__cubbi_at \'cubbi-ssh-config\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
+complete -c cubbi-ssh-config -n '__cubbi_at \'cubbi-ssh-config\'' -l 'install' -d 'write the blocks to cubbi\'s Include\'d ssh config file (replacing this backend\'s) instead of stdout'
+complete -c cubbi-ssh-config -n '__cubbi_at \'cubbi-ssh-config\'' -s 'h' -l 'help' -d 'show a short help and exit'
+complete -c cubbi-ssh-config -n '__cubbi_at \'cubbi-ssh-config\'' -a '(__cubbi_posargs)'
+
 # cubbi: the dispatcher
 complete -c cubbi -f
 complete -c cubbi -n __cubbi_first -s 'r' -l 'remote' -x -a '(__cubbi_values remote)' -d 'run the subcommand against the remote service REMOTE (sets CUBBI_REMOTE)'
@@ -597,13 +621,15 @@ complete -c cubbi -n __cubbi_first -a 'mcp' -d 'manage MCP servers: define them,
 complete -c cubbi -n __cubbi_first -a 'project' -d 'manage projects: git repositories and their credentials'
 complete -c cubbi -n __cubbi_first -a 'remote' -d 'manage the Cubbi Services that -r NAME talks to'
 complete -c cubbi -n __cubbi_first -a 'server' -d 'run the Cubbi Service, and manage its users and API tokens'
+complete -c cubbi -n __cubbi_first -a 'ssh' -d 'log in to a session with the OpenSSH client'
+complete -c cubbi -n __cubbi_first -a 'ssh-config' -d 'print ssh_config Host blocks for sessions (ssh cubbi-NAME)'
 complete -c cubbi -n __cubbi_first -a help -d 'show the manual page of a command'
 complete -c cubbi -n __cubbi_first -a session -d 'the original cubbi\'s forms'
 complete -c cubbi -n 'not __cubbi_first' -a '(__cubbi_delegate)'
 complete -c cubbi -n '__cubbi_first; and string match -q -- "-*" (commandline -ct)' -a '(complete -C "cubbi-create "(commandline -ct))'
 
 function __cubbi_commands
-    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server
+    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config
 end
 
 function __cubbi_subs_of_cubbi
@@ -619,6 +645,8 @@ function __cubbi_subs_of_cubbi
     printf '%s\t%s\n' 'project' 'manage projects: git repositories and their credentials'
     printf '%s\t%s\n' 'remote' 'manage the Cubbi Services that -r NAME talks to'
     printf '%s\t%s\n' 'server' 'run the Cubbi Service, and manage its users and API tokens'
+    printf '%s\t%s\n' 'ssh' 'log in to a session with the OpenSSH client'
+    printf '%s\t%s\n' 'ssh-config' 'print ssh_config Host blocks for sessions (ssh cubbi-NAME)'
 end
 
 function __cubbi_session_forms

@@ -22,7 +22,7 @@ from .files import atomic_write, cache as _cache, config_dir  # noqa: F401
 
 FILE = "config.yaml"
 MASK = "********"
-SECTIONS = ("defaults", "services", "docker", "remote", "ui", "images", "logging")
+SECTIONS = ("defaults", "services", "docker", "remote", "ui", "images", "logging", "ssh")
 
 # key -> (type, default).  '*' is one name segment (a service, an endpoint).
 SCHEMA = {
@@ -47,6 +47,7 @@ SCHEMA = {
     "images.base": ("string", None),
     "images.mirror": ("url", None),
     "logging.providers": ("providers", []),
+    "ssh.public_key": ("string", None),
 }
 
 # The spec's services have known fields, so a typo there is caught; any

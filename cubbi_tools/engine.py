@@ -440,6 +440,9 @@ class LocalEngine:
         }
         for name, data in _hooks():
             files[f"{INIT_DIR}/hooks/{name}"] = (data, 0o644, 0, 0)
+        if req.ssh_keys:  # the owner's keys, for the sshd of hooks/40-ssh.sh (cubbi-ssh)
+            files[f"{INIT_DIR}/ssh/authorized_keys"] = (
+                "".join(k + "\n" for k in req.ssh_keys).encode(), 0o644, 0, 0)
         from .imagehooks import session_files  # env checks, persistent configs, command
 
         files.update(session_files(image_meta, req.image,

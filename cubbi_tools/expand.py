@@ -14,11 +14,15 @@ from .errors import CubbiError
 
 SECRET_REF = "secret:"
 SECRET_WORDS = ("key", "token", "secret", "password")
+NOT_SECRET = ("ssh.public_key",)  # public by nature: kept in config.yaml, shown
 ENVREF = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def is_secret(key):
-    """A key whose last part holds key, token, secret or password."""
+    """A key whose last part holds key, token, secret or password (but
+    ssh.public_key)."""
+    if key in NOT_SECRET:
+        return False
     last = key.rsplit(".", 1)[-1].lower()
     return any(word in last for word in SECRET_WORDS)
 

@@ -575,7 +575,7 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int, "mcp": list}
+          "pids_limit": int, "mcp": list, "ssh_keys": list}
 
 
 def check_mcp(payload):

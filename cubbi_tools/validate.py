@@ -133,7 +133,7 @@ class CreateRequest:
 
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir", "mount_explicit", "mcp")
+              "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys")
     # set on the service only (service.Service.create, from its policy), never sent
     SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
 
@@ -159,6 +159,7 @@ class CreateRequest:
         self.state_dir = kw.get("state_dir")
         self.mcp = [str(n) for n in kw.get("mcp") or []]  # MCP server names (cubbi-mcp)
         self.mcp_defs = None        # [(name, definition)] resolved where the session is made
+        self.ssh_keys = list(kw.get("ssh_keys") or [])  # the owner's public keys (cubbi-ssh)
         self.network = None         # the session's network instead of the engine's
         self.scope = []             # labels a name is unique within (the owner's)
         self.sudo = True            # password-less sudo for the session user
@@ -181,10 +182,35 @@ class CreateRequest:
             parse_cpus(self.cpus)
         if self.pids_limit is not None:
             parse_pids_limit(self.pids_limit)
+        check_ssh_keys(self.ssh_keys)
         if self.mount and ":" in self.mount:
             raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "
                              "cannot be mounted; rename it or mount a parent")
         return self
+
+
+_SSH_KEY = (r"(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|"
+            r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
+            r" [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]{0,256})?\Z")
+MAX_SSH_KEYS = 32
+
+
+def check_ssh_keys(keys, what="ssh_keys"):
+    """UsageError unless KEYS is a short list of OpenSSH public key lines
+    (TYPE BASE64 [COMMENT], one line each, no options): what goes into a
+    session's authorized_keys (cubbi-ssh(1))."""
+    if not keys:
+        return []
+    import re
+
+    if not isinstance(keys, (list, tuple)) or len(keys) > MAX_SSH_KEYS:
+        raise UsageError(f"{what}: expected a list of at most {MAX_SSH_KEYS} SSH public keys")
+    for key in keys:
+        if not isinstance(key, str) or len(key) > 16384 or not re.match(_SSH_KEY, key):
+            shown = key[:40] if isinstance(key, str) else type(key).__name__
+            raise UsageError(f"{what}: {shown!r} is not an OpenSSH public key line "
+                             "(TYPE BASE64 [COMMENT], e.g. the text of ~/.ssh/id_ed25519.pub)")
+    return list(keys)
 
 
 def short_name(ref, fallback="session"):

@@ -52,10 +52,13 @@ DOCUMENT = {
                               "cubbi_tools.engine.CreateRequest.to_dict(); mount, volumes, "
                               "labels and files are refused, uid/gid/owner are set by the "
                               "server, and its policy (cubbi-service.yaml(5)) decides "
-                              "networks, images, ports, limits and privileges",
+                              "networks, images, ports, limits and privileges; ssh_keys "
+                              "(OpenSSH public key lines) are the owner's keys that "
+                              "cubbi-ssh may log in with",
                               "properties": {k: {} for k in (
                                   "image", "name", "env", "networks", "ports", "cpus", "memory",
-                                  "pids_limit", "project", "hardened", "files", "labels")}},
+                                  "pids_limit", "project", "hardened", "files", "labels",
+                                  "ssh_keys")}},
             "LogLine": {"type": "object", "properties": {
                 "session": {"type": "string"}, "stream": {"type": "string"},
                 "time": {"type": "string"}, "line": {"type": "string"}}},

@@ -14,6 +14,8 @@ COMMANDS = {
     "cubbi-project": "project",
     "cubbi-image": "image",
     "cubbi-mcp": "mcp",
+    "cubbi-ssh": "ssh",
+    "cubbi-ssh-config": "ssh_config",
 }
 
 

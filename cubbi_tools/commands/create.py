@@ -13,6 +13,7 @@ def build_request(args, engine=None):
     for ENGINE (default: the backend the switches select)."""
     from .. import config, envs, toolstate
     from ..engine import CreateRequest
+    from ..sshaccess import public_keys
     from ..errors import NotFound, UsageError
 
     _apply_target(args)
@@ -66,6 +67,7 @@ def build_request(args, engine=None):
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
         project=project, files=files, mcp=servers,
+        ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
 
