@@ -108,7 +108,8 @@ def make_app(service, conf=None):
     from . import web
 
     browser = web.Browser(service.state, conf)  # the page's cookie (server/web.py)
-    auth = web.BrowserAuth(authenticator(conf, service.state), browser)
+    provider_auth = authenticator(conf, service.state)  # API tokens, or those and OIDC's
+    auth = web.BrowserAuth(provider_auth, browser)
     peers = Peers({"streams": int(srv.get("max_streams_per_user") or 16),
                    "terminals": int(srv.get("max_terminals_per_user") or 8)})
     app = bottle.Bottle(catchall=True, autojson=True)
@@ -255,7 +256,7 @@ def make_app(service, conf=None):
 
     from . import auth_routes
 
-    auth_routes.install(app, auth, api, body)
+    auth_routes.install(app, provider_auth, api, body)
 
     # -- images ---------------------------------------------------------------
     @app.get("/images")

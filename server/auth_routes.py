@@ -59,14 +59,18 @@ class OIDCAuth:
         return name
 
 
-def signed_in(tokens, claims):
-    """What happens with the tokens of a sign-in started from a browser
-    (/auth/login without a CLI's redirect): by default nothing is kept and
-    the page says who signed in.  The browser page hooks its HttpOnly
-    session cookie in here."""
-    who = claims.get("preferred_username") or claims.get("sub")
-    response.content_type = "application/json"
-    return {"signed_in": True, "user": who}
+def signed_in(app, state, provider, claims):
+    """A sign-in started from a browser (/auth/login without a CLI's
+    redirect): the browser gets a browser session of the page (its
+    HttpOnly cookie, server/web.py) as the provider's user, and goes back
+    to the page.  The provider's tokens are not kept: the page needs none."""
+    name = provider.user_name(claims)
+    state.add_user(name)
+    browser = app.config["cubbi.browser"]
+    browser.sign_in(name)
+    response.status = 302  # on the response that carries the cookie
+    response.set_header("Location", browser.base + "/")  # what the browser sees, prefix and all
+    return ""
 
 
 def _loopback(uri):
@@ -142,7 +146,7 @@ def install(app, auth, api, body):
 
         if client:
             _back(client, {"code": p.handoffs.put(client_tokens(tokens, claims))})
-        return signed_in(tokens, claims)
+        return signed_in(app, auth.state, p, claims)
 
     @app.post("/auth/token")
     @api(authenticated=False)

@@ -390,3 +390,26 @@ def test_login_needs_a_remote_that_signs_in(start_server, cubbi):
     assert r.exit_code == 0 and "no sign-in" in r.stderr, r
     r = cubbi("cubbi-remote", "list", "--json", env=env)
     assert r.json()[0]["auth"] == "none" and r.json()[0]["expires"] is None, r
+
+
+def test_a_browser_signs_in_to_the_page_through_the_provider(oidc_server, provider):
+    """The web page's single sign-on: /auth/login from a browser, the
+    provider's forms, and back on the page with its HttpOnly cookie; the
+    provider's tokens are kept nowhere in the browser."""
+    from oidcproc import Person
+
+    person = Person("alice")
+    last = person.visit(oidc_server.url + "/auth/login")
+    assert last == oidc_server.url + "/", last
+    cookie = next(c for c in person.http.cookies if c.name == "cubbi_browser")
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.path == "/", cookie
+    # cookies do not tell ports apart: the provider's own (Django's) are there too,
+    # and nothing else: no token of the provider's reaches the browser
+    assert sorted(c.name for c in person.http.cookies) == \
+        ["csrftoken", "cubbi_browser", "sessionid"], list(person.http.cookies)
+    assert not [c for c in person.http.cookies if c.value.count(".") == 2]  # no JWT
+    who = person.http.get(oidc_server.url + "/auth/browser", timeout=30).json()
+    assert who["user"].startswith("oidc-") and who["csrf"], who
+    r = person.http.get(oidc_server.url + "/sessions", timeout=30)
+    assert r.status_code == 200 and r.json() == {"sessions": []}, r.text
+    assert person.http.get(oidc_server.url + "/auth/config", timeout=30).json()["provider"] == "oidc"

@@ -354,5 +354,8 @@
   window.addEventListener("resize", fitActive);
 
   // -- start: signed in already (the cookie), or the sign-in form ---------------------
+  call("GET", "auth/config").then((conf) => {
+    $("sso").hidden = conf.provider !== "oidc"; // the provider's login, then back here
+  }, () => {});
   call("GET", "auth/browser").then(signedIn, () => signedOut());
 })();
