@@ -388,11 +388,7 @@ def _providers(raw, data, strict):
             raw = parse_yaml(raw, "logging.providers", advice=None)
         except CubbiError as exc:
             raise ValueError(str(exc)) from None
-    providers = logfwd.parse(raw, where="providers")
-    if any(p["type"] == "langfuse" for p in providers):
-        raise ValueError("a langfuse provider is set with cubbi-config set services.langfuse.url "
-                         "(and .public_key, .secret_key) in the user config")
-    return providers
+    return logfwd.parse(raw, where="providers", types=("fluentd", "syslog"))
 
 
 _COERCE = {

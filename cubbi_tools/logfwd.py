@@ -39,7 +39,7 @@ LANGFUSE_ENV = {  # the spec's names, then the Langfuse SDK's
 _DEFAULT_PORT = {"fluentd": 24224, "syslog": 514}
 
 
-def parse(raw, where="logging.providers"):
+def parse(raw, where="logging.providers", types=TYPES):
     """The providers as a list of dicts {type, ...}, checked; ValueError
     naming the entry otherwise."""
     if raw in (None, "", []):
@@ -52,8 +52,10 @@ def parse(raw, where="logging.providers"):
         if not isinstance(item, dict):
             raise ValueError(f"{here}: expected a mapping with a type")
         kind = item.get("type")
-        if kind not in TYPES:
-            raise ValueError(f"{here}.type: expected one of {', '.join(TYPES)}, not {kind!r}")
+        if kind not in types:
+            hint = ("; langfuse is services.langfuse.url, .public_key and .secret_key here"
+                    if "langfuse" not in types else "")
+            raise ValueError(f"{here}.type: expected one of {', '.join(types)}, not {kind!r}{hint}")
         allowed = {"type", "url"} | ({"public_key", "secret_key"} if kind == "langfuse" else set())
         unknown = sorted(set(item) - allowed)
         if unknown:
@@ -122,14 +124,19 @@ def log_config(providers, sid, image, owner=None, probe=reachable):
                   "max-buffer-size": BUFFER}
         if p["type"] == "fluentd":
             config.update({"fluentd-address": f"tcp://{host}:{port}",
-                           "fluentd-async": "true", "fluentd-buffer-limit": "65536"})
+                           "fluentd-async": "true", "fluentd-buffer-limit": "65536",
+                           "fluentd-sub-second-precision": "true"})
         else:
             if not probe(p):
                 warnings.append(f"warning: the syslog collector {p['url']} does not answer; this "
                                 "session logs to the engine's default driver only")
                 return None, warnings
+            # RFC 5424's APP-NAME holds 48 characters: the owner and image are
+            # shortened, the session id never is
             config.update({"syslog-address": f"{transport}://{host}:{port}",
-                           "syslog-format": "rfc5424micro", "tag": tag[:48]})
+                           "syslog-format": "rfc5424micro",
+                           "tag": f"cubbi.{_tag_part(owner or 'local')[:12]}."
+                                  f"{_tag_part(image)[:20]}.{sid}"})
         return {"Type": p["type"], "Config": config}, warnings
     return None, warnings
 
@@ -148,6 +155,9 @@ def session_env(providers):
 
 def health(providers):
     """[{type, url, status}] for /health: up, down, or n/a (langfuse)."""
-    return [{"type": p["type"], "url": p["url"],
-             "status": "n/a" if p["type"] == "langfuse" else
-             ("up" if reachable(p) else "down")} for p in providers]
+    def status(p):
+        if p["type"] == "langfuse" or address(p["type"], p["url"], p["type"])[0] != "tcp":
+            return "n/a"  # nothing to connect to: not checked
+        return "up" if reachable(p) else "down"
+
+    return [{"type": p["type"], "url": p["url"], "status": status(p)} for p in providers]

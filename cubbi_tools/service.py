@@ -35,6 +35,7 @@ through sessions(), so none can skip either label.
 
 import copy
 import os
+import sys
 
 from .errors import CubbiError, UsageError
 
@@ -199,6 +200,8 @@ class Service:
 
         filters = parse_filters([f"{k}={v}" for k, v in (filters or {}).items()
                                  if k in FILTER_KEYS], statuses=EVENTS)
+        if since is not None and until is not None and until < since:
+            raise UsageError("until is before since")
         return self.engine.events(since=since, until=until, filters=filters,
                                   labels=self._scope(user)[1])
 
@@ -243,14 +246,17 @@ class Service:
 
                 if image_exists(self.engine.api, conf_image["image"]):
                     req.image = conf_image["image"]  # else the definition of that name
+            def warn(text):  # e.g. a log collector that is down: the operator's to know
+                sys.stderr.write(f"cubbi-server: {user}: {text}\n")
+
             try:
-                return self.engine.create(req)
+                return self.engine.create(req, progress=warn)
             except CubbiError as exc:
                 if req.network not in str(exc):
                     raise
                 # removed by a concurrent close of the user's last session: once more
                 self._user_network(user, key)
-                return self.engine.create(req)
+                return self.engine.create(req, progress=warn)
         finally:
             with self._lock:
                 self._pending[user].discard(nonce)

@@ -110,7 +110,9 @@ def test_syslog_into_rsyslog_and_a_collector_that_is_down(cubbi, busybox_image, 
     _set_providers(cubbi, f"[{{type: syslog, url: tcp://127.0.0.1:{rsyslog.port}}}]")
     rec = create(cubbi, busybox_image, f"{prefix}-sl", "--wait")
     _print_in(rec, LINES)
-    tag = f"cubbi.root.{busybox_image.replace('/', '_').replace(':', '_')}.{rec['id']}"[:48]
+    # APP-NAME holds 48 characters: the image part is shortened, the id never is
+    tag = f"cubbi.root.{busybox_image.replace('/', '_').replace(':', '_')[:20]}.{rec['id']}"
+    assert len(tag) <= 48
     deadline = time.monotonic() + 60
     while True:
         text = rsyslog.out.read_text() if rsyslog.out.exists() else ""
@@ -137,6 +139,12 @@ def test_bad_providers_are_refused_naming_the_entry(cubbi):
                          "[{type: fluentd, url: udp://127.0.0.1:1}]"), 2, "providers[0].url")
     one_line_error(cubbi("cubbi-config", "set", "logging.providers",
                          "[{type: langfuse, url: https://x.example}]"), 2, "services.langfuse")
+    # what get prints, set takes back
+    r = cubbi("cubbi-config", "set", "logging.providers", "[{type: syslog, url: udp://127.0.0.1:9}]")
+    assert r.exit_code == 0, r
+    got = cubbi("cubbi-config", "get", "logging.providers").stdout.strip()
+    assert got == '[{"type": "syslog", "url": "udp://127.0.0.1:9"}]', got
+    assert cubbi("cubbi-config", "set", "logging.providers", got).exit_code == 0
 
 
 def test_through_the_service(start_server, busybox_image, prefix, fluentd):
@@ -177,3 +185,13 @@ def test_through_the_service(start_server, busybox_image, prefix, fluentd):
     log = open(srv.log).read()
     assert srv.env["LF_SECRET"] not in log
     json.dumps(health)  # plain data
+    # a tcp syslog collector that is down: the session starts, and the operator is told
+    srv2 = start_server(config_text=(
+        "server:\n  heartbeat: 1\nstate:\n  database: server.db\n"
+        "policy:\n  images:\n    any_local: true\n"
+        f"logging:\n  providers:\n    - type: syslog\n      url: tcp://127.0.0.1:{dead}\n"))
+    bob = Client(srv2.url, srv2.token("bob"))
+    rec = served_session(bob, busybox_image, f"{prefix}-svc2")
+    assert rec["status"] == "running"
+    log = open(srv2.log).read()
+    assert f"bob: warning: the syslog collector tcp://127.0.0.1:{dead} does not answer" in log, log

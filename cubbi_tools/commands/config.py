@@ -14,6 +14,10 @@ def _text(value):
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        import json  # structured (logging.providers): JSON, which cubbi-config set takes back
+
+        return json.dumps(value)
     if isinstance(value, list):
         return ",".join(_text(v) for v in value)
     return str(value)
@@ -105,7 +109,8 @@ def do_get(args):
         row = _row(key, raw, args.reveal)
     if args.json:
         json_line(row)
-    elif isinstance(row["value"], list):
+    elif isinstance(row["value"], list) and not any(isinstance(v, (dict, list))
+                                                    for v in row["value"]):
         sys.stdout.write("".join(f"{_text(v)}\n" for v in row["value"]))
     elif row["value"] is None:
         raise CubbiError(f"{key}: its secret is missing from the secret store; "

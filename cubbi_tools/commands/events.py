@@ -43,7 +43,13 @@ COMMAND = cli.Command(
                 "With --json, one object per line: {event, time, id, name, image, project, "
                 "owner, remote}, plus reason (failed) or exit_code (died), flushed per line. "
                 "Without --until it runs until interrupted; --since replays the engine's "
-                "recent events first (the engine keeps only its most recent ones). Through a service "
+                "recent events first, but the engine keeps only its last few hundred events "
+                "of every kind (health checks included), which on a busy host is seconds, "
+                "not hours. --until alone replays what the engine still has up to then and "
+                "stops; a duration is always in the past, so to watch until a later time give "
+                "it as ISO-8601. Each event carries the engine's time (running and failed: "
+                "the init's log line), and events print as they are learned, so two events of "
+                "one session can print a few milliseconds out of time order. Through a service "
                 "(-r) it shows your own sessions only. Losing the engine, or the service, "
                 "ends it with one line on stderr and exit status 4.",
     options=[
@@ -61,7 +67,7 @@ COMMAND = cli.Command(
     ],
     examples=[
         ("cubbi-events", "watch sessions come and go"),
-        ("cubbi-events --filter status=failed --json | jq -r .id | xargs -r cubbi-logs --tail 20",
+        ("cubbi-events --filter status=failed --json | jq --unbuffered -r .id | xargs -r -n1 cubbi-logs --tail 20",
          "the last lines of every session that fails, as it fails"),
         ("cubbi-events --since 1h --until 0s --json", "what happened in the last hour"),
     ],
