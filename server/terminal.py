@@ -19,29 +19,18 @@ import gevent
 from geventwebsocket.websocket import Header
 
 from cubbi_tools.errors import CubbiError, UsageError, to_wire
+from cubbi_tools.wsclient import mask
 
 LINGER = 10  # seconds a client has to close after the exit status
 
 
-_XOR = [bytes(i ^ k for i in range(256)) for k in range(256)]  # _XOR[k]: each byte XOR k
-
-
 def _unmask(header, payload):
-    """A client frame's payload unmasked (RFC 6455 5.3) at C speed: each
-    of the four byte lanes XORed with its key byte by bytes.translate (a
-    64 KiB frame: ~0.1 ms; the big-integer XOR used before took ~0.4 ms,
-    gevent-websocket's own Header.mask_payload, byte by byte in Python,
-    ~8 ms).  No other greenlet runs meanwhile, so this is what a client
-    piping into its terminal costs every other terminal and request."""
-    out = bytearray(payload)
-    if len(out) < 64:  # a keystroke: the lanes cost more than they save
-        mask = bytes(header.mask)
-        for i in range(len(out)):
-            out[i] ^= mask[i & 3]
-        return out
-    for i, k in enumerate(bytes(header.mask)):
-        out[i::4] = out[i::4].translate(_XOR[k])
-    return out
+    """A client frame's payload unmasked at C speed (wsclient.mask: a 64 KiB
+    frame in ~0.1 ms).  gevent-websocket's own Header.mask_payload XORs byte
+    by byte in Python: ~8 ms for each 64 KiB frame a client sends, during
+    which no other greenlet runs, so one client pasting or piping into its
+    terminal held up every other terminal and request."""
+    return mask(payload, bytes(header.mask))
 
 
 Header.mask_payload = Header.unmask_payload = _unmask
@@ -70,18 +59,30 @@ def serve(ws, request, auth, service, ref, peers):
         release()
 
 
-def _turn(sock, write=False):
-    """Let every greenlet whose socket is ready run before this one goes on,
-    through the event loop's poll: wait for sock (ready already, or soon).
-    gevent.sleep(0) only queues a callback, and the loop runs up to 50 of
-    those between two polls: the two greenlets of a flooded terminal kept
-    passing the turn to each other while the typists' echoes waited."""
+def _turns(sock, write=False):
+    """turn() for a greenlet that reads (or writes) sock in a loop: lets
+    every greenlet whose socket is ready run before this one goes on, when
+    this one has not waited since its last turn.  The wait is for sock to be
+    ready (it is, or soon), through the event loop's poll.  gevent.sleep(0)
+    only queues a callback, and gevent runs up to 50 of those between two
+    polls: a flooded terminal's two greenlets kept passing the turn to each
+    other while the typists' sockets were not even polled.  A typist waits
+    for each key anyway (the loop has polled since): no turn, no delay."""
     from gevent.socket import wait_read, wait_write
 
-    try:
-        (wait_write if write else wait_read)(sock.fileno())
-    except (OSError, ValueError):
-        pass  # closed: the read or write that follows says so
+    loop = gevent.get_hub().loop
+    last = [None]
+
+    def turn():
+        now = getattr(loop, "iteration", None)  # libev's poll count (a loop without it: always)
+        if now is None or now == last[0]:
+            try:
+                (wait_write if write else wait_read)(sock.fileno())
+            except (OSError, ValueError):
+                pass  # closed: the read or write that follows says so
+        last[0] = getattr(loop, "iteration", None)
+
+    return turn
 
 
 def _serve(ws, request, user, service, ref, release):
@@ -111,15 +112,16 @@ def _serve(ws, request, user, service, ref, release):
             # a turn before each read: a command that never stops printing
             # to a client that keeps up never blocks on either socket, and
             # would otherwise keep every other greenlet waiting
+            turn = _turns(conn.sock)
             if tty:
                 while True:
-                    _turn(conn.sock)
+                    turn()
                     data = conn.read(65536)
                     if not data:
                         break
                     ws.send(b"\x01" + data, binary=True)
             else:
-                for stream, data in conn.frames(turn=lambda: _turn(conn.sock)):
+                for stream, data in conn.frames(turn=turn):
                     ws.send((b"\x02" if stream == "stderr" else b"\x01") + data, binary=True)
         except Exception:
             pass
@@ -129,6 +131,7 @@ def _serve(ws, request, user, service, ref, release):
         """Client messages until it closes; stdin once the command ended (or
         stopped reading it) is dropped."""
         stdin = True
+        turn = _turns(conn.sock, write=True)
         try:
             while True:
                 msg = ws.receive()
@@ -136,7 +139,7 @@ def _serve(ws, request, user, service, ref, release):
                     return
                 if isinstance(msg, (bytes, bytearray)):
                     if stdin and not out.dead:
-                        _turn(conn.sock, write=True)  # a client that never stops sending
+                        turn()  # a client that never stops sending
                         try:
                             conn.sendall(msg)
                         except Exception:
