@@ -38,6 +38,7 @@ IO = "/cubbi-mcp-io"
 READY = "Uvicorn running on"
 START_TIMEOUT = float(os.environ.get("CUBBI_MCP_START_TIMEOUT") or 90)
 LOG_LINES = 8
+_LOCKS = {}  # server -> threading.Lock (see ensure)
 
 RUN_SERVER = """\
 # cubbi: run the MCP server with stdin/stdout on the proxy's FIFOs
@@ -179,7 +180,38 @@ def last_lines(api, cid, n=LOG_LINES):
 def ensure(engine, name, meta, scope=(), owner=None, progress=None, timeout=None):
     """Start container server NAME (resolved definition META) unless it runs;
     wait until it answers.  Returns status(); CubbiError naming the server's
-    last log lines when it exits or does not answer in time."""
+    last log lines when it exits or does not answer in time.  One start at a
+    time per server on this host: two sessions made at once share the one
+    the first starts.  A lock of this process first (cooperative under the
+    server's gevent, where a second flock of one process would block it
+    whole), then a lock file for other processes."""
+    import fcntl
+    import tempfile
+    import threading
+
+    key = names(name, scope)["proxy"]
+    with _LOCKS_LOCK:
+        lock = _LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        fd = os.open(os.path.join(tempfile.gettempdir(), f"{key}.lock"), os.O_RDWR | os.O_CREAT,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return _ensure(engine, name, meta, scope, owner, progress, timeout)
+        finally:
+            os.close(fd)
+
+
+def _locks_lock():
+    import threading
+
+    return threading.Lock()
+
+
+_LOCKS_LOCK = _locks_lock()
+
+
+def _ensure(engine, name, meta, scope, owner, progress, timeout):
     api = engine.api
     st = status(api, name, scope)
     if st["status"] == "running":
@@ -306,8 +338,16 @@ class Servers:
         return self.store
 
     def _with_status(self, rec):
+        """rec with its status: running, stopped, failed (a container
+        server; unknown while the engine does not answer: definitions are
+        managed without it), remote or in-session."""
+        from .errors import EngineUnreachable
+
         if rec.get("kind") == "container":
-            st = status(self.engine.api, rec["name"], self.scope)
+            try:
+                st = status(self.engine.api, rec["name"], self.scope)
+            except EngineUnreachable:
+                st = {"status": "unknown", "network": names(rec["name"], self.scope)["network"]}
             rec["status"] = st["status"]
             rec["network"] = st["network"]
         else:
@@ -323,15 +363,24 @@ class Servers:
     def add(self, name, meta, force=False):
         store = self._store()
         rec, replaced = store.add(name, meta, force=force)
-        if replaced and meta.get("kind") == "container":
-            stop(self.engine.api, rec["name"], self.scope)  # the next use starts the new one
+        if replaced:
+            self._stop_quietly(rec["name"])  # the next use starts the new one
         return self._with_status(store.get(rec["name"])), replaced
 
     def remove(self, name):
         store = self._store()
         store.find(name)
-        stop(self.engine.api, name, self.scope)
+        self._stop_quietly(name)
         return store.remove(name)
+
+    def _stop_quietly(self, name):
+        """Stop NAME's containers if the engine answers (none run where it does not)."""
+        from .errors import EngineUnreachable
+
+        try:
+            stop(self.engine.api, name, self.scope)
+        except EngineUnreachable:
+            pass
 
     def _container(self, name):
         from .errors import UsageError

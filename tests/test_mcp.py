@@ -251,6 +251,14 @@ def mcp_env(cubbi, prefix, debian_image, engine):
     (cubbi.config_dir / "config.yaml").write_text(
         f"images:\n  base: {debian_image}\n  ca_cert: {HOST_CA}\n")
     yield {"CUBBI_SECRETS": "file"}
+    # the test's sessions first (the prefix fixture's own cleanup comes after
+    # this one): a network goes only when nothing is attached to it
+    for entry in engine.containers(all=True, labels=["cubbi.session=true"]):
+        if (entry.get("Labels") or {}).get("cubbi.session.name", "").startswith(prefix):
+            try:
+                engine.remove(entry["Id"])
+            except Exception:
+                pass
     for entry in engine.containers(all=True, labels=["cubbi.mcp=true"]):
         if (entry.get("Labels") or {}).get("cubbi.mcp.name", "").startswith(prefix):
             try:
@@ -259,10 +267,7 @@ def mcp_env(cubbi, prefix, debian_image, engine):
                 pass
     for net in engine.get("/networks"):
         if net["Name"].startswith(f"cubbi-mcp-{prefix}"):
-            try:
-                engine.remove_network(net["Id"])
-            except Exception:
-                pass
+            engine.remove_network(net["Id"])  # a leak fails the test
 
 
 def _client(cubbi, sid, *args, env=None):
@@ -331,6 +336,15 @@ def test_real_servers_in_a_container_and_in_the_session(cubbi, mcp_env, mcp_imag
     assert engine.inspect_container(f"cubbi-mcp-{time_}")["State"]["StartedAt"] == started
     r = cubbi("cubbi-mcp", "stop", time_, "--json", env=env)
     assert r.exit_code == 0 and r.json()[0]["status"] == "stopped", r
+    # two sessions made at once with the server stopped: one start, both get it
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: cubbi(
+            "cubbi-create", "--no-connect", "--no-mount", "--wait", "--image", mcp_image,
+            "--name", f"{prefix}-c{i}", "--mcp", time_, "-q", env=env, timeout=600), (1, 2)))
+    assert all(x.exit_code == 0 for x in results), results
+    assert len(engine.containers(labels=[f"cubbi.mcp.name={time_}", "cubbi.mcp.role=proxy"])) == 1
     r = cubbi("cubbi-mcp", "restart", "--all", "-q", env=env, timeout=300)
     assert r.exit_code == 0 and time_ in r.stdout.split(), r
 
