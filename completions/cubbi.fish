@@ -294,7 +294,7 @@ complete -c cubbi-create -f
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'i' -l 'image' -x -a '(__cubbi_values \'image\')' -d 'image definition name, directory, or Docker image (default: defaults.image); a definition is built on first use as cubbi/NAME:latest (a directory: cubbi/NAME-HASH:latest, HASH from its path)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'n' -l 'name' -x -a '(__cubbi_values \'-\')' -d 'session name (default: IMAGE-ID)'
-complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'e' -l 'env' -x -a '(__cubbi_values \'-\')' -d 'set an environment variable in the session; repeatable'
+complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'e' -l 'env' -x -a '(__cubbi_values \'-\')' -d 'set an environment variable in the session (CUBBI_* are cubbi\'s own and refused; PATH, LD_* and the like are yours to set locally, a service refuses them); repeatable'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'env-file' -x -a '(__cubbi_values \'file\')' -d 'read KEY=VALUE lines from FILE (dotenv syntax; a line that is not is an error naming it); repeatable'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'network' -x -a '(__cubbi_values \'network\')' -d 'also join Docker network NET (every session joins cubbi-network); repeatable'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'm' -l 'mount' -x -a '(__cubbi_values \'dir\')' -d 'mount DIR at /app (default: the current directory)'

@@ -289,7 +289,8 @@ class RemoteService:
         server unasked."""
         from . import projects
 
-        return projects.session_setup(url, (None, None))
+        clone, pid, _, files = projects.session_setup(url, (None, None))
+        return clone, pid, {}, files  # the service sets the session's CUBBI_PROJECT_* itself
 
     def index(self):
         """None: each reference is resolved on the service."""

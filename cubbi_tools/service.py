@@ -539,10 +539,21 @@ def check_create(payload):
     for key in ("labels", "files"):
         if out.pop(key, None):
             raise UsageError(f'"{key}": the service does not take {key} from clients')
-    from .envs import valid_key
+    from .envs import reserved_key, valid_key
 
-    bad = sorted(k for k in out.get("env", {}) if not valid_key(k))
+    env = out.get("env", {})
+    if out.get("project"):  # older clients send the project's variables; the service sets them
+        for key in PROJECT_ENV:
+            env.pop(key, None)
+    bad = sorted(k for k in env if not valid_key(k))
     if bad:
         raise UsageError(f'"env": {bad[0]!r} is not a valid variable name (letters, digits '
                          "and '_', not starting with a digit)")
+    for key in sorted(env):
+        why = reserved_key(key, service=True)
+        if why:
+            raise UsageError(f'"env": {key!r}: {why}')
     return out
+
+
+PROJECT_ENV = ("CUBBI_PROJECT_URL", "CUBBI_PROJECT_TYPE")  # projects.session_setup's

@@ -184,6 +184,18 @@ def test_only_the_services_images_by_default(start_server, engine, busybox_image
                                            "starting with a digit)"),
     ("env", {"1X": "v"}, "\"env\": '1X' is not a valid variable name (letters, digits and '_', "
                          "not starting with a digit)"),
+    # the session's own and what a shell or the loader acts on: CUBBI_UID=0 made root (ATTACK-11 #1)
+    ("env", {"CUBBI_UID": "0", "CUBBI_GID": "0"},
+     "\"env\": 'CUBBI_GID': CUBBI_* variables are set by cubbi itself"),
+    ("env", {"PATH": "/tmp/evil:/bin"}, "\"env\": 'PATH': the service does not take variables "
+                                        "that a shell or the dynamic loader acts on (PATH, LD_*, "
+                                        "BASH_ENV, ENV, ...)"),
+    ("env", {"LD_PRELOAD": "/tmp/x.so"}, "\"env\": 'LD_PRELOAD': the service does not take "
+                                         "variables that a shell or the dynamic loader acts on "
+                                         "(PATH, LD_*, BASH_ENV, ENV, ...)"),
+    ("env", {"BASH_ENV": "/tmp/x"}, "\"env\": 'BASH_ENV': the service does not take variables "
+                                    "that a shell or the dynamic loader acts on (PATH, LD_*, "
+                                    "BASH_ENV, ENV, ...)"),
 ])
 def test_labels_files_and_bad_env_keys_are_refused(policed, engine, busybox_image, prefix,
                                                    field, value, message):

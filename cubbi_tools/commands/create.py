@@ -165,7 +165,9 @@ COMMAND = cli.Command(
                      "cubbi/NAME-HASH:latest, HASH from its path)"),
         cli.Opt("-n", "--name", kind="value", help="session name (default: IMAGE-ID)"),
         cli.Opt("-e", "--env", kind="multi", metavar="KEY=VALUE",
-                help="set an environment variable in the session; repeatable"),
+                help="set an environment variable in the session (CUBBI_* are cubbi's own "
+                     "and refused; PATH, LD_* and the like are yours to set locally, a service "
+                     "refuses them); repeatable"),
         cli.Opt("--env-file", kind="multi", metavar="FILE", complete="file",
                 help="read KEY=VALUE lines from FILE (dotenv syntax; a line that is not "
                      "is an error naming it); repeatable"),
