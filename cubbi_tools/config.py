@@ -289,8 +289,8 @@ def _cpus(raw, data, strict):
         n = float(raw)
     except (TypeError, ValueError):
         n = 0
-    if isinstance(raw, bool) or not n > 0:
-        raise ValueError("expected a positive number of CPUs, e.g. 1.5")
+    if isinstance(raw, bool) or not n >= 0.01:  # validate.MIN_CPUS, as the docker CLI
+        raise ValueError("expected a number of CPUs from 0.01, e.g. 1.5")
     return int(n) if n == int(n) else n
 
 

@@ -64,7 +64,8 @@ def _limit(kind, value, where):
     if value is None:
         return None
     try:
-        return {"memory": parse_memory, "cpus": parse_cpus, "pids": parse_pids_limit}[kind](value)
+        return {"memory": parse_memory, "cpus": parse_cpus,
+                "pids": parse_pids_limit}[kind](value, "value")
     except UsageError as exc:
         _fail(where, str(exc))
 
@@ -164,7 +165,7 @@ class Policy:
         lo, hi = self.host_ports
         out = []
         for spec in specs:
-            ip, host, cport, proto = parse_port(spec)
+            ip, host, cport, proto = parse_port(spec, '"ports"')
             if str(spec).partition("/")[0].count(":") >= 2 and ip != self.bind:
                 raise Forbidden(f"policy.ports.bind is {self.bind}: cannot publish on {ip}")
             first, _, last = host.partition("-")
@@ -190,5 +191,5 @@ class Policy:
             if value is None:
                 setattr(req, attr, default)
                 continue
-            if top is not None and parse(value) > top:
+            if top is not None and parse(value, f'"{attr}"') > top:
                 raise Forbidden(f"policy.limits.{kind}.max is {top_text}: {value} asked")

@@ -174,7 +174,7 @@ class Service:
         from .engine import CreateRequest
         from .session import LABEL
 
-        req = CreateRequest(**check_create(payload))
+        req = CreateRequest(**check_create(payload)).check(api=True)  # names the JSON fields
         key, scope = self._scope(user)
         req.owner = user
         req.uid, req.gid = int(self.conf["sessions"]["uid"]), int(self.conf["sessions"]["gid"])

@@ -593,6 +593,9 @@ def ipv6_loopback(engine, busybox_image):
     (["--name", ""], 2, ["--name"]),
     (["--cpus", "1e999"], 2, ["--cpus"]),
     (["--cpus", "nan"], 2, ["--cpus"]),
+    (["--cpus", "0.001"], 2, ["--cpus '0.001'", "from 0.01"]),  # 0 NanoCpus would be no limit
+    (["--cpus", "1e-10"], 2, ["--cpus '1e-10'", "from 0.01"]),
+    (["--memory", "5m"], 2, ["--memory", "'5m'", "6m at least"]),
     (["--memory", "1e999g"], 2, ["1e999g"]),
     (["--pids-limit", "0"], 2, ["--pids-limit"]),
     (["--network", ""], 2, ["--network"]),

@@ -262,6 +262,30 @@ def test_limits_have_defaults_and_maxima(policed, engine, busybox_image, prefix)
     assert (hc["Memory"], hc["NanoCpus"], hc["PidsLimit"]) == (8 * 1024 ** 3, 5 * 10 ** 8, 100), hc
 
 
+@pytest.mark.parametrize("field, value, message", [
+    # 1e-10 was 0 NanoCpus, no limit at all; 0.001 a 502 with runc's host path (ATTACK-11 #3)
+    ("cpus", 1e-10, "\"cpus\" 1e-10: expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("cpus", 0.001, "\"cpus\" 0.001: expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("cpus", "0", "\"cpus\" '0': expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("memory", "5m", "\"memory\": invalid memory size '5m': use e.g. 512m or 2g (6m at least)"),
+    # the JSON field, not the command line's switch (ATTACK-11 #10)
+    ("pids_limit", -1, "\"pids_limit\" -1: expected a number from 1 to 4194304"),
+    ("ports", ["nohost:0:81"], "\"ports\": 'nohost' is not an IP address (use e.g. 127.0.0.1, "
+                               "0.0.0.0, [::1] or localhost)"),
+])
+def test_limits_below_the_engines_floor_are_400_naming_the_field(policed, engine, busybox_image,
+                                                                 prefix, field, value, message):
+    refused(policed.alice, {"image": busybox_image, "name": f"{prefix}-f", field: value}, 400,
+            message)
+    assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-f"])
+
+
+def test_the_smallest_cpu_share_is_a_real_limit(policed, engine, busybox_image, prefix):
+    rec = ready(policed.alice, create(policed.alice, {"image": busybox_image,
+                                                      "name": f"{prefix}-c", "cpus": 0.01}))
+    assert inspect(engine, rec)["HostConfig"]["NanoCpus"] == 10 ** 7
+
+
 def test_sessions_per_user_cap_is_429_even_for_concurrent_creates(start_server, engine,
                                                                   busybox_image, prefix):
     from cubbi_tools.errors import TooMany, from_wire

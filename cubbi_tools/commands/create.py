@@ -185,8 +185,8 @@ COMMAND = cli.Command(
                 help="publish a container port (on 127.0.0.1 unless IP, an IPv4 or IPv6 "
                      "address such as 0.0.0.0 or [::1], or localhost, is given; a free "
                      "host port unless HOST is given; /udp for UDP); repeatable"),
-        cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5"),
-        cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g"),
+        cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5 (0.01 at least)"),
+        cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g (6m at least)"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
         cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
         cli.Opt("--run", kind="value", metavar="CMD",
