@@ -34,6 +34,8 @@ SCHEMA = {
     "defaults.memory": ("memory", None),
     "defaults.pids_limit": ("count", None),
     "defaults.hardened": ("bool", False),
+    "defaults.log_max_size": ("log_size", "10m"),
+    "defaults.log_max_files": ("count", 3),
     "services.*.*": ("string", None),
     "docker.network": ("network", "cubbi-network"),
     "docker.socket": ("socket", None),
@@ -311,6 +313,15 @@ def _memory(raw, data, strict):
     return text
 
 
+def _log_size(raw, data, strict):
+    from .validate import parse_log_size
+
+    try:
+        return parse_log_size(raw, "size")
+    except UsageError:
+        raise ValueError("expected a size from 1k to 1024g such as 10m") from None
+
+
 def _socket(raw, data, strict):
     text = _string(raw, data, True)
     if text.startswith("/") or re.match(r"(unix|tcp|http|https)://.", text):
@@ -357,7 +368,7 @@ def _files(raw, data, strict):
 
 _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
-    "cpus": _cpus, "count": _count, "memory": _memory, "socket": _socket, "url": _url,
+    "cpus": _cpus, "count": _count, "memory": _memory, "log_size": _log_size, "socket": _socket, "url": _url,
     "endpoint": _endpoint, "file": _file, "files": _files,
 }
 

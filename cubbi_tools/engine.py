@@ -285,6 +285,11 @@ class LocalEngine:
             "PortBindings": bindings,
             "RestartPolicy": {"Name": "no"},
             "Init": False,
+            # a session's output never fills the host's disk: rotated, whatever the
+            # daemon's default log driver
+            "LogConfig": {"Type": "json-file",
+                          "Config": {"max-size": str(req.log_max_size),
+                                     "max-file": str(req.log_max_files)}},
         }
         if req.cpus:
             host_config["NanoCpus"] = int(parse_cpus(req.cpus) * 1e9)

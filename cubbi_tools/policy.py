@@ -20,6 +20,7 @@ DEFAULTS = {
     "limits": {"memory": {"default": "2g", "max": "8g"},
                "cpus": {"default": 1, "max": 4},
                "pids": {"default": 1024, "max": 8192}},
+    "logs": {"max_size": "10m", "max_files": 3},  # a session's log, rotated (json-file)
     "max_sessions": 20,            # per user, running or stopped
     "sudo": False,                 # password-less sudo for the session user
     "user_traffic": False,         # a user's own sessions may talk to each other
@@ -93,7 +94,7 @@ class Policy:
         if section is None:
             section = {}
         _known(section, DEFAULTS, "")
-        for key in ("images", "ports", "limits"):
+        for key in ("images", "ports", "limits", "logs"):
             if section.get(key) is not None:
                 _known(section[key], DEFAULTS[key], key + ".")
         for kind in DEFAULTS["limits"]:
@@ -126,6 +127,15 @@ class Policy:
                 _fail(f"limits.{kind}.default", f"{spec['default']} is above "
                       f"policy.limits.{kind}.max ({spec['max']})")
             self.limits[kind] = (default, top, spec.get("max"))
+        from .validate import parse_log_size
+
+        try:
+            self.log_max_size = parse_log_size(p["logs"]["max_size"], "value")
+        except UsageError as exc:
+            _fail("logs.max_size", str(exc))
+        self.log_max_files = _count("logs.max_files", p["logs"]["max_files"])
+        if self.log_max_files > 100:
+            _fail("logs.max_files", f"expected at most 100, got {self.log_max_files}")
         self.max_sessions = _count("max_sessions", p["max_sessions"])
         self.sudo = _bool("sudo", p["sudo"])
         self.user_traffic = _bool("user_traffic", p["user_traffic"])
@@ -152,6 +162,7 @@ class Policy:
                 raise Forbidden(f"policy.networks does not allow {net!r}")
         req.ports = self._ports(req.ports)
         self._limits(req)
+        req.log_max_size, req.log_max_files = self.log_max_size, self.log_max_files
         req.sudo = self.sudo
         req.cap_drop = [] if self.net_raw else ["NET_RAW"]
         req.no_new_privileges = self.no_new_privileges or req.hardened

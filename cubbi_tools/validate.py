@@ -45,6 +45,22 @@ def parse_memory(text, what="--memory"):
                          "(6m at least)") from None
 
 
+LOG_MAX_SIZE, LOG_MAX_FILES = "10m", 3  # a session's log: json-file, rotated at this size
+
+
+def parse_log_size(text, what="log max size"):
+    """A log file's size for Docker's max-size: N, Nk, Nm or Ng (bytes
+    up to 1 TiB) -> the text Docker takes, e.g. '10m'."""
+    import re
+
+    t = str(text).strip().lower()
+    m = re.fullmatch(r"([0-9]{1,13})([kmg]?)b?", t)
+    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2)] if m else 0
+    if isinstance(text, bool) or not 1024 <= n <= 1 << 40:
+        raise UsageError(f"{what} {text!r}: expected a size from 1k to 1024g such as 10m")
+    return m.group(1) + m.group(2)
+
+
 def parse_host_ip(text, what="--port"):
     """An IPv4 or IPv6 literal ([::1] too; localhost is 127.0.0.1) ->
     the address the engine binds, or UsageError."""
@@ -164,6 +180,9 @@ class CreateRequest:
         self.files = dict(kw.get("files") or {})   # extra files: path -> (text, mode)
         self.labels = dict(kw.get("labels") or {})
         self.state_dir = kw.get("state_dir")
+        # the session's log, rotated: the local config's or the service's policy
+        self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
+        self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES
         self.network = None         # the session's network instead of the engine's
         self.scope = []             # labels a name is unique within (the owner's)
         self.sudo = True            # password-less sudo for the session user

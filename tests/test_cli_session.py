@@ -185,6 +185,14 @@ def test_limits_reach_the_host_config(cubbi, busybox_image, prefix, engine):
     assert hc["PidsLimit"] == 50
     assert hc["Privileged"] is False
     assert not any("docker.sock" in b for b in hc.get("Binds") or [])
+    # the session's log is rotated (defaults.log_max_size / log_max_files)
+    assert hc["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+    for key, value in (("defaults.log_max_size", "2m"), ("defaults.log_max_files", "4")):
+        r = cubbi("cubbi-config", "set", key, value)
+        assert r.exit_code == 0, r
+    rec = create(cubbi, busybox_image, f"{prefix}-l2")
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "2m", "max-file": "4"}}
 
 
 def test_env_and_env_file_reach_the_session_not_docker_inspect(cubbi, busybox_image, prefix,

@@ -73,6 +73,8 @@ def refused(client, body, status, message):
     ("  max_session: 3\n", ["policy.max_session:", "unknown setting", "max_sessions"]),
     ("  sudo: true\n", ["policy.sudo:", "no_new_privileges: false"]),
     ("  user_traffic: yes please\n", ["policy.user_traffic:", "true or false"]),
+    ("  logs:\n    max_size: huge\n", ["policy.logs.max_size:", "'huge'", "10m"]),
+    ("  logs:\n    max_files: 0\n", ["policy.logs.max_files:", "1 or more"]),
 ])
 def test_a_bad_policy_value_stops_the_server_with_one_line(tmp_path, policy, words):
     conf = tmp_path / "cubbi-service.yaml"
@@ -284,6 +286,20 @@ def test_the_smallest_cpu_share_is_a_real_limit(policed, engine, busybox_image, 
     rec = ready(policed.alice, create(policed.alice, {"image": busybox_image,
                                                       "name": f"{prefix}-c", "cpus": 0.01}))
     assert inspect(engine, rec)["HostConfig"]["NanoCpus"] == 10 ** 7
+
+
+def test_session_logs_are_rotated_as_the_policy_says(policed, start_server, engine,
+                                                     busybox_image, prefix):
+    """A session's log cannot fill the host's disk (ATTACK-11 #4): json-file
+    with max-size/max-file, the policy's defaults or its own values."""
+    rec = create(policed.alice, {"image": busybox_image, "name": f"{prefix}-g1"})
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+    srv = start_server(config_text=BASE + LOCAL + "  logs:\n    max_size: 1m\n    max_files: 2\n")
+    alice = Client(srv.url, srv.token("alice"))
+    rec = ready(alice, create(alice, {"image": busybox_image, "name": f"{prefix}-g2"}))
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
 
 
 def test_sessions_per_user_cap_is_429_even_for_concurrent_creates(start_server, engine,

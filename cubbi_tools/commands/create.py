@@ -64,6 +64,7 @@ def build_request(args, engine=None):
         memory=args.memory or defaults["memory"], owner=_owner(),
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
+        log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
         project=project, files=files,
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
