@@ -16,7 +16,10 @@ from .errors import Forbidden, TooMany, UsageError
 DEFAULTS = {
     "networks": [],               # networks a client may name (besides the user's own)
     "images": {"any_local": False},  # definitions and images: only, unless true
-    "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5},
+    # fixed_host_ports: whether a client may name the host port; by default the
+    # engine picks a free one, so a refusal tells nothing of what holds a port
+    "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5,
+              "fixed_host_ports": False},
     "limits": {"memory": {"default": "2g", "max": "8g"},
                "cpus": {"default": 1, "max": 4},
                "pids": {"default": 1024, "max": 8192}},
@@ -116,6 +119,7 @@ class Policy:
             _fail("ports.bind", f"{p['ports']['bind']!r} is not an IP address")
         self.host_ports = port_range(p["ports"]["host_ports"])
         self.max_ports = _count("ports.max", p["ports"]["max"], low=0)
+        self.fixed_host_ports = _bool("ports.fixed_host_ports", p["ports"]["fixed_host_ports"])
         self.limits = {}
         for kind in ("memory", "cpus", "pids"):
             spec = p["limits"][kind]
@@ -184,6 +188,10 @@ class Policy:
                 if not lo <= int(first) <= int(last or first) <= hi:
                     raise Forbidden(f"policy.ports.host_ports is {lo}-{hi}: host port {host} "
                                     "is outside it")
+                if not self.fixed_host_ports:
+                    raise Forbidden(f"policy.ports.fixed_host_ports is false: give only the "
+                                    f"container port ({cport}) and the service picks a free "
+                                    "host port")
             elif lo > EPHEMERAL[0] or hi < EPHEMERAL[1]:
                 host = f"{lo}-{hi}"  # the engine picks a free one in the range
             else:

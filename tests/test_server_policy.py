@@ -234,6 +234,33 @@ def test_ports_bind_range_and_count(policed, engine, busybox_image, prefix):
         "8000/tcp": ["127.0.0.1"], "8001/tcp": ["127.0.0.1"], "8002/udp": ["127.0.0.1"]}, bindings
 
 
+def test_a_named_host_port_is_the_policys_choice(policed, start_server, engine, busybox_image,
+                                                 prefix):
+    """A client that names a host port learned whether the host or another
+    user holds it (ATTACK-11 #10): by default the engine picks, and a named
+    one is refused before anything is asked of the engine."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        for port in (taken, 3900):  # taken by the host, or free: the same answer
+            refused(policed.alice, {"image": busybox_image, "name": f"{prefix}-h",
+                                    "ports": [f"127.0.0.1:{port}:8000"]}, 403,
+                    "policy.ports.fixed_host_ports is false: give only the container port (8000) "
+                    "and the service picks a free host port")
+        srv = start_server(config_text=BASE + LOCAL + "  ports:\n    fixed_host_ports: true\n")
+        alice = Client(srv.url, srv.token("alice"))
+        st, err = alice.call("POST", "/sessions", {"image": busybox_image, "name": f"{prefix}-h",
+                                                   "ports": [f"{taken}:8000"]})
+        assert st >= 400 and "already in use" in err["error"], (st, err)
+    finally:
+        holder.close()
+    assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-h"])
+
+
 def test_a_host_port_range_and_another_bind_address(start_server, engine, busybox_image, prefix):
     srv = start_server(config_text=BASE + LOCAL + "  ports:\n    bind: 127.0.0.2\n"
                                                   "    host_ports: 41000-41009\n    max: 1\n")
