@@ -15,7 +15,9 @@ from .errors import Forbidden, TooMany, UsageError
 
 DEFAULTS = {
     "networks": [],               # networks a client may name (besides the user's own)
-    "images": {"any_local": False},  # definitions and images: only, unless true
+    # definitions and images: only, unless any_local; a definition not built yet
+    # is built on a client's request only with build (minutes of CPU, downloads)
+    "images": {"any_local": False, "build": False},
     # fixed_host_ports: whether a client may name the host port; by default the
     # engine picks a free one, so a refusal tells nothing of what holds a port
     "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5,
@@ -111,6 +113,7 @@ class Policy:
             _fail("networks", "expected a list of network names")
         self.networks = set(nets)
         self.any_local = _bool("images.any_local", p["images"]["any_local"])
+        self.build = _bool("images.build", p["images"]["build"])
         from .validate import parse_host_ip
 
         try:
@@ -171,6 +174,13 @@ class Policy:
         req.cap_drop = [] if self.net_raw else ["NET_RAW"]
         req.no_new_privileges = self.no_new_privileges or req.hardened
         return req
+
+    def check_build(self, name, unbuilt):
+        """Forbidden when NAME is a definition not built yet (unbuilt) and
+        the policy does not let a client's request build it."""
+        if unbuilt and not self.build:
+            raise Forbidden(f"policy.images.build is false: image {name!r} is not built on this "
+                            f"service; its operator can build it (cubbi-image build {name})")
 
     def _ports(self, specs):
         from .validate import parse_port

@@ -202,6 +202,7 @@ class Service:
 
                 if image_exists(self.engine.api, conf_image["image"]):
                     req.image = conf_image["image"]  # else the definition of that name
+            self.policy.check_build(req.image, self._unbuilt(req.image))
             try:
                 return self.engine.create(req)
             except CubbiError as exc:
@@ -228,6 +229,14 @@ class Service:
             return find_definition(name, paths=False) is not None
         except CubbiError:
             return False
+
+    def _unbuilt(self, name):
+        """Whether NAME is an image definition whose image is not built yet
+        (a create would build it)."""
+        from . import images
+
+        defn = images.find_definition(name, paths=False)
+        return defn is not None and images.inspect(self.engine.api, images.tag_for(defn)) is None
 
     def _user_network(self, user, key):
         """The user's own bridge, made on demand: cubbi-u-HASH, labelled as

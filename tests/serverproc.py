@@ -59,6 +59,7 @@ class ServerProcess:
                                     # the tests' busybox images are local images; the
                                     # git servers of the project tests are on cubbi-network
                                     "policy:\n  images:\n    any_local: true\n"
+                                    "    build: true\n"  # definitions built on first use
                                     "  networks: [cubbi-network]\n")
         self.env = _env({"TEST_PROJECT_KEY": "test-key-" + os.urandom(8).hex(), **(env or {})})
         self.proc = None
@@ -223,7 +224,8 @@ def main(argv):
     server = ServerProcess(work, config_text=(
         f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
         f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n"
-        "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n")).start()
+        "policy:\n  images:\n    any_local: true\n    build: true\n"
+        "  networks: [cubbi-network]\n")).start()
     try:
         cfg = os.environ.get("CUBBI_CONFIG_DIR") or os.path.join(work, "client-config")
         os.makedirs(cfg, exist_ok=True)

@@ -213,6 +213,33 @@ def test_a_valid_env_key_still_goes_through(policed, engine, busybox_image, pref
     assert out["stdout"] == "a b; c\n", out
 
 
+def test_an_unbuilt_definition_is_not_built_on_a_clients_request(start_server, engine, tmp_path,
+                                                                 prefix):
+    """Any user could make the service build any definition (minutes of CPU,
+    downloads; ATTACK-11 #10): by default only built images start."""
+    import shutil
+
+    name = f"{prefix}-tool"
+    conf_dir = tmp_path / "server-config"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "images",
+                                 "cubbi-test-tool"), conf_dir / "images" / name)
+    yml = conf_dir / "images" / name / "cubbi_image.yaml"
+    yml.write_text(yml.read_text().replace("cubbi-test-tool", name))
+    srv = start_server(config_text=BASE + LOCAL, env={"CUBBI_CONFIG_DIR": str(conf_dir)})
+    alice = Client(srv.url, srv.token("alice"))
+    st, rec = alice.call("GET", f"/images/{name}")  # the service offers it, not built
+    assert st == 200 and rec["built"] is False, rec
+    try:
+        refused(alice, {"image": name, "name": f"{prefix}-b"}, 403,
+                f"policy.images.build is false: image {name!r} is not built on this service; "
+                f"its operator can build it (cubbi-image build {name})")
+        assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-b"])
+        assert subprocess.run(["docker", "image", "inspect", f"cubbi/{name}:latest"],
+                              capture_output=True).returncode != 0
+    finally:  # built when the policy failed
+        subprocess.run(["docker", "rmi", f"cubbi/{name}:latest"], capture_output=True)
+
+
 # -- ports ------------------------------------------------------------------------
 def test_ports_bind_range_and_count(policed, engine, busybox_image, prefix):
     alice = policed.alice
