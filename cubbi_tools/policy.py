@@ -26,6 +26,9 @@ DEFAULTS = {
                "cpus": {"default": 1, "max": 4},
                "pids": {"default": 1024, "max": 8192}},
     "logs": {"max_size": "10m", "max_files": 3},  # a session's log, rotated (json-file)
+    # each user's bridge gets a subnet of this size from this pool (the engine's
+    # default pools hold ~30 bridges)
+    "user_networks": {"pool": "10.213.0.0/16", "size": 26},
     "max_sessions": 20,            # per user, running or stopped
     "sudo": False,                 # password-less sudo for the session user
     "user_traffic": False,         # a user's own sessions may talk to each other
@@ -92,6 +95,22 @@ def _merged(over, base):
     return out
 
 
+def _pool(section):
+    """(IPv4Network, prefix length) of policy.user_networks."""
+    import ipaddress
+
+    try:
+        pool = ipaddress.IPv4Network(str(section["pool"]), strict=True)
+    except ValueError:
+        _fail("user_networks.pool", f"expected an IPv4 network such as 10.213.0.0/16, "
+                                    f"got {section['pool']!r}")
+    size = section["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not pool.prefixlen <= size <= 29:
+        _fail("user_networks.size", f"expected a prefix length from {pool.prefixlen} (the "
+                                    f"pool's) to 29, got {size!r}")
+    return pool, size
+
+
 class Policy:
     """The checked policy; apply() enforces it on a CreateRequest."""
 
@@ -99,7 +118,7 @@ class Policy:
         if section is None:
             section = {}
         _known(section, DEFAULTS, "")
-        for key in ("images", "ports", "limits", "logs"):
+        for key in ("images", "ports", "limits", "logs", "user_networks"):
             if section.get(key) is not None:
                 _known(section[key], DEFAULTS[key], key + ".")
         for kind in DEFAULTS["limits"]:
@@ -143,6 +162,7 @@ class Policy:
         self.log_max_files = _count("logs.max_files", p["logs"]["max_files"])
         if self.log_max_files > 100:
             _fail("logs.max_files", f"expected at most 100, got {self.log_max_files}")
+        self.pool, self.subnet_size = _pool(p["user_networks"])
         self.max_sessions = _count("max_sessions", p["max_sessions"])
         self.sudo = _bool("sudo", p["sudo"])
         self.user_traffic = _bool("user_traffic", p["user_traffic"])
@@ -181,6 +201,24 @@ class Policy:
         if unbuilt and not self.build:
             raise Forbidden(f"policy.images.build is false: image {name!r} is not built on this "
                             f"service; its operator can build it (cubbi-image build {name})")
+
+    def user_subnet(self, used):
+        """The first subnet of the pool that overlaps none of USED (network
+        strings of the engine's networks), or TooMany when the pool is full."""
+        import ipaddress
+
+        taken = []
+        for text in used:
+            try:
+                taken.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                pass
+        taken = [n for n in taken if n.version == 4 and n.overlaps(self.pool)]
+        for net in self.pool.subnets(new_prefix=self.subnet_size):
+            if not any(net.overlaps(t) for t in taken):
+                return str(net)
+        raise TooMany(f"policy.user_networks.pool {self.pool} has no free /{self.subnet_size} "
+                      "left for another user's network; ask the operator to widen it")
 
     def _ports(self, specs):
         from .validate import parse_port

@@ -272,12 +272,22 @@ class Service:
             except APIError:
                 raise CubbiError(f"policy.user_traffic changed: {user}'s sessions still use the "
                                  f"network {name}; close them first") from None
-        try:
-            self.engine.api.create_network(name, labels=labels, options=options)
-        except APIError as exc:
-            if exc.status != 409:  # made meanwhile by a concurrent create
-                raise
-        return name
+        used = []
+        for _ in range(8):  # another process may take the same subnet meanwhile
+            used += [c.get("Subnet") or "" for n in self.engine.api.networks()
+                     for c in ((n.get("IPAM") or {}).get("Config") or [])]
+            subnet = self.policy.user_subnet(used)
+            try:
+                self.engine.api.create_network(name, labels=labels, options=options,
+                                               subnet=subnet)
+                return name
+            except APIError as exc:
+                if exc.status == 409:  # made meanwhile by a concurrent create
+                    return name
+                if "overlap" not in str(exc).lower():
+                    raise
+                used.append(subnet)
+        raise CubbiError(f"cannot find a free subnet for {name} in policy.user_networks.pool")
 
     def _project_setup(self, user, req):
         """A project the user stored on the service: its credential goes into
@@ -297,7 +307,7 @@ class Service:
 
     def close(self, user, ref):
         """Close a session; the user's network goes with their last one (each
-        bridge holds one of the engine's few address pools)."""
+        bridge holds a subnet of policy.user_networks.pool)."""
         from .session import LABEL
 
         rec = self.session(user, ref)

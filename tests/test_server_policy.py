@@ -75,6 +75,8 @@ def refused(client, body, status, message):
     ("  user_traffic: yes please\n", ["policy.user_traffic:", "true or false"]),
     ("  logs:\n    max_size: huge\n", ["policy.logs.max_size:", "'huge'", "10m"]),
     ("  logs:\n    max_files: 0\n", ["policy.logs.max_files:", "1 or more"]),
+    ("  user_networks:\n    pool: 10.213.0.1/16\n", ["policy.user_networks.pool:", "10.213.0.1/16"]),
+    ("  user_networks:\n    size: 30\n", ["policy.user_networks.size:", "16", "29", "30"]),
 ])
 def test_a_bad_policy_value_stops_the_server_with_one_line(tmp_path, policy, words):
     conf = tmp_path / "cubbi-service.yaml"
@@ -117,6 +119,38 @@ def test_users_sessions_cannot_reach_each_other_on_the_network(policed, engine, 
         for target in (ip, host):
             out = run(client, rec, "nc", "-w", "3", target, "8000")
             assert out["exit_code"] != 0 and "secret" not in out["stdout"], (rec["name"], target, out)
+
+
+def test_user_networks_take_small_subnets_from_the_policys_pool(policed, start_server, engine,
+                                                               busybox_image, prefix):
+    """Per-user bridges took the engine's default address pools (~30 users
+    and no more, ATTACK-11 #10): each takes a /26 of 10.213.0.0/16 by
+    default; a full pool is 429 naming it, and a user's last close frees
+    the subnet."""
+    import ipaddress
+
+    def subnet(rec):
+        net = inspect(engine, rec)["HostConfig"]["NetworkMode"]
+        (conf,) = engine.get(f"/networks/{net}")["IPAM"]["Config"]
+        return net, ipaddress.ip_network(conf["Subnet"])
+
+    rec = create(policed.alice, {"image": busybox_image, "name": f"{prefix}-n0"})
+    net = subnet(rec)[1]
+    assert net.prefixlen == 26 and net.subnet_of(ipaddress.ip_network("10.213.0.0/16")), net
+    srv = start_server(config_text=BASE + LOCAL + "  user_networks:\n    pool: 10.213.250.0/28\n"
+                                                  "    size: 28\n")
+    alice, bob = Client(srv.url, srv.token("alice")), Client(srv.url, srv.token("bob"))
+    a1 = create(alice, {"image": busybox_image, "name": f"{prefix}-n1"})
+    name, net = subnet(a1)
+    assert str(net) == "10.213.250.0/28", net
+    refused(bob, {"image": busybox_image, "name": f"{prefix}-n2"}, 429,
+            "policy.user_networks.pool 10.213.250.0/28 has no free /28 left for another user's "
+            "network; ask the operator to widen it")
+    st, _ = alice.call("DELETE", f"/sessions/{a1['id']}")
+    assert st == 200
+    assert name not in {n["Name"] for n in engine.get("/networks")}  # gone with her last session
+    b1 = create(bob, {"image": busybox_image, "name": f"{prefix}-n2"})
+    assert str(subnet(b1)[1]) == "10.213.250.0/28"
 
 
 def test_a_users_sessions_talk_when_the_policy_says_so(start_server, engine, busybox_image,
