@@ -296,7 +296,7 @@ complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'i' -l 'image' -x -
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'n' -l 'name' -x -a '(__cubbi_values \'-\')' -d 'session name (default: IMAGE-ID)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'e' -l 'env' -x -a '(__cubbi_values \'-\')' -d 'set an environment variable in the session (CUBBI_* are cubbi\'s own and refused; PATH, LD_* and the like are yours to set locally, a service refuses them); repeatable'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'env-file' -x -a '(__cubbi_values \'file\')' -d 'read KEY=VALUE lines from FILE (dotenv syntax; a line that is not is an error naming it); repeatable'
-complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'network' -x -a '(__cubbi_values \'network\')' -d 'also join Docker network NET (every session joins cubbi-network); repeatable'
+complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'network' -x -a '(__cubbi_values \'network\')' -d 'also join Docker network NET (a local session joins cubbi-network too; on a remote, your own network and only what its policy.networks allows); repeatable'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -s 'm' -l 'mount' -x -a '(__cubbi_values \'dir\')' -d 'mount DIR at /app (default: the current directory)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'no-mount' -d 'mount nothing at /app'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'project' -x -a '(__cubbi_values \'project\')' -d 'clone this git repository into /app (with its stored credential, see cubbi-project; anonymously when none); mounts nothing'

@@ -254,7 +254,9 @@ class Service:
         name = user_network(key)
         icc = "true" if self.policy.user_traffic else "false"
         labels = {"cubbi.network": "true", L_OWNER: user, L_SERVED: key}
-        options = {"com.docker.network.bridge.enable_icc": icc}
+        # the host interface is cu-HASH: one firewall rule (-i cu-+) covers every user's
+        options = {"com.docker.network.bridge.enable_icc": icc,
+                   "com.docker.network.bridge.name": "cu-" + name[len("cubbi-u-"):]}
         try:
             net = self.engine.api.network(name)
         except APIError as exc:

@@ -107,6 +107,10 @@ def test_users_sessions_cannot_reach_each_other_on_the_network(policed, engine, 
         assert list(i["NetworkSettings"]["Networks"]) == [nets[k]], (k, i["NetworkSettings"])
     net = engine.get(f"/networks/{nets['a1']}")
     assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false", net
+    # the host side is cu-HASH, so one firewall rule (-i cu-+) keeps sessions off the host
+    assert net["Options"]["com.docker.network.bridge.name"] == "cu-" + nets["a1"][8:], net
+    assert subprocess.run(["ip", "link", "show", "cu-" + nets["a1"][8:]],
+                          capture_output=True).returncode == 0
     assert net["Labels"]["cubbi.owner"] == "alice" and net["Labels"]["cubbi.served"], net
     assert {c["Name"] for c in net["Containers"].values()} == {
         info["a1"]["Name"].lstrip("/"), info["a2"]["Name"].lstrip("/")}, net["Containers"]

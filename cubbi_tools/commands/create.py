@@ -173,7 +173,9 @@ COMMAND = cli.Command(
                 help="read KEY=VALUE lines from FILE (dotenv syntax; a line that is not "
                      "is an error naming it); repeatable"),
         cli.Opt("--network", kind="multi", metavar="NET", complete="network",
-                help="also join Docker network NET (every session joins cubbi-network); repeatable"),
+                help="also join Docker network NET (a local session joins cubbi-network too; "
+                     "on a remote, your own network and only what its policy.networks "
+                     "allows); repeatable"),
         cli.Opt("-m", "--mount", kind="value", metavar="DIR", complete="dir",
                 help="mount DIR at /app (default: the current directory)"),
         cli.Opt("--no-mount", help="mount nothing at /app"),
