@@ -35,6 +35,8 @@ SCHEMA = {
     "defaults.pids_limit": ("count", None),
     "defaults.hardened": ("bool", False),
     "defaults.mcp": ("mcp_names", []),
+    "defaults.log_max_size": ("log_size", "10m"),
+    "defaults.log_max_files": ("count", 3),
     "services.*.*": ("string", None),
     "docker.network": ("network", "cubbi-network"),
     "docker.socket": ("socket", None),
@@ -309,8 +311,8 @@ def _cpus(raw, data, strict):
         n = float(raw)
     except (TypeError, ValueError):
         n = 0
-    if isinstance(raw, bool) or not n > 0:
-        raise ValueError("expected a positive number of CPUs, e.g. 1.5")
+    if isinstance(raw, bool) or not n >= 0.01:  # validate.MIN_CPUS, as the docker CLI
+        raise ValueError("expected a number of CPUs from 0.01, e.g. 1.5")
     return int(n) if n == int(n) else n
 
 
@@ -329,6 +331,15 @@ def _memory(raw, data, strict):
     if isinstance(raw, bool) or not _MEMORY.match(text):
         raise ValueError("expected a size such as 512m or 2g")
     return text
+
+
+def _log_size(raw, data, strict):
+    from .validate import parse_log_size
+
+    try:
+        return parse_log_size(raw, "size")
+    except UsageError:
+        raise ValueError("expected a size from 1k to 1024g such as 10m") from None
 
 
 def _socket(raw, data, strict):
@@ -394,8 +405,8 @@ def _providers(raw, data, strict):
 _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
     "mcp_names": _mcp_names,
-    "cpus": _cpus, "count": _count, "memory": _memory, "socket": _socket, "url": _url,
-    "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,
+    "cpus": _cpus, "count": _count, "memory": _memory, "log_size": _log_size, "socket": _socket,
+    "url": _url, "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,
 }
 
 

@@ -553,11 +553,15 @@ class DockerAPI:
     def network(self, name):
         return self.get(f"/networks/{quote(name)}")
 
-    def create_network(self, name, labels=None, options=None):
-        return self.post("/networks/create", body={
-            "Name": name, "CheckDuplicate": True, "Driver": "bridge",
-            "Labels": labels or {}, "Options": options or {},
-        })
+    def networks(self):
+        return self.get("/networks")
+
+    def create_network(self, name, labels=None, options=None, subnet=None):
+        body = {"Name": name, "CheckDuplicate": True, "Driver": "bridge",
+                "Labels": labels or {}, "Options": options or {}}
+        if subnet:  # else one of the engine's default address pools
+            body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+        return self.post("/networks/create", body=body)
 
     def remove_network(self, name):
         self.delete(f"/networks/{quote(name)}")

@@ -269,12 +269,19 @@ class LocalEngine:
             "PortBindings": bindings,
             "RestartPolicy": {"Name": "no"},
             "Init": False,
+            # a session's output never fills the host's disk: rotated, whatever the
+            # daemon's default log driver
+            "LogConfig": {"Type": "json-file",
+                          "Config": {"max-size": str(req.log_max_size),
+                                     "max-file": str(req.log_max_files)}},
         }
         from . import logfwd
 
         providers = self._setting("logging", [])
         log_config, warnings = logfwd.log_config(providers, sid, image, req.owner)
-        if log_config:
+        if log_config:  # the engine's own copy (dual logging) rotated the same way
+            log_config["Config"].update({"cache-max-size": str(req.log_max_size),
+                                         "cache-max-file": str(req.log_max_files)})
             host_config["LogConfig"] = log_config
         for text in warnings:
             if progress:

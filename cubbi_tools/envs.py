@@ -8,6 +8,30 @@ from .errors import CubbiError, UsageError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+# Variables a shell, the login profile or the dynamic loader act on, and the
+# ones the session itself sets: a service refuses them from a client (they
+# would steer more than the client's own programs), cubbi-create takes them
+# from its own user, who owns the engine anyway (cubbi-create(1)).
+SHELL_KEYS = frozenset({
+    "PATH", "ENV", "BASH_ENV", "IFS", "CDPATH", "SHELLOPTS", "BASHOPTS", "PS4",
+    "PROMPT_COMMAND", "GLOBIGNORE", "HOME", "USER", "LOGNAME", "SHELL",
+    "GCONV_PATH", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS",
+    "NLSPATH", "LOCPATH", "MALLOC_CHECK_", "MALLOC_PERTURB_"})
+SHELL_PREFIXES = ("LD_",)
+CUBBI_PREFIX = "CUBBI_"  # cubbi's own: the session's id, uid, gid, image, project
+
+
+def reserved_key(key, service=False):
+    """Why KEY may not be set in a session, or None.  CUBBI_* are cubbi's
+    own everywhere; with service=True (a client's request to a service) the
+    variables of SHELL_KEYS and LD_* too."""
+    if key.startswith(CUBBI_PREFIX):
+        return "CUBBI_* variables are set by cubbi itself"
+    if service and (key in SHELL_KEYS or key.startswith(SHELL_PREFIXES)):
+        return ("the service does not take variables that a shell or the dynamic loader "
+                "acts on (PATH, LD_*, BASH_ENV, ENV, ...)")
+    return None
+
 
 def valid_key(key):
     """Whether KEY may name a session variable (-e, --env-file, and the
@@ -23,6 +47,9 @@ def parse_assignments(items):
             raise UsageError(f"-e {key!r}: expected KEY=VALUE")
         if not valid_key(key):
             raise UsageError(f"-e {key}=...: {key!r} is not a valid variable name")
+        why = reserved_key(key)
+        if why:
+            raise UsageError(f"-e {key}=...: {why}")
         env[key] = value
     return env
 
@@ -50,6 +77,10 @@ def read_env_file(path):
         if binding.error or binding.key is not None and not _KEY.match(binding.key):
             raise UsageError(f"--env-file {path} line {binding.original.line}: expected "
                              f"KEY=VALUE with KEY a variable name, got {line[:40]!r}")
+        why = binding.key is not None and reserved_key(binding.key)
+        if why:
+            raise UsageError(f"--env-file {path} line {binding.original.line}: "
+                             f"{binding.key}: {why}")
     from dotenv import dotenv_values
 
     values = dotenv_values(stream=io.StringIO(text))

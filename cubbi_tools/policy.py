@@ -15,11 +15,20 @@ from .errors import Forbidden, TooMany, UsageError
 
 DEFAULTS = {
     "networks": [],               # networks a client may name (besides the user's own)
-    "images": {"any_local": False},  # definitions and images: only, unless true
-    "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5},
+    # definitions and images: only, unless any_local; a definition not built yet
+    # is built on a client's request only with build (minutes of CPU, downloads)
+    "images": {"any_local": False, "build": False},
+    # fixed_host_ports: whether a client may name the host port; by default the
+    # engine picks a free one, so a refusal tells nothing of what holds a port
+    "ports": {"bind": "127.0.0.1", "host_ports": "1024-65535", "max": 5,
+              "fixed_host_ports": False},
     "limits": {"memory": {"default": "2g", "max": "8g"},
                "cpus": {"default": 1, "max": 4},
                "pids": {"default": 1024, "max": 8192}},
+    "logs": {"max_size": "10m", "max_files": 3},  # a session's log, rotated (json-file)
+    # each user's bridge gets a subnet of this size from this pool (the engine's
+    # default pools hold ~30 bridges)
+    "user_networks": {"pool": "10.213.0.0/16", "size": 26},
     "max_sessions": 20,            # per user, running or stopped
     "sudo": False,                 # password-less sudo for the session user
     "user_traffic": False,         # a user's own sessions may talk to each other
@@ -64,7 +73,8 @@ def _limit(kind, value, where):
     if value is None:
         return None
     try:
-        return {"memory": parse_memory, "cpus": parse_cpus, "pids": parse_pids_limit}[kind](value)
+        return {"memory": parse_memory, "cpus": parse_cpus,
+                "pids": parse_pids_limit}[kind](value, "value")
     except UsageError as exc:
         _fail(where, str(exc))
 
@@ -85,6 +95,22 @@ def _merged(over, base):
     return out
 
 
+def _pool(section):
+    """(IPv4Network, prefix length) of policy.user_networks."""
+    import ipaddress
+
+    try:
+        pool = ipaddress.IPv4Network(str(section["pool"]), strict=True)
+    except ValueError:
+        _fail("user_networks.pool", f"expected an IPv4 network such as 10.213.0.0/16, "
+                                    f"got {section['pool']!r}")
+    size = section["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not pool.prefixlen <= size <= 29:
+        _fail("user_networks.size", f"expected a prefix length from {pool.prefixlen} (the "
+                                    f"pool's) to 29, got {size!r}")
+    return pool, size
+
+
 class Policy:
     """The checked policy; apply() enforces it on a CreateRequest."""
 
@@ -92,7 +118,7 @@ class Policy:
         if section is None:
             section = {}
         _known(section, DEFAULTS, "")
-        for key in ("images", "ports", "limits"):
+        for key in ("images", "ports", "limits", "logs", "user_networks"):
             if section.get(key) is not None:
                 _known(section[key], DEFAULTS[key], key + ".")
         for kind in DEFAULTS["limits"]:
@@ -106,6 +132,7 @@ class Policy:
             _fail("networks", "expected a list of network names")
         self.networks = set(nets)
         self.any_local = _bool("images.any_local", p["images"]["any_local"])
+        self.build = _bool("images.build", p["images"]["build"])
         from .validate import parse_host_ip
 
         try:
@@ -114,6 +141,7 @@ class Policy:
             _fail("ports.bind", f"{p['ports']['bind']!r} is not an IP address")
         self.host_ports = port_range(p["ports"]["host_ports"])
         self.max_ports = _count("ports.max", p["ports"]["max"], low=0)
+        self.fixed_host_ports = _bool("ports.fixed_host_ports", p["ports"]["fixed_host_ports"])
         self.limits = {}
         for kind in ("memory", "cpus", "pids"):
             spec = p["limits"][kind]
@@ -125,6 +153,16 @@ class Policy:
                 _fail(f"limits.{kind}.default", f"{spec['default']} is above "
                       f"policy.limits.{kind}.max ({spec['max']})")
             self.limits[kind] = (default, top, spec.get("max"))
+        from .validate import parse_log_size
+
+        try:
+            self.log_max_size = parse_log_size(p["logs"]["max_size"], "value")
+        except UsageError as exc:
+            _fail("logs.max_size", str(exc))
+        self.log_max_files = _count("logs.max_files", p["logs"]["max_files"])
+        if self.log_max_files > 100:
+            _fail("logs.max_files", f"expected at most 100, got {self.log_max_files}")
+        self.pool, self.subnet_size = _pool(p["user_networks"])
         self.max_sessions = _count("max_sessions", p["max_sessions"])
         self.sudo = _bool("sudo", p["sudo"])
         self.user_traffic = _bool("user_traffic", p["user_traffic"])
@@ -151,10 +189,36 @@ class Policy:
                 raise Forbidden(f"policy.networks does not allow {net!r}")
         req.ports = self._ports(req.ports)
         self._limits(req)
+        req.log_max_size, req.log_max_files = self.log_max_size, self.log_max_files
         req.sudo = self.sudo
         req.cap_drop = [] if self.net_raw else ["NET_RAW"]
         req.no_new_privileges = self.no_new_privileges or req.hardened
         return req
+
+    def check_build(self, name, unbuilt):
+        """Forbidden when NAME is a definition not built yet (unbuilt) and
+        the policy does not let a client's request build it."""
+        if unbuilt and not self.build:
+            raise Forbidden(f"policy.images.build is false: image {name!r} is not built on this "
+                            f"service; its operator can build it (cubbi-image build {name})")
+
+    def user_subnet(self, used):
+        """The first subnet of the pool that overlaps none of USED (network
+        strings of the engine's networks), or TooMany when the pool is full."""
+        import ipaddress
+
+        taken = []
+        for text in used:
+            try:
+                taken.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                pass
+        taken = [n for n in taken if n.version == 4 and n.overlaps(self.pool)]
+        for net in self.pool.subnets(new_prefix=self.subnet_size):
+            if not any(net.overlaps(t) for t in taken):
+                return str(net)
+        raise TooMany(f"policy.user_networks.pool {self.pool} has no free /{self.subnet_size} "
+                      "left for another user's network; ask the operator to widen it")
 
     def _ports(self, specs):
         from .validate import parse_port
@@ -164,7 +228,7 @@ class Policy:
         lo, hi = self.host_ports
         out = []
         for spec in specs:
-            ip, host, cport, proto = parse_port(spec)
+            ip, host, cport, proto = parse_port(spec, '"ports"')
             if str(spec).partition("/")[0].count(":") >= 2 and ip != self.bind:
                 raise Forbidden(f"policy.ports.bind is {self.bind}: cannot publish on {ip}")
             first, _, last = host.partition("-")
@@ -172,6 +236,10 @@ class Policy:
                 if not lo <= int(first) <= int(last or first) <= hi:
                     raise Forbidden(f"policy.ports.host_ports is {lo}-{hi}: host port {host} "
                                     "is outside it")
+                if not self.fixed_host_ports:
+                    raise Forbidden(f"policy.ports.fixed_host_ports is false: give only the "
+                                    f"container port ({cport}) and the service picks a free "
+                                    "host port")
             elif lo > EPHEMERAL[0] or hi < EPHEMERAL[1]:
                 host = f"{lo}-{hi}"  # the engine picks a free one in the range
             else:
@@ -190,5 +258,5 @@ class Policy:
             if value is None:
                 setattr(req, attr, default)
                 continue
-            if top is not None and parse(value) > top:
+            if top is not None and parse(value, f'"{attr}"') > top:
                 raise Forbidden(f"policy.limits.{kind}.max is {top_text}: {value} asked")

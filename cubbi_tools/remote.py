@@ -48,19 +48,34 @@ def check_url(url, what="URL"):
 _warned = []  # the plain-http warning goes out once per process
 
 
+def is_loopback(host):
+    """Whether HOST (a URL's host) names this machine's loopback in any of
+    the forms the resolver takes: localhost(.), 127.1, 0x7f.1, ::1,
+    ::ffff:127.0.0.1."""
+    import ipaddress
+    import socket
+
+    host = (host or "").lower().strip("[]")
+    name = host.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # the short and hex IPv4 forms getaddrinfo takes (127.1)
+            ip = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):
+            return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 def warn_plain_http(parts, remote):
     """One stderr line, once per process, when a token is about to go over
     plain http:// to a host other than loopback (anyone on the path reads it)."""
     host = (parts.hostname or "").lower()
-    if parts.scheme != "http" or _warned or host == "localhost" or host.endswith(".localhost"):
+    if parts.scheme != "http" or _warned or is_loopback(host):
         return
-    import ipaddress
-
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
     _warned.append(host)
     import sys
 
@@ -342,7 +357,8 @@ class RemoteService:
         server unasked."""
         from . import projects
 
-        return projects.session_setup(url, (None, None))
+        clone, pid, _, files = projects.session_setup(url, (None, None))
+        return clone, pid, {}, files  # the service sets the session's CUBBI_PROJECT_* itself
 
     def index(self):
         """None: each reference is resolved on the service."""

@@ -215,7 +215,7 @@ class Service:
         from .engine import CreateRequest
         from .session import LABEL
 
-        req = CreateRequest(**check_create(payload))
+        req = CreateRequest(**check_create(payload)).check(api=True)  # names the JSON fields
         key, scope = self._scope(user)
         if req.mcp:  # the user's own servers; an unknown name: 404 before anything starts
             store = self._mcp_store(user)
@@ -246,6 +246,8 @@ class Service:
 
                 if image_exists(self.engine.api, conf_image["image"]):
                     req.image = conf_image["image"]  # else the definition of that name
+            self.policy.check_build(req.image, self._unbuilt(req.image))
+
             def warn(text):  # e.g. a log collector that is down: the operator's to know
                 sys.stderr.write(f"cubbi-server: {user}: {text}\n")
 
@@ -276,6 +278,14 @@ class Service:
         except CubbiError:
             return False
 
+    def _unbuilt(self, name):
+        """Whether NAME is an image definition whose image is not built yet
+        (a create would build it)."""
+        from . import images
+
+        defn = images.find_definition(name, paths=False)
+        return defn is not None and images.inspect(self.engine.api, images.tag_for(defn)) is None
+
     def _user_network(self, user, key):
         """The user's own bridge, made on demand: cubbi-u-HASH, labelled as
         this service's, inter-container traffic as policy.user_traffic says.
@@ -292,7 +302,9 @@ class Service:
         name = user_network(key)
         icc = "true" if self.policy.user_traffic else "false"
         labels = {"cubbi.network": "true", L_OWNER: user, L_SERVED: key}
-        options = {"com.docker.network.bridge.enable_icc": icc}
+        # the host interface is cu-HASH: one firewall rule (-i cu-+) covers every user's
+        options = {"com.docker.network.bridge.enable_icc": icc,
+                   "com.docker.network.bridge.name": "cu-" + name[len("cubbi-u-"):]}
         try:
             net = self.engine.api.network(name)
         except APIError as exc:
@@ -310,12 +322,22 @@ class Service:
             except APIError:
                 raise CubbiError(f"policy.user_traffic changed: {user}'s sessions still use the "
                                  f"network {name}; close them first") from None
-        try:
-            self.engine.api.create_network(name, labels=labels, options=options)
-        except APIError as exc:
-            if exc.status != 409:  # made meanwhile by a concurrent create
-                raise
-        return name
+        used = []
+        for _ in range(8):  # another process may take the same subnet meanwhile
+            used += [c.get("Subnet") or "" for n in self.engine.api.networks()
+                     for c in ((n.get("IPAM") or {}).get("Config") or [])]
+            subnet = self.policy.user_subnet(used)
+            try:
+                self.engine.api.create_network(name, labels=labels, options=options,
+                                               subnet=subnet)
+                return name
+            except APIError as exc:
+                if exc.status == 409:  # made meanwhile by a concurrent create
+                    return name
+                if "overlap" not in str(exc).lower():
+                    raise
+                used.append(subnet)
+        raise CubbiError(f"cannot find a free subnet for {name} in policy.user_networks.pool")
 
     def _project_setup(self, user, req):
         """A project the user stored on the service: its credential goes into
@@ -335,7 +357,7 @@ class Service:
 
     def close(self, user, ref):
         """Close a session; the user's network goes with their last one (each
-        bridge holds one of the engine's few address pools)."""
+        bridge holds a subnet of policy.user_networks.pool)."""
         from .session import LABEL
 
         rec = self.session(user, ref)
@@ -700,10 +722,21 @@ def check_create(payload):
     for key in ("labels", "files"):
         if out.pop(key, None):
             raise UsageError(f'"{key}": the service does not take {key} from clients')
-    from .envs import valid_key
+    from .envs import reserved_key, valid_key
 
-    bad = sorted(k for k in out.get("env", {}) if not valid_key(k))
+    env = out.get("env", {})
+    if out.get("project"):  # older clients send the project's variables; the service sets them
+        for key in PROJECT_ENV:
+            env.pop(key, None)
+    bad = sorted(k for k in env if not valid_key(k))
     if bad:
         raise UsageError(f'"env": {bad[0]!r} is not a valid variable name (letters, digits '
                          "and '_', not starting with a digit)")
+    for key in sorted(env):
+        why = reserved_key(key, service=True)
+        if why:
+            raise UsageError(f'"env": {key!r}: {why}')
     return out
+
+
+PROJECT_ENV = ("CUBBI_PROJECT_URL", "CUBBI_PROJECT_TYPE")  # projects.session_setup's

@@ -22,9 +22,15 @@ MOUNT_REFUSED = ("--mount is not available with a remote: this directory is not 
 
 MIN_MEMORY = 6 * 1024 ** 2  # the engine refuses less
 MAX_PIDS = 4194304  # Linux's largest pid_max
+MIN_CPUS = 0.01  # as the docker CLI: less is 0 NanoCpus (no limit at all) or a runc error
+
+# The name of each switch in a create request sent to a service: its errors
+# name the JSON field there, not the command line's switch (CreateRequest.check)
+API_NAMES = {"--memory": '"memory"', "--cpus": '"cpus"', "--pids-limit": '"pids_limit"',
+             "--port": '"ports"', "--image": '"image"'}
 
 
-def parse_memory(text):
+def parse_memory(text, what="--memory"):
     if text is None:
         return None
     units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
@@ -35,11 +41,27 @@ def parse_memory(text):
             raise ValueError
         return int(size)
     except (ValueError, IndexError):
-        raise UsageError(f"invalid memory size {text!r}: use e.g. 512m or 2g "
+        raise UsageError(f"{what}: invalid memory size {text!r}: use e.g. 512m or 2g "
                          "(6m at least)") from None
 
 
-def parse_host_ip(text):
+LOG_MAX_SIZE, LOG_MAX_FILES = "10m", 3  # a session's log: json-file, rotated at this size
+
+
+def parse_log_size(text, what="log max size"):
+    """A log file's size for Docker's max-size: N, Nk, Nm or Ng (bytes
+    up to 1 TiB) -> the text Docker takes, e.g. '10m'."""
+    import re
+
+    t = str(text).strip().lower()
+    m = re.fullmatch(r"([0-9]{1,13})([kmg]?)b?", t)
+    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2)] if m else 0
+    if isinstance(text, bool) or not 1024 <= n <= 1 << 40:
+        raise UsageError(f"{what} {text!r}: expected a size from 1k to 1024g such as 10m")
+    return m.group(1) + m.group(2)
+
+
+def parse_host_ip(text, what="--port"):
     """An IPv4 or IPv6 literal ([::1] too; localhost is 127.0.0.1) ->
     the address the engine binds, or UsageError."""
     import ipaddress
@@ -52,11 +74,11 @@ def parse_host_ip(text):
     try:
         return str(ipaddress.ip_address(t))
     except ValueError:
-        raise UsageError(f"--port: {text!r} is not an IP address (use e.g. 127.0.0.1, "
+        raise UsageError(f"{what}: {text!r} is not an IP address (use e.g. 127.0.0.1, "
                          "0.0.0.0, [::1] or localhost)") from None
 
 
-def parse_port(text):
+def parse_port(text, what="--port"):
     """'8000', '8080:8000', '127.0.0.1:8080:8000', with optional /tcp or
     /udp -> (host_ip, host_port or '', container_port, proto); the host
     port may be a range LOW-HIGH (the engine picks a free one in it)."""
@@ -79,30 +101,31 @@ def parse_port(text):
                 int(low) > int(high or low) or int(high or low) > 65535):
             raise ValueError
     except ValueError:
-        raise UsageError(f"--port {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
+        raise UsageError(f"{what} {text!r}: expected PORT, HOST:PORT or IP:HOST:PORT "
                          "(ports 1-65535, HOST 0 for a free one; optionally /tcp or /udp)") from None
     if len(parts) == 3:
-        ip = parse_host_ip(ip)
+        ip = parse_host_ip(ip, what)
     return ip, host, cport, proto
 
 
-def parse_pids_limit(value):
+def parse_pids_limit(value, what="--pids-limit"):
     try:
         n = int(value)
     except (TypeError, ValueError):
         n = 0
     if not 1 <= n <= MAX_PIDS:
-        raise UsageError(f"--pids-limit {value}: expected a number from 1 to {MAX_PIDS}")
+        raise UsageError(f"{what} {value}: expected a number from 1 to {MAX_PIDS}")
     return n
 
 
-def parse_cpus(value):
+def parse_cpus(value, what="--cpus"):
     try:
         n = float(value)
-        if not 0 < n < 1e6:  # also refuses nan and inf
+        if not MIN_CPUS <= n < 1e6:  # also refuses nan and inf
             raise ValueError
     except (TypeError, ValueError):
-        raise UsageError(f"--cpus {value!r}: expected a positive number") from None
+        raise UsageError(f"{what} {value!r}: expected a number of CPUs from {MIN_CPUS} "
+                         "(e.g. 0.5 or 2)") from None
     return n
 
 
@@ -160,6 +183,9 @@ class CreateRequest:
         self.mcp = [str(n) for n in kw.get("mcp") or []]  # MCP server names (cubbi-mcp)
         self.mcp_defs = None        # [(name, definition)] resolved where the session is made
         self.ssh_keys = list(kw.get("ssh_keys") or [])  # the owner's public keys (cubbi-ssh)
+        # the session's log, rotated: the local config's or the service's policy
+        self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
+        self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES
         self.network = None         # the session's network instead of the engine's
         self.scope = []             # labels a name is unique within (the owner's)
         self.sudo = True            # password-less sudo for the session user
@@ -169,19 +195,24 @@ class CreateRequest:
     def to_dict(self):
         return {k: getattr(self, k) for k in self.FIELDS}
 
-    def check(self):
+    def check(self, api=False):
         """UsageError for a value the engine would refuse (or misread): the
-        one validation of a request, on the client and again where it runs."""
+        one validation of a request, on the client and again where it runs
+        (api=True: a service's, whose errors name the JSON fields)."""
+        def name(flag):
+            return API_NAMES[flag] if api else flag
+
         if not str(self.image or "").strip():
-            raise UsageError("--image: give an image name (or leave the switch out for the default)")
+            raise UsageError(f"{name('--image')}: give an image name (or leave the switch out "
+                             "for the default)")
         for spec in self.ports:
-            parse_port(spec)
+            parse_port(spec, name("--port"))
         if self.memory is not None:
-            parse_memory(self.memory)
+            parse_memory(self.memory, name("--memory"))
         if self.cpus is not None:
-            parse_cpus(self.cpus)
+            parse_cpus(self.cpus, name("--cpus"))
         if self.pids_limit is not None:
-            parse_pids_limit(self.pids_limit)
+            parse_pids_limit(self.pids_limit, name("--pids-limit"))
         check_ssh_keys(self.ssh_keys)
         if self.mount and ":" in self.mount:
             raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "

@@ -361,7 +361,7 @@ def _flag(value):
 def _number(text, name, kind=float):
     try:
         value = kind(text)
-        if value < 0:
+        if not value >= 0:  # nan too
             raise ValueError
         return value
     except ValueError:

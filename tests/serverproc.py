@@ -62,6 +62,7 @@ class ServerProcess:
                                     # the tests' busybox images are local images; the
                                     # git servers of the project tests are on cubbi-network
                                     "policy:\n  images:\n    any_local: true\n"
+                                    "    build: true\n"  # definitions built on first use
                                     "  networks: [cubbi-network]\n")
         self.env = _env({"TEST_PROJECT_KEY": "test-key-" + os.urandom(8).hex(), **(env or {})})
         self.proc = None
@@ -240,7 +241,8 @@ def main(argv):
         server = ServerProcess(work, env=env_extra, config_text=(
             f"server:\n  heartbeat: 2\nstate:\n  database: server.db\n"
             f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n" + auth +
-            "policy:\n  images:\n    any_local: true\n  networks: [cubbi-network]\n")).start()
+            "policy:\n  images:\n    any_local: true\n    build: true\n"
+            "  networks: [cubbi-network]\n")).start()
         if provider:
             provider.register([server.url + "/auth/callback"])
         return _run(server, argv, provider)

@@ -185,6 +185,14 @@ def test_limits_reach_the_host_config(cubbi, busybox_image, prefix, engine):
     assert hc["PidsLimit"] == 50
     assert hc["Privileged"] is False
     assert not any("docker.sock" in b for b in hc.get("Binds") or [])
+    # the session's log is rotated (defaults.log_max_size / log_max_files)
+    assert hc["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+    for key, value in (("defaults.log_max_size", "2m"), ("defaults.log_max_files", "4")):
+        r = cubbi("cubbi-config", "set", key, value)
+        assert r.exit_code == 0, r
+    rec = create(cubbi, busybox_image, f"{prefix}-l2")
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "2m", "max-file": "4"}}
 
 
 def test_env_and_env_file_reach_the_session_not_docker_inspect(cubbi, busybox_image, prefix,
@@ -300,6 +308,35 @@ def test_wait_ready_gives_up_at_its_deadline(busybox_image, prefix, engine):
     with pytest.raises(CubbiError, match="still initializing after 2 s"):
         local.wait_ready(rec, timeout=2)
     assert 1.9 < time.monotonic() - started < 5
+
+
+def test_the_env_file_never_steers_the_inits_root_shell(debian_image, prefix, engine):
+    """A session whose env file says CUBBI_UID=0 and puts a fake setpriv
+    first on PATH (as a client's env did before the service refused them,
+    ATTACK-11 #1): the init still runs the user's commands as the session
+    uid, from the container's own config, and root never runs the fake."""
+    from cubbi_tools.engine import LocalEngine
+    from cubbi_tools.validate import CreateRequest
+
+    fake = "#!/bin/sh\nid -u > /tmp/fake-setpriv-ran\n"
+    hook = "as_user /bin/sh -c 'id -u > /tmp/as-user-uid; printf %s \"$PATH\" > /tmp/as-user-path'\n"
+    rec = LocalEngine().create(CreateRequest(
+        image=debian_image, name=f"{prefix}-root", uid=1000, gid=1000,
+        env={"CUBBI_UID": "0", "CUBBI_GID": "0", "PATH": "/evil:/usr/bin:/bin:/usr/sbin:/sbin",
+             "LD_PRELOAD": "/evil/none.so"},
+        files={"/evil/setpriv": (fake, 0o755), "/cubbi/hooks/90-test.sh": (hook, 0o644)}))
+    LocalEngine().wait_ready(rec, timeout=60)
+
+    def sh(script):
+        r = subprocess.run(["docker", "exec", rec["container_id"], "sh", "-c", script],
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout
+
+    assert sh("cat /tmp/as-user-uid") == "1000\n"
+    assert sh("cat /tmp/fake-setpriv-ran 2>/dev/null || echo never") == "never\n"
+    assert sh("cat /tmp/as-user-path") == "/evil:/usr/bin:/bin:/usr/sbin:/sbin"  # the user's own
+    # a root login shell (an operator's docker exec) does not load the session's file either
+    assert not sh("sh -lc 'printf %s \"$PATH\"'").startswith("/evil")
 
 
 # -- logs -------------------------------------------------------------------
@@ -550,6 +587,8 @@ def ipv6_loopback(engine, busybox_image):
 @pytest.mark.parametrize("argv,code,words", [
     (["-e", "NOEQUALS"], 2, ["NOEQUALS", "KEY=VALUE"]),
     (["-e", "1BAD=x"], 2, ["1BAD"]),
+    (["-e", "CUBBI_UID=0"], 2, ["-e CUBBI_UID=...", "set by cubbi itself"]),
+    (["--env-file", "@CUBBIENV"], 2, ["line 2", "CUBBI_GID", "set by cubbi itself"]),
     (["--port", "http"], 2, ["http", "--port"]),
     (["--memory", "lots"], 2, ["lots"]),
     (["--cpus", "-1"], 2, ["--cpus"]),
@@ -562,6 +601,9 @@ def ipv6_loopback(engine, busybox_image):
     (["--name", ""], 2, ["--name"]),
     (["--cpus", "1e999"], 2, ["--cpus"]),
     (["--cpus", "nan"], 2, ["--cpus"]),
+    (["--cpus", "0.001"], 2, ["--cpus '0.001'", "from 0.01"]),  # 0 NanoCpus would be no limit
+    (["--cpus", "1e-10"], 2, ["--cpus '1e-10'", "from 0.01"]),
+    (["--memory", "5m"], 2, ["--memory", "'5m'", "6m at least"]),
     (["--memory", "1e999g"], 2, ["1e999g"]),
     (["--pids-limit", "0"], 2, ["--pids-limit"]),
     (["--network", ""], 2, ["--network"]),
@@ -595,6 +637,9 @@ def test_create_bad_switches(cubbi, busybox_image, prefix, engine, argv, code, w
     if "@COLONDIR" in argv:  # it exists: the ':' is the problem
         (tmp_path / "a:b").mkdir()
         argv = [str(tmp_path / "a:b") if a == "@COLONDIR" else a for a in argv]
+    if "@CUBBIENV" in argv:
+        (tmp_path / "cubbi.env").write_text("GOOD=1\nCUBBI_GID=0\n")
+        argv = [str(tmp_path / "cubbi.env") if a == "@CUBBIENV" else a for a in argv]
     if "@BADENV" in argv:
         (tmp_path / "bad.env").write_text("GOOD=1\n{bad\n")
         argv = [str(tmp_path / "bad.env") if a == "@BADENV" else a for a in argv]

@@ -5,6 +5,8 @@ the routes, and an image path from a client is never read on the server."""
 
 import os
 
+import pytest
+
 from serverproc import Client
 
 
@@ -48,6 +50,13 @@ def test_malformed_non_object_and_mistyped_bodies_are_400(alice):
                     {"name": "no-image"}, {"image": "x", "pids_limit": True}):
         st, body = alice.call("POST", "/sessions", payload)
         assert st == 400, (payload, body)
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "NaN", "soon"])
+def test_a_wait_that_is_not_a_number_of_seconds_is_400(alice, value):
+    # ?wait=nan answered "still initializing after nan s" (ATTACK-11 #10)
+    st, body = alice.call("GET", f"/sessions/nosuch?wait={value}")
+    assert (st, body["error"]) == (400, f"?wait={value!r}: expected a number >= 0"), body
 
 
 def test_oversized_body_is_413(alice):

@@ -73,6 +73,10 @@ def refused(client, body, status, message):
     ("  max_session: 3\n", ["policy.max_session:", "unknown setting", "max_sessions"]),
     ("  sudo: true\n", ["policy.sudo:", "no_new_privileges: false"]),
     ("  user_traffic: yes please\n", ["policy.user_traffic:", "true or false"]),
+    ("  logs:\n    max_size: huge\n", ["policy.logs.max_size:", "'huge'", "10m"]),
+    ("  logs:\n    max_files: 0\n", ["policy.logs.max_files:", "1 or more"]),
+    ("  user_networks:\n    pool: 10.213.0.1/16\n", ["policy.user_networks.pool:", "10.213.0.1/16"]),
+    ("  user_networks:\n    size: 30\n", ["policy.user_networks.size:", "16", "29", "30"]),
 ])
 def test_a_bad_policy_value_stops_the_server_with_one_line(tmp_path, policy, words):
     conf = tmp_path / "cubbi-service.yaml"
@@ -103,6 +107,10 @@ def test_users_sessions_cannot_reach_each_other_on_the_network(policed, engine, 
         assert list(i["NetworkSettings"]["Networks"]) == [nets[k]], (k, i["NetworkSettings"])
     net = engine.get(f"/networks/{nets['a1']}")
     assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false", net
+    # the host side is cu-HASH, so one firewall rule (-i cu-+) keeps sessions off the host
+    assert net["Options"]["com.docker.network.bridge.name"] == "cu-" + nets["a1"][8:], net
+    assert subprocess.run(["ip", "link", "show", "cu-" + nets["a1"][8:]],
+                          capture_output=True).returncode == 0
     assert net["Labels"]["cubbi.owner"] == "alice" and net["Labels"]["cubbi.served"], net
     assert {c["Name"] for c in net["Containers"].values()} == {
         info["a1"]["Name"].lstrip("/"), info["a2"]["Name"].lstrip("/")}, net["Containers"]
@@ -115,6 +123,38 @@ def test_users_sessions_cannot_reach_each_other_on_the_network(policed, engine, 
         for target in (ip, host):
             out = run(client, rec, "nc", "-w", "3", target, "8000")
             assert out["exit_code"] != 0 and "secret" not in out["stdout"], (rec["name"], target, out)
+
+
+def test_user_networks_take_small_subnets_from_the_policys_pool(policed, start_server, engine,
+                                                               busybox_image, prefix):
+    """Per-user bridges took the engine's default address pools (~30 users
+    and no more, ATTACK-11 #10): each takes a /26 of 10.213.0.0/16 by
+    default; a full pool is 429 naming it, and a user's last close frees
+    the subnet."""
+    import ipaddress
+
+    def subnet(rec):
+        net = inspect(engine, rec)["HostConfig"]["NetworkMode"]
+        (conf,) = engine.get(f"/networks/{net}")["IPAM"]["Config"]
+        return net, ipaddress.ip_network(conf["Subnet"])
+
+    rec = create(policed.alice, {"image": busybox_image, "name": f"{prefix}-n0"})
+    net = subnet(rec)[1]
+    assert net.prefixlen == 26 and net.subnet_of(ipaddress.ip_network("10.213.0.0/16")), net
+    srv = start_server(config_text=BASE + LOCAL + "  user_networks:\n    pool: 10.213.250.0/28\n"
+                                                  "    size: 28\n")
+    alice, bob = Client(srv.url, srv.token("alice")), Client(srv.url, srv.token("bob"))
+    a1 = create(alice, {"image": busybox_image, "name": f"{prefix}-n1"})
+    name, net = subnet(a1)
+    assert str(net) == "10.213.250.0/28", net
+    refused(bob, {"image": busybox_image, "name": f"{prefix}-n2"}, 429,
+            "policy.user_networks.pool 10.213.250.0/28 has no free /28 left for another user's "
+            "network; ask the operator to widen it")
+    st, _ = alice.call("DELETE", f"/sessions/{a1['id']}")
+    assert st == 200
+    assert name not in {n["Name"] for n in engine.get("/networks")}  # gone with her last session
+    b1 = create(bob, {"image": busybox_image, "name": f"{prefix}-n2"})
+    assert str(subnet(b1)[1]) == "10.213.250.0/28"
 
 
 def test_a_users_sessions_talk_when_the_policy_says_so(start_server, engine, busybox_image,
@@ -184,6 +224,18 @@ def test_only_the_services_images_by_default(start_server, engine, busybox_image
                                            "starting with a digit)"),
     ("env", {"1X": "v"}, "\"env\": '1X' is not a valid variable name (letters, digits and '_', "
                          "not starting with a digit)"),
+    # the session's own and what a shell or the loader acts on: CUBBI_UID=0 made root (ATTACK-11 #1)
+    ("env", {"CUBBI_UID": "0", "CUBBI_GID": "0"},
+     "\"env\": 'CUBBI_GID': CUBBI_* variables are set by cubbi itself"),
+    ("env", {"PATH": "/tmp/evil:/bin"}, "\"env\": 'PATH': the service does not take variables "
+                                        "that a shell or the dynamic loader acts on (PATH, LD_*, "
+                                        "BASH_ENV, ENV, ...)"),
+    ("env", {"LD_PRELOAD": "/tmp/x.so"}, "\"env\": 'LD_PRELOAD': the service does not take "
+                                         "variables that a shell or the dynamic loader acts on "
+                                         "(PATH, LD_*, BASH_ENV, ENV, ...)"),
+    ("env", {"BASH_ENV": "/tmp/x"}, "\"env\": 'BASH_ENV': the service does not take variables "
+                                    "that a shell or the dynamic loader acts on (PATH, LD_*, "
+                                    "BASH_ENV, ENV, ...)"),
 ])
 def test_labels_files_and_bad_env_keys_are_refused(policed, engine, busybox_image, prefix,
                                                    field, value, message):
@@ -197,6 +249,33 @@ def test_a_valid_env_key_still_goes_through(policed, engine, busybox_image, pref
                                                       "env": {"MY_VAR_1": "a b; c"}}))
     out = run(policed.alice, rec, "sh", "-c", ". /cubbi/env; echo \"$MY_VAR_1\"")
     assert out["stdout"] == "a b; c\n", out
+
+
+def test_an_unbuilt_definition_is_not_built_on_a_clients_request(start_server, engine, tmp_path,
+                                                                 prefix):
+    """Any user could make the service build any definition (minutes of CPU,
+    downloads; ATTACK-11 #10): by default only built images start."""
+    import shutil
+
+    name = f"{prefix}-tool"
+    conf_dir = tmp_path / "server-config"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "images",
+                                 "cubbi-test-tool"), conf_dir / "images" / name)
+    yml = conf_dir / "images" / name / "cubbi_image.yaml"
+    yml.write_text(yml.read_text().replace("cubbi-test-tool", name))
+    srv = start_server(config_text=BASE + LOCAL, env={"CUBBI_CONFIG_DIR": str(conf_dir)})
+    alice = Client(srv.url, srv.token("alice"))
+    st, rec = alice.call("GET", f"/images/{name}")  # the service offers it, not built
+    assert st == 200 and rec["built"] is False, rec
+    try:
+        refused(alice, {"image": name, "name": f"{prefix}-b"}, 403,
+                f"policy.images.build is false: image {name!r} is not built on this service; "
+                f"its operator can build it (cubbi-image build {name})")
+        assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-b"])
+        assert subprocess.run(["docker", "image", "inspect", f"cubbi/{name}:latest"],
+                              capture_output=True).returncode != 0
+    finally:  # built when the policy failed
+        subprocess.run(["docker", "rmi", f"cubbi/{name}:latest"], capture_output=True)
 
 
 # -- ports ------------------------------------------------------------------------
@@ -218,6 +297,33 @@ def test_ports_bind_range_and_count(policed, engine, busybox_image, prefix):
     bindings = inspect(engine, rec)["HostConfig"]["PortBindings"]
     assert {k: [b["HostIp"] for b in v] for k, v in bindings.items()} == {
         "8000/tcp": ["127.0.0.1"], "8001/tcp": ["127.0.0.1"], "8002/udp": ["127.0.0.1"]}, bindings
+
+
+def test_a_named_host_port_is_the_policys_choice(policed, start_server, engine, busybox_image,
+                                                 prefix):
+    """A client that names a host port learned whether the host or another
+    user holds it (ATTACK-11 #10): by default the engine picks, and a named
+    one is refused before anything is asked of the engine."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        for port in (taken, 3900):  # taken by the host, or free: the same answer
+            refused(policed.alice, {"image": busybox_image, "name": f"{prefix}-h",
+                                    "ports": [f"127.0.0.1:{port}:8000"]}, 403,
+                    "policy.ports.fixed_host_ports is false: give only the container port (8000) "
+                    "and the service picks a free host port")
+        srv = start_server(config_text=BASE + LOCAL + "  ports:\n    fixed_host_ports: true\n")
+        alice = Client(srv.url, srv.token("alice"))
+        st, err = alice.call("POST", "/sessions", {"image": busybox_image, "name": f"{prefix}-h",
+                                                   "ports": [f"{taken}:8000"]})
+        assert st >= 400 and "already in use" in err["error"], (st, err)
+    finally:
+        holder.close()
+    assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-h"])
 
 
 def test_a_host_port_range_and_another_bind_address(start_server, engine, busybox_image, prefix):
@@ -248,6 +354,44 @@ def test_limits_have_defaults_and_maxima(policed, engine, busybox_image, prefix)
     rec = create(alice, {**body, "memory": "8g", "cpus": "0.5", "pids_limit": 100})
     hc = inspect(engine, rec)["HostConfig"]
     assert (hc["Memory"], hc["NanoCpus"], hc["PidsLimit"]) == (8 * 1024 ** 3, 5 * 10 ** 8, 100), hc
+
+
+@pytest.mark.parametrize("field, value, message", [
+    # 1e-10 was 0 NanoCpus, no limit at all; 0.001 a 502 with runc's host path (ATTACK-11 #3)
+    ("cpus", 1e-10, "\"cpus\" 1e-10: expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("cpus", 0.001, "\"cpus\" 0.001: expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("cpus", "0", "\"cpus\" '0': expected a number of CPUs from 0.01 (e.g. 0.5 or 2)"),
+    ("memory", "5m", "\"memory\": invalid memory size '5m': use e.g. 512m or 2g (6m at least)"),
+    # the JSON field, not the command line's switch (ATTACK-11 #10)
+    ("pids_limit", -1, "\"pids_limit\" -1: expected a number from 1 to 4194304"),
+    ("ports", ["nohost:0:81"], "\"ports\": 'nohost' is not an IP address (use e.g. 127.0.0.1, "
+                               "0.0.0.0, [::1] or localhost)"),
+])
+def test_limits_below_the_engines_floor_are_400_naming_the_field(policed, engine, busybox_image,
+                                                                 prefix, field, value, message):
+    refused(policed.alice, {"image": busybox_image, "name": f"{prefix}-f", field: value}, 400,
+            message)
+    assert not engine.containers(all=True, labels=[f"cubbi.session.name={prefix}-f"])
+
+
+def test_the_smallest_cpu_share_is_a_real_limit(policed, engine, busybox_image, prefix):
+    rec = ready(policed.alice, create(policed.alice, {"image": busybox_image,
+                                                      "name": f"{prefix}-c", "cpus": 0.01}))
+    assert inspect(engine, rec)["HostConfig"]["NanoCpus"] == 10 ** 7
+
+
+def test_session_logs_are_rotated_as_the_policy_says(policed, start_server, engine,
+                                                     busybox_image, prefix):
+    """A session's log cannot fill the host's disk (ATTACK-11 #4): json-file
+    with max-size/max-file, the policy's defaults or its own values."""
+    rec = create(policed.alice, {"image": busybox_image, "name": f"{prefix}-g1"})
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+    srv = start_server(config_text=BASE + LOCAL + "  logs:\n    max_size: 1m\n    max_files: 2\n")
+    alice = Client(srv.url, srv.token("alice"))
+    rec = ready(alice, create(alice, {"image": busybox_image, "name": f"{prefix}-g2"}))
+    assert inspect(engine, rec)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
 
 
 def test_sessions_per_user_cap_is_429_even_for_concurrent_creates(start_server, engine,

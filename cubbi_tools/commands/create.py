@@ -66,6 +66,7 @@ def build_request(args, engine=None):
         memory=args.memory or defaults["memory"], owner=_owner(),
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
+        log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
         project=project, files=files, mcp=servers,
         ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
@@ -191,12 +192,16 @@ COMMAND = cli.Command(
                      "cubbi/NAME-HASH:latest, HASH from its path)"),
         cli.Opt("-n", "--name", kind="value", help="session name (default: IMAGE-ID)"),
         cli.Opt("-e", "--env", kind="multi", metavar="KEY=VALUE",
-                help="set an environment variable in the session; repeatable"),
+                help="set an environment variable in the session (CUBBI_* are cubbi's own "
+                     "and refused; PATH, LD_* and the like are yours to set locally, a service "
+                     "refuses them); repeatable"),
         cli.Opt("--env-file", kind="multi", metavar="FILE", complete="file",
                 help="read KEY=VALUE lines from FILE (dotenv syntax; a line that is not "
                      "is an error naming it); repeatable"),
         cli.Opt("--network", kind="multi", metavar="NET", complete="network",
-                help="also join Docker network NET (every session joins cubbi-network); repeatable"),
+                help="also join Docker network NET (a local session joins cubbi-network too; "
+                     "on a remote, your own network and only what its policy.networks "
+                     "allows); repeatable"),
         cli.Opt("-m", "--mount", kind="value", metavar="DIR", complete="dir",
                 help="mount DIR at /app (default: the current directory)"),
         cli.Opt("--no-mount", help="mount nothing at /app"),
@@ -213,8 +218,8 @@ COMMAND = cli.Command(
                 help="attach MCP server NAME (see cubbi-mcp), started on demand; repeatable "
                      "(default: defaults.mcp)"),
         cli.Opt("--no-mcp", help="attach no MCP server, not even the defaults"),
-        cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5"),
-        cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g"),
+        cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5 (0.01 at least)"),
+        cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g (6m at least)"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
         cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
         cli.Opt("--run", kind="value", metavar="CMD",

@@ -2,7 +2,7 @@ import os
 import sys
 
 from .. import cli
-from ..errors import UsageError
+from ..errors import CubbiError, UsageError
 from ..output import Printer, json_line, message
 
 PROG = "cubbi-server"
@@ -26,14 +26,18 @@ def _conf(args):
 
 
 def serve(args, conf):
-    from gevent import monkey
+    try:
+        from gevent import monkey
 
-    monkey.patch_all()
-    import signal
+        monkey.patch_all()
+        import signal
 
-    import gevent
-    from gevent import pywsgi
-    from cubbi_server.app import make_app, serving
+        import gevent
+        from gevent import pywsgi
+        from cubbi_server.app import make_app, serving
+    except ModuleNotFoundError as exc:
+        raise CubbiError(f"{sys.executable} lacks {exc.name}, which the server needs: install "
+                         "cubbi with its server extras (pip install '.[server]')") from None
 
     from ..service import Service
 
@@ -52,6 +56,12 @@ def serve(args, conf):
     bound = server.socket.getsockname()
     message(f"listening on http://{bound[0]}:{bound[1]} (database {conf['state']['database']})",
             PROG)
+    from ..remote import is_loopback
+
+    if not is_loopback(bound[0]):
+        message(f"warning: {bound[0]} is not loopback: sessions may reach this port "
+                "through their bridge's gateway, as any host service on it "
+                "(cubbi-service.yaml(5), THE HOST)", PROG)
     server.serve_forever()
     return 0
 

@@ -20,6 +20,9 @@ fail() {
     keep_alive
 }
 
+# The uid/gid come from the container's own config (its Env), never from
+# /cubbi/env: that file holds the session's variables, which a remote client
+# chose, and is only ever sourced by the session user (as_user, login shells).
 CUBBI_UID=${CUBBI_UID:-0}
 CUBBI_GID=${CUBBI_GID:-0}
 
@@ -68,7 +71,8 @@ chown "$CUBBI_UID:$CUBBI_GID" "$C/env" 2>/dev/null
 chmod 0600 "$C/env" 2>/dev/null
 cat > "$C/profile.sh" <<PROFILE
 # cubbi session environment (sourced by login shells)
-[ -r $C/env ] && . $C/env
+# (the session user's file: another account, root included, does not source it)
+[ -r $C/env ] && [ -O $C/env ] && . $C/env
 export HOME="$user_home" USER="$user_name" CUBBI_SESSION_ID="$CUBBI_SESSION_ID"
 PROFILE
 if [ -d /etc/profile.d ]; then
@@ -86,13 +90,20 @@ exec $user_shell -l
 LOGIN
 chmod 0755 "$C/login"
 
-# as_user CMD...: run CMD as the session user, with its environment loaded
+# as_user CMD...: run CMD as the session user, with its environment loaded.
+# The environment is sourced after the drop to the session user, never in
+# this root shell: its PATH, LD_PRELOAD or CUBBI_UID would steer root.
+setpriv=""
+if [ "$CUBBI_UID" != 0 ] && setpriv --help 2>&1 | grep -q reuid; then
+    setpriv=$(command -v setpriv)
+fi
+_as_user_sh='[ -r /cubbi/env ] && . /cubbi/env; HOME=$1 USER=$2; export HOME USER; shift 2; exec "$@"'
 as_user() {
     if [ "$CUBBI_UID" = 0 ]; then
         (cd /app 2>/dev/null; HOME="$user_home"; export HOME; [ -r $C/env ] && . $C/env; "$@")
-    elif setpriv --help 2>&1 | grep -q reuid; then
-        (cd /app 2>/dev/null; [ -r $C/env ] && . $C/env; HOME="$user_home" USER="$user_name" \
-            setpriv --reuid="$CUBBI_UID" --regid="$CUBBI_GID" --clear-groups "$@")
+    elif [ -n "$setpriv" ]; then
+        (cd /app 2>/dev/null; "$setpriv" --reuid="$CUBBI_UID" --regid="$CUBBI_GID" \
+            --clear-groups /bin/sh -c "$_as_user_sh" sh "$user_home" "$user_name" "$@")
     else
         _q=""
         for _a in "$@"; do _q="$_q '$(printf '%s' "$_a" | sed "s/'/'\\\\''/g")'"; done
