@@ -91,9 +91,29 @@ def serving(app, conf):
     from . import limits, web
 
     srv = conf["server"]
-    bounded = limits.bounded_body(app, int(srv["max_body"]))
+    auth = app.config["cubbi.auth"]
+
+    def authorized(environ):
+        """None for a valid token (or browser cookie), limits.PUBLIC for the
+        sign-in routes (no token yet: a small body), else why not (the body
+        is not read)."""
+        if environ.get("PATH_INFO", "").startswith("/auth/"):
+            return limits.PUBLIC
+        try:
+            auth.user(bottle.BaseRequest(environ))
+        except AuthError as exc:
+            return str(exc)
+        return None
+
+    bounded = limits.bounded_body(app, int(srv["max_body"]), authorized,
+                                  body_timeout=float(srv["body_timeout"]))
     return (web.under_base_path(bounded, web.base_path(conf)),
-            limits.handler(int(srv["max_message"]), web.Origins(conf).allowed))
+            limits.handler(int(srv["max_message"]), max_fragments=int(srv["max_fragments"]),
+                           header_timeout=float(srv["header_timeout"]),
+                           idle_timeout=float(srv["idle_timeout"]),
+                           max_connections=int(srv["max_connections"]),
+                           max_body=int(srv["max_body"]),
+                           origin_ok=web.Origins(conf).allowed))
 
 
 def make_app(service, conf=None):
@@ -114,6 +134,7 @@ def make_app(service, conf=None):
                    "terminals": int(srv.get("max_terminals_per_user") or 8)})
     app = bottle.Bottle(catchall=True, autojson=True)
     app.config["cubbi.peers"] = peers
+    app.config["cubbi.auth"] = auth
 
     for status in (400, 401, 403, 404, 405, 413, 429, 500, 502, 503):
         app.error_handler[status] = _http_error(status)

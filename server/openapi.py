@@ -34,7 +34,9 @@ DOCUMENT = {
     "info": {"title": "Cubbi Service", "version": "1",
              "description": "Sessions (AI tools in ephemeral containers), images and projects. "
                             "Every endpoint but /health and /openapi.json needs "
-                            "Authorization: Bearer TOKEN. Errors are always JSON."},
+                            "Authorization: Bearer TOKEN (a request with a body and no valid "
+                            "token gets 401 before its body is read). Errors are always JSON. "
+                            "Past server.max_connections any request gets 503."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
@@ -115,8 +117,8 @@ DOCUMENT = {
     "security": [{"bearer": []}],
     "paths": {
         "/health": {"get": {"summary": "liveness: {status: up|down} without a token; with a "
-                                       "valid one, also the engine's status and the open "
-                                       "streams and terminals", "security": [],
+                                       "valid one, also the engine's status and the caller's "
+                                       "own open streams, terminals and execs", "security": [],
                             "responses": {"200": _ok("up or down")}}},
         "/openapi.json": {"get": {"summary": "this document", "security": [],
                                   "responses": {"200": _ok("the document")}}},
@@ -160,14 +162,15 @@ DOCUMENT = {
             "post": {"summary": "create a session",
                      "requestBody": {"content": {"application/json": {"schema": _ref("CreateRequest")}}},
                      "responses": {"201": _ok("the session", _ref("Session")),
-                                   **_errors(400, 401, 403, 404, 409, 413, 429, 503)}},
+                                   **_errors(400, 401, 403, 404, 408, 409, 413, 429, 503)}},
         },
         "/sessions/{id}": {
-            "get": {"summary": "one session; ?wait=SECONDS waits until it is ready",
+            "get": {"summary": "one session; ?wait=SECONDS waits until it is ready (a wait "
+                               "counts against server.max_streams_per_user: 429 past it)",
                     "parameters": _ID + [{"name": "wait", "in": "query",
                                           "schema": {"type": "number"}}],
                     "responses": {"200": _ok("the session", _ref("Session")),
-                                  **_errors(400, 401, 404, 409, 503)}},
+                                  **_errors(400, 401, 404, 409, 429, 503)}},
             "delete": {"summary": "close a session (remove its container)", "parameters": _ID,
                        "responses": {"200": _ok("the closed session", _ref("Session")),
                                      **_errors(401, 404, 503)}},
@@ -196,14 +199,16 @@ DOCUMENT = {
                                "stdin, and output prefixed by a stream byte (1 stdout, 2 stderr); "
                                "text frames carry {type: resize|eof|stop|exit|error} (an error "
                                "with status 429 past server.max_terminals_per_user); a frame or "
-                               "message over server.max_message closes the socket with 1009",
+                               "message over server.max_message closes the socket with 1009, "
+                               "one of more than server.max_fragments frames with 1008",
                     "parameters": _ID, "responses": {"101": _ok("switching protocols"),
                                                      **_errors(400)}},
-            "post": {"summary": "exec mode: run a command without a TTY",
+            "post": {"summary": "exec mode: run a command without a TTY (at most "
+                                "server.max_execs_per_user at once: 429 past it)",
                      "parameters": _ID,
                      "requestBody": {"content": {"application/json": {"schema": _ref("Exec")}}},
                      "responses": {"200": _ok("its result", _ref("ExecResult")),
-                                   **_errors(400, 401, 404, 409, 413, 503)}},
+                                   **_errors(400, 401, 404, 408, 409, 413, 429, 503)}},
         },
         "/images": {"get": {"summary": "available images",
                             "responses": {"200": _ok("{images: [...]}"), **_errors(401, 503)}}},
@@ -216,7 +221,7 @@ DOCUMENT = {
             "post": {"summary": "add a project",
                      "requestBody": {"content": {"application/json": {"schema": _ref("ProjectInput")}}},
                      "responses": {"201": _ok("the project", _ref("Project")),
-                                   **_errors(400, 401, 409, 413)}},
+                                   **_errors(400, 401, 408, 409, 413)}},
         },
         "/mcp": {
             "get": {"summary": "your MCP servers (cubbi-mcp)",
@@ -255,7 +260,7 @@ DOCUMENT = {
             "put": {"summary": "replace a project's details", "parameters": _PID,
                     "requestBody": {"content": {"application/json": {"schema": _ref("ProjectInput")}}},
                     "responses": {"200": _ok("the project", _ref("Project")),
-                                  **_errors(400, 401, 413)}},
+                                  **_errors(400, 401, 408, 413)}},
             "delete": {"summary": "remove a project and its credentials", "parameters": _PID,
                        "responses": {"200": _ok("the removed project", _ref("Project")),
                                      **_errors(400, 401, 404)}},

@@ -43,6 +43,7 @@ def serve(args, conf):
 
     host = args.host or conf["server"]["host"]
     port = conf["server"]["port"] if args.port is None else args.port
+    _file_limit(conf["server"])
     app, handler = serving(make_app(Service(conf), conf), conf)
     log = None if args.quiet else sys.stderr
     server = pywsgi.WSGIServer((host, int(port)), app, handler_class=handler,
@@ -64,6 +65,32 @@ def serve(args, conf):
                 "(cubbi-service.yaml(5), THE HOST)", PROG)
     server.serve_forever()
     return 0
+
+
+FDS_PER_CONNECTION = 2  # a client's socket, and a stream's or terminal's engine connection
+FDS_SPARE = 256  # the listener, the database, the engine's idle connections, logs
+
+
+def _file_limit(srv):
+    """Open files enough for server.max_connections: the soft limit raised
+    toward the hard one, else the cap lowered to fit (said once), so the
+    server refuses connections with 503 and never runs out of descriptors."""
+    import resource
+
+    want = int(srv["max_connections"]) * FDS_PER_CONNECTION + FDS_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < want:
+        fit = max(1, (soft - FDS_SPARE) // FDS_PER_CONNECTION)
+        message(f"server.max_connections {srv['max_connections']} needs {want} open files; "
+                f"the limit is {soft} (ulimit -n): at most {fit} connections", PROG)
+        srv["max_connections"] = fit
 
 
 def _report(args, rec, text):
