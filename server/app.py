@@ -95,14 +95,15 @@ def serving(app, conf):
 
     def authorized(environ):
         """None for a valid token (or browser cookie), limits.PUBLIC for the
-        sign-in routes (no token yet: a small body), else why not (the body
-        is not read)."""
+        sign-in routes (no token yet: a small body), else the refusal (the
+        body is not read): AuthError, or Forbidden for a cookie from
+        another origin or without its CSRF token."""
         if environ.get("PATH_INFO", "").startswith("/auth/"):
             return limits.PUBLIC
         try:
             auth.user(bottle.BaseRequest(environ))
-        except AuthError as exc:
-            return str(exc)
+        except CubbiError as exc:
+            return exc
         return None
 
     bounded = limits.bounded_body(app, int(srv["max_body"]), authorized,

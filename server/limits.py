@@ -44,6 +44,7 @@ class BodyTooLarge(Exception):
     """A chunk whose size line alone is over server.max_body."""
 
 
+_REASONS = {401: "Unauthorized", 403: "Forbidden"}
 PUBLIC = object()  # authorized()'s answer for a route that takes a body before any token
 PUBLIC_BODY = 65536  # the most such a route reads (a sign-in: a token, a code)
 
@@ -51,7 +52,8 @@ PUBLIC_BODY = 65536  # the most such a route reads (a sign-in: a token, a code)
 def bounded_body(app, max_body, authorized=None, body_timeout=60):
     """app behind the body limit.  authorized(environ), when given, is asked
     before any byte of a body is read: a request with a body that it refuses
-    gets 401 with its body unread (and the connection closed); PUBLIC (a
+    gets its answer (the CubbiError it returns: 401, or 403) with its body
+    unread (and the connection closed); PUBLIC (a
     sign-in route) lets it through with a body of PUBLIC_BODY at most.  A
     body is read in full, within body_timeout seconds, before app sees it."""
     import gevent
@@ -76,9 +78,14 @@ def bounded_body(app, max_body, authorized=None, body_timeout=60):
             why = authorized(environ)
             if why is PUBLIC:
                 limit = min(max_body, PUBLIC_BODY)
-            elif why:
-                return refuse("401 Unauthorized", _error(401, why, "auth"),
-                              [("WWW-Authenticate", 'Bearer realm="cubbi"')])
+            elif why:  # the refusal, a CubbiError: 401, or 403 for a cookie's wrong origin
+                from cubbi_tools.errors import to_wire
+
+                wire = to_wire(why)
+                status = f"{wire['status']} {_REASONS.get(wire['status'], 'Refused')}"
+                return refuse(status, json.dumps(wire).encode(),
+                              [("WWW-Authenticate", 'Bearer realm="cubbi"')]
+                              if wire["status"] == 401 else [])
         if length > limit:
             return refuse("413 Request Entity Too Large", too_large(limit))
         stream = environ["wsgi.input"]

@@ -228,7 +228,9 @@ def test_bad_sign_ins_are_one_line_exit_5_and_leave_no_tokens(oidc_server, provi
     person = Person("alice")
     url = person.visit(oidc_server.url + "/auth/login", stop_at=oidc_server.url + "/auth/callback")
     first = person.http.get(url, allow_redirects=False, timeout=30)
-    assert first.status_code == 200 and first.json()["user"] == "alice", first.text
+    # a browser's sign-in ends on the web page with its cookie (test below)
+    assert first.status_code == 302 and first.headers["Location"] == "/", first.text
+    assert "cubbi_browser" in first.cookies
     again = person.http.get(url, allow_redirects=False, timeout=30)
     assert again.status_code == 401 and "already used" in again.json()["error"], again.text
     # a state the service never issued
