@@ -122,9 +122,15 @@ def create(driver, image, name):
     visible(driver, "#create-image").send_keys(image)
     visible(driver, "#create-name").send_keys(name)
     visible(driver, "#create-button").click()
-    return until(driver, f"session {name} running in the list",
-                 lambda d: (r := row(d, name)) is not None
-                 and r.get_attribute("data-status") == "running" and r)
+
+    def made(d):
+        error = by_css(d, "#create-error")[0].text
+        if error:
+            pytest.fail(f"the page could not create {name}: {error}")
+        r = row(d, name)
+        return r is not None and r.get_attribute("data-status") == "running" and r
+
+    return until(driver, f"session {name} running in the list", made)
 
 
 def open_terminal(driver, name):
@@ -221,9 +227,12 @@ def test_sign_in_terminal_resize_tabs_log_close(browser, web, busybox_image, pre
         "return Array.from(arguments[0].querySelectorAll('.xterm-rows span'))"
         ".filter(s => s.textContent.includes('red-text')).map(s => s.className)", pane) \
         == ["xterm-fg-1"]
-    type_in(pane, "sleep 300; echo not-interrupted\n")
+    type_in(pane, "echo sleep-$((1+1)); sleep 300; echo not-interrupted\n")
     from selenium.webdriver.common.keys import Keys
 
+    # once the command line runs: a ^C typed while the shell still edits
+    # the line is read by its line editor, not turned into SIGINT
+    on_screen(d, pane, r"sleep-2")
     type_in(pane, Keys.CONTROL + "c")
     type_in(pane, "echo after-$((2*3))-ctrl-c\n")
     on_screen(d, pane, r"after-6-ctrl-c")  # long before the sleep would end
@@ -385,8 +394,10 @@ def test_another_origin_gets_neither_the_websocket_nor_a_session(browser, web, o
 
 
 # -- behind a TLS proxy under a path prefix ----------------------------------------------
-def test_behind_a_tls_proxy_under_a_path_prefix(browser, engine, busybox_image, prefix,
-                                                start_server, tmp_path):
+def test_behind_a_tls_proxy_under_a_path_prefix(browser, engine, busybox_image, start_server,
+                                                tmp_path, prefix):
+    # prefix after start_server: its sessions are closed before the server
+    # cleans up the user's network, even when the test fails half way
     from test_server_tls import TLSProxy, make_ca
 
     ca, cert, key = make_ca(str(tmp_path))
