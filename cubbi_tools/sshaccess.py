@@ -24,7 +24,8 @@ SSHD_CMD = ["/bin/sh", "-c",
             f'exec "$(cat {SSH_DIR}/sshd)" -i -f {SSH_DIR}/sshd_config']
 INFO_CMD = ["/bin/sh", "-c",
             f'[ -s {SSH_DIR}/user ] && [ -s {SSH_DIR}/host_ed25519_key.pub ] || exit {NO_SSHD}; '
-            f'cat {SSH_DIR}/user {SSH_DIR}/host_ed25519_key.pub']
+            f'cat {SSH_DIR}/user {SSH_DIR}/host_ed25519_key.pub; '
+            f'grep -c "^[a-z]" {SSH_DIR}/authorized_keys 2>/dev/null || true']
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-", "sk-ssh-ed25519@",
              "sk-ecdsa-sha2-")
 
@@ -142,6 +143,10 @@ def fetch(backend, rec):
     user, key = lines[0].strip(), lines[1].split()
     if not user or len(key) < 2 or not key[0].startswith(KEY_TYPES):
         raise CubbiError(f"session {rec['id']}: its SSH host key is malformed")
+    if len(lines) > 2 and lines[2].strip() == "0":
+        raise CubbiError(f"session {rec['name']} ({rec['id']}) allows no SSH key: it was created "
+                         "without one (set ssh.public_key, or make one with ssh-keygen, then "
+                         "create the session again)")
     return user, f"{key[0]} {key[1]}"
 
 

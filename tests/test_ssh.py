@@ -150,12 +150,28 @@ def test_an_image_without_sshd_is_a_clear_error_not_a_hang(cubbi, user_key, busy
     one_line_error(r, 1, "this image has no sshd")
 
 
+def test_a_session_made_without_any_key_says_so(cubbi, sshd_image, prefix, tmp_path):
+    home = {"HOME": str(tmp_path)}  # no ~/.ssh/*.pub, no ssh.public_key
+    r = cubbi("cubbi-create", "--image", sshd_image, "--name", f"{prefix}-nokey", "--no-mount",
+              "--no-connect", "--wait", "-q", env=home)
+    assert r.exit_code == 0, r
+    one_line_error(cubbi("cubbi-ssh", r.stdout.strip(), env=home), 1, "allows no SSH key",
+                   "ssh.public_key")
+
+
 def test_ssh_into_a_remote_session_and_another_users_key_is_refused(
         cubbi, server, remote_env, user_key, sshd_image, prefix, tmp_path):
     r = cubbi("cubbi-create", "--image", sshd_image, "--name", f"{prefix}-rssh",
               "--no-connect", "--wait", "--json", env=remote_env, cwd=str(tmp_path))
     assert r.exit_code == 0, r
     (rec,) = r.json()
+    try:
+        _remote_checks(cubbi, server, remote_env, rec, tmp_path)
+    finally:  # through the service, which then drops alice's network (an address pool)
+        cubbi("cubbi-close", rec["id"], env=remote_env)
+
+
+def _remote_checks(cubbi, server, remote_env, rec, tmp_path):
     cfg = _exercise(cubbi, tmp_path, rec, env=remote_env, user="cubbi")
     text = open(cfg).read()
     assert "-r srv" in _proxy_of(text), text  # the ProxyCommand goes through the service
