@@ -160,6 +160,8 @@ class Provider:
         if any(u.startswith("http://") and not _loopback_http(u)
                for u in (meta["token_endpoint"], meta["jwks_uri"])):
             raise AuthError("the OpenID provider's endpoints must be https://")
+        # tokens carry the issuer exactly as the provider writes it (Authentik's ends in /)
+        self.issuers = sorted({str(meta["issuer"]), self.issuer, self.issuer + "/"})
         if _loopback_http(self.issuer):  # tests: oauthlib refuses plain http otherwise
             os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
         self.meta = meta
@@ -215,7 +217,7 @@ class Provider:
             raise AuthError(f"invalid token: signed with {header.get('alg')!r}, expected RS256")
         key = self._key_for(header.get("kid"))
         try:
-            claims = jwt.decode(token, key.key, algorithms=["RS256"], issuer=self.issuer,
+            claims = jwt.decode(token, key.key, algorithms=["RS256"], issuer=self.issuers,
                                 leeway=self.conf["skew"], options={"verify_aud": False,
                                                       "require": ["exp", "iss", "sub"]})
         except jwt.ExpiredSignatureError:

@@ -23,7 +23,8 @@ def oidc_config(provider, extra=""):
     return ("server:\n  heartbeat: 1\nstate:\n  database: server.db\n"
             "projects:\n  storage:\n    key: ${TEST_PROJECT_KEY}\n"
             "auth:\n  provider: oidc\n"
-            f"  url: {provider.issuer}\n  client_id: cubbi-service\n"
+            # a trailing / as Authentik's issuers have (the provider's tokens have none)
+            f"  url: {provider.issuer}/\n  client_id: cubbi-service\n"
             "  client_secret: ${OIDC_CLIENT_SECRET}\n"
             "  scopes: [openid, profile, email, groups]\n"
             "  clock_skew: 0\n  introspection_cache: 0\n" + extra +

@@ -59,7 +59,8 @@ def test_cubbi_remote_list_default_remove(cubbi, engine):  # -r local lists the 
     assert cubbi("cubbi-remote", "add", "two", "ftp://x", env=env).exit_code == 2
     assert cubbi("cubbi-remote", "default", "one", env=env).exit_code == 0
     rows = cubbi("cubbi-remote", "list", "--json", env=env).json()
-    assert rows == [{"name": "one", "url": "http://127.0.0.1:1", "default": True, "token": True}]
+    assert rows == [{"name": "one", "url": "http://127.0.0.1:1", "default": True, "token": True,
+                     "auth": "token", "user": None, "expires": None}]
     cfg = (cubbi.config_dir / "config.yaml").read_text()
     assert "tok1" not in cfg
     # the default remote is used without -r; -r local goes back to the engine

@@ -116,8 +116,9 @@ def login(args):
     if args.json:
         json_line({"name": service.remote, **rec})
     else:
+        until = f", until {rec['expires']}, refreshed by itself" if rec.get("expires") else ""
         message(f"signed in to remote {service.remote} as {rec.get('user')} (tokens in "
-                f"{secrets.where()}, until {rec.get('expires')}, refreshed by itself)", PROG)
+                f"{secrets.where()}{until})", PROG)
     return 0
 
 
