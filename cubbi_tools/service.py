@@ -426,18 +426,19 @@ class Service:
     def exec_stop(self, handle):
         self.engine.exec_stop(handle)
 
-    def run(self, user, ref, command, stdin=b"", max_output=None, watch=None):
+    def run(self, user, ref, command, stdin=b"", max_output=None, watch=None, size=len):
         """Run command without a TTY: {exit_code, stdout, stderr}.  Past
         max_output bytes of output the command is stopped (exec_stop) and the
         record says so: exit_code None, error and kind "output_limit".
         watch(conn), when given, is called once the command runs and returns
         a callable that ends the watch and says why it cut the connection
         short (e.g. "client_gone", "time_limit") or None: the command is
-        stopped then too."""
+        stopped then too.  size(data) is what a piece of output counts
+        against max_output (the server counts it as its JSON answer sends it)."""
         rec = self.engine.wait_ready(self.session(user, ref), timeout=self.max_wait)
         eid, conn, handle = self.engine.exec_marked(rec, command)
         out = {"stdout": [], "stderr": []}
-        size, cut = 0, None
+        used, cut = 0, None
         unwatch = watch(conn) if watch else (lambda: None)
         failure = why = None
         try:
@@ -446,11 +447,12 @@ class Service:
             conn.shutdown_write()
             for stream, data in conn.frames():
                 if stream in out:
-                    if max_output is not None and size + len(data) > max_output:
-                        out[stream].append(data[:max_output - size])
+                    cost = size(data)
+                    if max_output is not None and used + cost > max_output:
+                        out[stream].append(_fit(data, max_output - used, size))
                         cut = "output_limit"
                         break
-                    size += len(data)
+                    used += cost
                     out[stream].append(data)
         except (CubbiError, OSError) as exc:
             failure = exc
@@ -569,6 +571,18 @@ class Service:
 
     def delete_project(self, user, pid):
         return self.state.delete_project(user, project_id(pid))
+
+
+def _fit(data, room, size):
+    """The longest start of data whose size() is at most room."""
+    lo, hi = 0, min(len(data), room)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size(data[:mid]) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return data[:lo]
 
 
 def _public(rec):

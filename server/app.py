@@ -132,7 +132,8 @@ def make_app(service, conf=None):
     provider_auth = authenticator(conf, service.state)  # API tokens, or those and OIDC's
     auth = web.BrowserAuth(provider_auth, browser)
     peers = Peers({"streams": int(srv.get("max_streams_per_user") or 16),
-                   "terminals": int(srv.get("max_terminals_per_user") or 8)})
+                   "terminals": int(srv.get("max_terminals_per_user") or 8),
+                   "execs": int(srv.get("max_execs_per_user") or 8)})
     app = bottle.Bottle(catchall=True, autojson=True)
     app.config["cubbi.peers"] = peers
     app.config["cubbi.auth"] = auth
@@ -181,18 +182,19 @@ def make_app(service, conf=None):
     @api(authenticated=False)
     def health():
         """Without a token: up or down only (the engine answers or not);
-        with a valid one, the engine's error and the open streams too."""
+        with a valid one, the engine's error and the caller's own open
+        streams, terminals and execs (never another user's)."""
         engine = "ok"
         try:
             service.engine.api.get("/_ping", timeout=5)
         except CubbiError as exc:
             engine = str(exc)
         try:
-            auth.user(request)
+            user = auth.user(request)
         except AuthError:
             return {"status": "up" if engine == "ok" else "down"}
         return {"status": "up" if engine == "ok" else "down", "engine": engine,
-                "streams": peers.total("streams"), "terminals": peers.total("terminals"),
+                **{kind: peers.count(kind, user) for kind in ("streams", "terminals", "execs")},
                 "logging": service.logging_health()}
 
     @app.get("/openapi.json")
@@ -216,8 +218,10 @@ def make_app(service, conf=None):
     @api()
     def get_session(user, ref):
         wait = request.query.get("wait")
-        if wait:  # never longer than server.max_wait
-            return service.wait_ready(user, ref, timeout=_number(wait, "wait"))
+        if wait:  # never longer than server.max_wait; a stream while it waits
+            timeout = _number(wait, "wait")
+            return _while_connected(request.environ, peers, user,
+                                    lambda: service.wait_ready(user, ref, timeout=timeout))
         return service.session(user, ref)
 
     @app.delete("/sessions/<ref>")
@@ -258,8 +262,12 @@ def make_app(service, conf=None):
         stdin = data.get("stdin") or ""
         if not isinstance(stdin, str):
             raise UsageError('"stdin" must be a string')
-        out = service.run(user, ref, command, stdin.encode(), max_output=max_output,
-                          watch=_watch(request.environ, max_time))
+        peers.take("execs", user)  # TooMany at server.max_execs_per_user
+        try:
+            out = service.run(user, ref, command, stdin.encode(), max_output=max_output,
+                              watch=_watch(request.environ, max_time), size=_json_size)
+        finally:
+            peers.give("execs", user)
         out["stdout"] = out["stdout"].decode(errors="replace")
         out["stderr"] = out["stderr"].decode(errors="replace")
         return out
@@ -381,13 +389,63 @@ def _flag(value):
 
 
 def _number(text, name, kind=float):
+    import math
+
     try:
         value = kind(text)
-        if not value >= 0:  # nan too
+        if value < 0 or not math.isfinite(value):
             raise ValueError
         return value
     except ValueError:
         raise UsageError(f"?{name}={text!r}: expected a number >= 0") from None
+
+
+def _json_size(data):
+    """The bytes DATA (exec output) takes in the JSON answer, escapes and
+    all (server.max_exec_output counts these): a NUL is 6, not 1."""
+    return len(json.dumps(data.decode(errors="replace"))) - 2
+
+
+def _while_connected(environ, peers, user, fn):
+    """fn() in its own greenlet, counted as one of user's streams
+    (server.max_streams_per_user), and killed (its engine connection with
+    it) when the client goes away first."""
+    import gevent
+
+    from .limits import SOCKET
+
+    peers.take("streams", user)
+    try:
+        worker = gevent.spawn(fn)
+        watcher = gevent.spawn(_until_gone, environ.get(SOCKET))
+        try:
+            gevent.wait([worker, watcher], count=1)
+        finally:
+            watcher.kill(block=False)
+        if not worker.ready():  # the client went away: nobody to answer
+            worker.kill(block=True, timeout=5)
+            return ""
+        return worker.get()
+    finally:
+        peers.give("streams", user)
+
+
+def _until_gone(client):
+    """Return when the client's socket reads as closed (a pipelined request
+    does not count: then wait for ever)."""
+    import socket
+
+    import gevent
+    from gevent.socket import wait_read
+
+    if client is None:
+        gevent.sleep(1e9)
+    try:
+        wait_read(client.fileno())
+        if client.recv(1, socket.MSG_PEEK):
+            gevent.sleep(1e9)
+    except OSError:
+        pass
 
 
 def _watch(environ, max_time):

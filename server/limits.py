@@ -1,21 +1,28 @@
-"""Bounded input for the Cubbi Service, below Bottle and gevent-websocket.
+"""Bounded input and connections for the Cubbi Service, below Bottle and
+gevent-websocket.
 
-- `bounded_body(app, max_body)`: a WSGI middleware that refuses a body over
-  server.max_body before anything reads it.  A Content-Length over the limit
-  is refused unread; a chunked body (gevent's wsgi.input decodes the chunks)
-  is read up to max_body + 1 bytes and handed to Bottle as a plain body of
-  that length, so Bottle never spools one to a temporary file.  A refusal is
-  413 with the JSON error body and closes the connection: the rest of the
-  body is never read (gevent would otherwise read it to reuse the
-  connection).
-- `handler(max_message)`: the gevent WebSocketHandler whose WebSockets check
-  each frame's header before its payload is read: a frame, or a message of
-  several frames, over server.max_message closes the socket with 1009
-  (message too big), so a 64 MiB frame is never read into memory.
+- `bounded_body(app, max_body, authorized, body_timeout)`: a WSGI middleware
+  that reads a request body only once its token is valid (else 401, the
+  body unread), refuses one over server.max_body before reading it (a
+  Content-Length over it, or a chunked body at max_body + 1 bytes), and
+  reads the rest in full within server.body_timeout (408 past it), handing
+  Bottle a plain body so it never spools one to a temporary file.  A
+  refusal closes the connection: the rest of the body is never read.
+- `handler(...)`: the gevent WebSocketHandler of the server: at most
+  server.max_connections at once (503 past it, logged once), a request's
+  line and headers within server.header_timeout, a kept-alive connection
+  closed after server.idle_timeout, a chunk-size line over max_body
+  refused from the line, one log line (no traceback) for a malformed
+  request, WebSocket upgrades on the terminal route only, and WebSockets
+  that check each frame's header before its payload is read: a frame or
+  message over server.max_message closes with 1009 (a 64 MiB frame is never
+  read into memory), a message of more than server.max_fragments frames
+  with 1008; the reader yields every 64 frames.
 - Every client socket has TCP keepalive (about two minutes to notice a
   peer that vanished without closing), so no wait on a client is endless.
-- `Peers`: per-user counts of open log streams and terminals, refused with
-  TooMany (429) at the cap and released when the stream or terminal ends.
+- `Peers`: per-user counts of open log streams (and waits), terminals and
+  exec-mode commands, refused with TooMany (429) at the cap and released
+  when one ends.
 """
 
 import io
@@ -408,12 +415,16 @@ class Peers:
     def total(self, kind):
         return sum(self.open[kind].values())
 
+    def count(self, kind, user):
+        return self.open[kind].get(user, 0)
+
     def take(self, kind, user):
         have = self.open[kind].get(user, 0)
         cap = self.caps[kind]
         if have >= cap:
             setting = f"server.max_{kind}_per_user"
-            raise TooMany(f"{user} has {have} open {'log streams' if kind == 'streams' else kind}"
+            what = {"streams": "log streams or waits", "execs": "exec-mode commands"}.get(kind, kind)
+            raise TooMany(f"{user} has {have} open {what}"
                           f", the most allowed ({setting}: {cap}); close one first")
         self.open[kind][user] = have + 1
 

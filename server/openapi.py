@@ -75,8 +75,10 @@ DOCUMENT = {
             "Exec": {"type": "object", "required": ["command"], "properties": {
                 "command": {"type": "array", "items": {"type": "string"}},
                 "stdin": {"type": "string"}}},
-            "ExecResult": {"type": "object", "description": "a command stopped by the "
-                           "service (output over server.max_exec_output, or running past "
+            "ExecResult": {"type": "object", "description": "stdout and stderr are the "
+                           "output decoded as UTF-8 (invalid bytes as U+FFFD); a command "
+                           "stopped by the service (output over server.max_exec_output, "
+                           "counted as this JSON sends it, or running past "
                            "server.max_exec_time) has exit_code null, and error and kind "
                            "(output_limit, time_limit) saying why", "properties": {
                 "exit_code": {"type": "integer", "nullable": True}, "stdout": {"type": "string"},

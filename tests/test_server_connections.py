@@ -217,3 +217,10 @@ def test_malformed_requests_leave_one_log_line_and_no_traceback(start_server):
     assert "Traceback" not in log, log
     bad = [line for line in log.splitlines() if "bad request" in line]
     assert len(bad) == 3 and "100 headers" in bad[0], log
+
+
+def test_a_wait_that_is_not_a_finite_number_is_refused(start_server):
+    srv, token = _server(start_server, header=30)
+    for wait in ("nan", "inf", "-1", "x"):
+        st, body = Client(srv.url, token).call("GET", f"/sessions/x?wait={wait}")
+        assert st == 400 and "?wait=" in body["error"], (wait, st, body)
