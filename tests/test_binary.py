@@ -4,8 +4,8 @@ by argv[0], `cubbi SUB`, the built-in image definitions, init scripts, man
 pages and completions inside, `cubbi --install-links`, and real sessions
 made and reached through the engine's socket.
 
-Opt-in (CUBBI_SLOW=1 tests/run, or CUBBI_SLOW=1 pytest): the build alone takes one to
-three minutes on two cores, PyPI included for a fresh build venv."""
+In the default run (CI proves the binary, as the issue asks): the build takes
+one to three minutes on two cores, PyPI included for a fresh build venv."""
 
 import os
 import subprocess
@@ -14,9 +14,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("CUBBI_SLOW") != "1",
-    reason="builds the PyInstaller binary (minutes): set CUBBI_SLOW=1")]
+pytestmark = [pytest.mark.slow]
 
 SOCKET = "/var/run/docker.sock"
 

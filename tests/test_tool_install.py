@@ -4,7 +4,7 @@ install carries (nothing else on MANPATH), pipx exposes the pages itself,
 and `cubbi --install-links DIR` gives uv's (or any) install its links, man
 pages and completions under DIR.
 
-Opt-in (CUBBI_SLOW=1): it installs pipx and uv (pinned) and cubbi's
+In the default run: it installs pipx and uv (pinned) and cubbi's
 dependencies from PyPI, about a minute."""
 
 import os
@@ -15,9 +15,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("CUBBI_SLOW") != "1",
-    reason="installs pipx, uv and cubbi from PyPI: set CUBBI_SLOW=1")]
+pytestmark = [pytest.mark.slow]
 
 PIPX, UV = "pipx==1.18.4", "uv==0.13.9"  # looked up on PyPI
 
