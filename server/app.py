@@ -9,6 +9,11 @@ local commands raise, so exit codes match.
 Served by gevent's WSGI server with gevent-websocket (cubbi_tools/commands/
 server.py patches the standard library first): log streams and terminals are
 greenlets, and a client that goes away is noticed within one heartbeat.
+
+(Over 500 lines: the session, image and project routes with the helpers
+every route shares (the api decorator, bounded bodies, streams, /health,
+serving); the sign-in, web page and MCP routes are modules of their own:
+auth_routes.py, web.py, mcp_routes.py.)
 """
 
 import functools
@@ -325,38 +330,10 @@ def make_app(service, conf=None):
     def delete_project(user, pid):
         return service.delete_project(user, pid)
 
-    # -- MCP servers (cubbi-mcp -r): each user's own --------------------------
-    @app.get("/mcp")
-    @api()
-    def list_mcp(user):
-        return {"servers": service.mcp(user).all_servers()}
+    # -- MCP servers (cubbi-mcp -r): each user's own (server/mcp_routes.py) ------
+    from . import mcp_routes
 
-    @app.post("/mcp")
-    @api()
-    def add_mcp(user):
-        return _created(service.mcp_add(user, body()))
-
-    @app.get("/mcp/<name>")
-    @api()
-    def get_mcp(user, name):
-        return service.mcp(user).get(name)
-
-    @app.delete("/mcp/<name>")
-    @api()
-    def delete_mcp(user, name):
-        return service.mcp(user).remove(name)
-
-    @app.post("/mcp/<name>/<action>")
-    @api()
-    def act_mcp(user, name, action):
-        return service.mcp_action(user, name, action)
-
-    @app.get("/mcp/<name>/logs")
-    @api()
-    def mcp_logs(user, name):
-        tail = request.query.get("tail")
-        return {"lines": service.mcp_logs(user, name, tail=int(tail) if (tail or "").isdigit()
-                                          else None, proxy=request.query.get("proxy") == "1")}
+    mcp_routes.install(app, api, body, service)
 
     # -- the web page and browser sign-in (server/web.py) ----------------------
     app.config["cubbi.browser"] = browser  # browser.sign_in(user): any sign-in's last step
