@@ -512,6 +512,12 @@ class LocalEngine:
         except APIError as exc:
             if exc.status != 404:
                 raise
+        for net in rec.get("networks") or []:
+            if net.startswith("cubbi-mcp-"):  # an MCP server's: gone with its last user
+                try:  # once its server is stopped or removed (the engine refuses otherwise)
+                    self.api.remove_network(net)
+                except APIError:
+                    pass  # its server still runs, or another session still uses it
         return rec
 
     def logs(self, rec, follow=False, tail=None, since=None, deadline=None):

@@ -36,8 +36,9 @@ class NoSshd(CubbiError):
 
 def no_sshd(rec):
     return NoSshd(f"session {rec['name']} ({rec['id']}): this image has no sshd "
-                  "(install openssh-server in it, or use a built-in image; a session made "
-                  "before cubbi-ssh existed has none either)")
+                  "(install openssh-server in it, or use a built-in image; a built-in image "
+                  "built before cubbi-ssh existed has none: rebuild it with cubbi-image build "
+                  f"{rec.get('image') or 'NAME'}, and make the session again)")
 
 
 # -- the user's keys -------------------------------------------------------

@@ -348,6 +348,14 @@ def test_real_servers_in_a_container_and_in_the_session(cubbi, mcp_env, mcp_imag
     r = cubbi("cubbi-mcp", "restart", "--all", "-q", env=env, timeout=300)
     assert r.exit_code == 0 and time_ in r.stdout.split(), r
 
+    # removed while sessions use it: its network goes with the last of them
+    r = cubbi("cubbi-mcp", "remove", time_, env=env)
+    assert r.exit_code == 0, r
+    assert engine.network(f"cubbi-mcp-{time_}")  # still joined by the sessions
+    r = cubbi("cubbi-close", f"{prefix}-s", f"{prefix}-s2", f"{prefix}-c1", f"{prefix}-c2", env=env)
+    assert r.exit_code == 0, r
+    assert f"cubbi-mcp-{time_}" not in {n["Name"] for n in engine.get("/networks")}
+
 
 def test_a_server_that_exits_at_once_fails_the_session(cubbi, mcp_env, mcp_image, prefix):
     env = mcp_env

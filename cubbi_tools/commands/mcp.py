@@ -285,7 +285,7 @@ COMMAND = cli.Command(
         ("cubbi-mcp add-local clock -- mcp-server-time --local-timezone UTC",
          "a stdio server run inside each session"),
         ("cubbi-create --mcp time --mcp docs", "a session with two servers"),
-        ("cubbi-mcp list -q | cubbi-mcp stop", "stop every running container server"),
+        ("cubbi-mcp stop --all", "stop every running container server"),
     ],
     see_also=["cubbi-create", "cubbi-config"],
 )

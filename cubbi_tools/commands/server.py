@@ -182,7 +182,7 @@ COMMAND = cli.Command(
         "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
         "token": ("token create USER [--label L] | token list [USER] | token revoke ID",
                   [CONFIG, DATABASE, cli.Opt("--label", kind="value", help="a note on the token"),
-                   cli.JSON, cli.QUIET],
+                   cli.JSON, cli.Opt("-q", "--quiet", help="print token ids only, one per line")],
                   [cli.Arg("action", "create, list or revoke", metavar="ACTION"),
                    cli.Arg("user", "the user (create, list) or token id (revoke)", nargs="?",
                            metavar="USER|ID")]),
@@ -190,7 +190,7 @@ COMMAND = cli.Command(
                  "projects)",
                  [CONFIG, DATABASE, cli.Opt("-y", "--yes", help="remove a user who has sessions "
                                             "or projects: close and delete them too"),
-                  cli.JSON, cli.QUIET],
+                  cli.JSON, cli.Opt("-q", "--quiet", help="print user names only, one per line")],
                  [cli.Arg("action", "list or remove", metavar="ACTION"),
                   cli.Arg("user", "the user", nargs="?", metavar="USER")]),
     },
