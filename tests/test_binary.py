@@ -68,13 +68,14 @@ def test_the_binary_runs_on_a_debian_without_python(binary, debian_image, busybo
     out = r.stdout
     assert "no-python\n" in out and "cubbi 0.1.0\n" in out, out
     assert "/opt/cubbi/cubbi\n" in out, out  # cubbi-ls is a link to the one executable
-    assert "ls project remote ssh ssh-config" in out and " server " not in out, out
-    assert "aider base claude-code codex goose opencode" in out, out  # definitions inside
+    assert "ls mcp project remote ssh ssh-config" in out and " server " not in out, out
+    assert "aider base claude-code codex goose opencode" in out, (out, r.stderr)  # inside
     lines = out.splitlines()
     sid = lines[lines.index("hi") - 2]  # cubbi ls -q, then the --json line, then cat's echo
     assert f'"name": "{name}"' in lines[lines.index("hi") - 1] or \
         f'"name":"{name}"' in lines[lines.index("hi") - 1], out
-    assert len(sid) == 8 and "server: 1" in out, out
+    # no cubbi-server link among the binary's: the server is not in it
+    assert len(sid) == 8 and "server: 127" in out, (out, r.stderr)
     assert "cubbi-server: not in this binary" not in out  # its stderr went to /dev/null
 
 
