@@ -278,26 +278,23 @@ def _network(raw, data, strict):
     return network_name(_string(raw, data, True))
 
 
-def _networks(raw, data, strict):
+def _items(raw, what):
+    """A list from the file, or comma-separated (optionally [...]) on the command line."""
     if isinstance(raw, str):
         text = raw.strip().strip("[]")
-        items = [p.strip().strip("'\"") for p in text.split(",")] if text.strip() else []
-    elif isinstance(raw, list):
-        items = raw
-    else:
-        raise ValueError("expected a list of network names")
-    return list(dict.fromkeys(network_name(n) for n in items))
+        return [p.strip().strip("'\"") for p in text.split(",")] if text.strip() else []
+    if isinstance(raw, list):
+        return raw
+    raise ValueError(f"expected a list of {what}")
+
+
+def _networks(raw, data, strict):
+    return list(dict.fromkeys(network_name(n) for n in _items(raw, "network names")))
 
 
 def _mcp_names(raw, data, strict):
     """MCP server names (cubbi-mcp): a list, or comma-separated on the command line."""
-    if isinstance(raw, str):
-        text = raw.strip().strip("[]")
-        items = [p.strip().strip("'\"") for p in text.split(",")] if text.strip() else []
-    elif isinstance(raw, list):
-        items = raw
-    else:
-        raise ValueError("expected a list of MCP server names")
+    items = _items(raw, "MCP server names")
     out = []
     for item in items:
         if not isinstance(item, str) or not re.match(r"[a-z0-9][a-z0-9_-]{0,39}\Z", item):
