@@ -106,7 +106,9 @@ def serving(app, conf):
         if environ.get("PATH_INFO", "").startswith("/auth/"):
             return limits.PUBLIC
         try:
-            auth.user(bottle.BaseRequest(environ))
+            # kept for the route (api()): one check per request, not two (an OIDC
+            # token's may ask the provider); no client can set a WSGI key
+            environ["cubbi.user"] = auth.user(bottle.BaseRequest(environ))
         except CubbiError as exc:
             return exc
         return None
@@ -151,8 +153,8 @@ def make_app(service, conf=None):
             @functools.wraps(fn)
             def wrapper(*args, **kw):
                 try:
-                    if authenticated:
-                        kw["user"] = auth.user(request)
+                    if authenticated:  # checked already when a body came (serving())
+                        kw["user"] = request.environ.get("cubbi.user") or auth.user(request)
                     return fn(*args, **kw)
                 except CubbiError as exc:
                     wire = to_wire(exc)
