@@ -4,8 +4,10 @@ install carries (nothing else on MANPATH), pipx exposes the pages itself,
 and `cubbi --install-links DIR` gives uv's (or any) install its links, man
 pages and completions under DIR.
 
-In the default run: it installs pipx and uv (pinned) and cubbi's
-dependencies from PyPI, about a minute."""
+Opt-in (CUBBI_SLOW=1): it installs pipx and uv (pinned) and cubbi's
+dependencies from PyPI, about a minute; on a fresh Debian whose PyPI comes
+through a TLS-intercepting CA, uv does not trust the system store (found by
+the fresh-Debian run), so this stays out of the default run until it does."""
 
 import os
 import subprocess
@@ -15,7 +17,9 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    os.environ.get("CUBBI_SLOW") != "1",
+    reason="installs pipx, uv and cubbi from PyPI: set CUBBI_SLOW=1")]
 
 PIPX, UV = "pipx==1.18.4", "uv==0.13.9"  # looked up on PyPI
 
