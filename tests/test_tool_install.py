@@ -5,9 +5,10 @@ and `cubbi --install-links DIR` gives uv's (or any) install its links, man
 pages and completions under DIR.
 
 Opt-in (CUBBI_SLOW=1): it installs pipx and uv (pinned) and cubbi's
-dependencies from PyPI, about a minute; on a fresh Debian whose PyPI comes
-through a TLS-intercepting CA, uv does not trust the system store (found by
-the fresh-Debian run), so this stays out of the default run until it does."""
+dependencies from PyPI, about a minute.  uv is told to trust the system
+store (UV_SYSTEM_CERTS): on a fresh Debian whose PyPI comes through a
+TLS-intercepting CA it otherwise knows only its bundled roots (found by the
+fresh-Debian run)."""
 
 import os
 import subprocess
@@ -77,6 +78,7 @@ def test_pipx_install(tools, tmp_path):
 
 def test_uv_tool_install(tools, tmp_path):
     env = _clean_env(tmp_path, UV_TOOL_DIR=str(tmp_path / "uv"),
-                     UV_TOOL_BIN_DIR=str(tmp_path / "bin"), UV_PYTHON=sys.executable)
+                     UV_TOOL_BIN_DIR=str(tmp_path / "bin"), UV_PYTHON=sys.executable,
+                     UV_SYSTEM_CERTS="true")  # a CA the host trusts (a proxy's) counts
     _run([str(tools / "venv" / "bin" / "uv"), "tool", "install", ROOT], env)
     _check(str(tmp_path / "bin"), env, tmp_path / "prefix")
