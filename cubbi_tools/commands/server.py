@@ -44,7 +44,9 @@ def serve(args, conf):
     host = args.host or conf["server"]["host"]
     port = conf["server"]["port"] if args.port is None else args.port
     _file_limit(conf["server"])
-    app, handler = serving(make_app(Service(conf), conf), conf)
+    service = Service(conf)
+    gevent.spawn(service.sweep, sys.stderr)  # orphans, while the server starts
+    app, handler = serving(make_app(service, conf), conf)
     log = None if args.quiet else sys.stderr
     server = pywsgi.WSGIServer((host, int(port)), app, handler_class=handler,
                                log=log, error_log=sys.stderr)
