@@ -69,8 +69,8 @@ def test_idle_timeout_closes_an_idle_session_and_leaves_used_ones(engine, busybo
         return next(r["container_id"] for r in cubbi("cubbi-ls", "--json", "-a").json()
                     if r["id"] == sid)
 
-    # busy: a process that is not attached (its parent is the init) using a fifth of a CPU
-    busy = _create(cubbi, busybox_image, f"{names}-busy", "--idle-timeout", "5s", "--cpus", "0.2")
+    # busy: a process that is not attached (its parent is the init) using up to half a CPU
+    busy = _create(cubbi, busybox_image, f"{names}-busy", "--idle-timeout", "5s", "--cpus", "0.5")
     busy_cid = cid(busy)
     subprocess.run(["docker", "exec", busy_cid, "sh", "-c",
                     "(while :; do :; done) </dev/null >/dev/null 2>&1 &"], check=True)
