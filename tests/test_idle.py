@@ -247,3 +247,29 @@ def test_parse_duration_and_select():
     idle = {"b": 7200}
     got = select(recs, idle=3600, idle_of=lambda r: idle.get(r["id"]), now=1000)
     assert [(r["id"], r["idle"]) for r in got] == [("b", 7200)]
+
+
+def test_prune_through_a_server_sees_only_the_users_own_sessions(policed, engine, busybox_image,
+                                                                 cubbi, names):
+    bob = Client(policed.url, policed.token("bob"))
+    mine, theirs = [], []
+    for client, out in ((policed.alice, mine), (bob, theirs)):
+        for i in (1, 2):
+            st, rec = client.call("POST", "/sessions", {"image": busybox_image,
+                                                        "name": f"{names}-{i}"})
+            assert st == 201, rec
+            out.append(rec["id"])
+    env = {"CUBBI_REMOTE": "srv", "CUBBI_REMOTE_URL": policed.url,
+           "CUBBI_REMOTE_TOKEN": policed.token("alice")}
+    args = ["--older-than", "0s", "--filter", f"name={names}-*", "--json"]
+    dry = cubbi("cubbi-prune", *args, "--dry-run", env=env)
+    assert dry.exit_code == 0, dry
+    assert sorted(r["id"] for r in dry.json()) == sorted(mine)
+    assert {r["owner"] for r in dry.json()} == {"alice"}
+    done = cubbi("cubbi-prune", *args, env=env)
+    assert done.exit_code == 0, done
+    assert [r["id"] for r in done.json()] == [r["id"] for r in dry.json()]
+    left = {(c.get("Labels") or {}).get("cubbi.session.id")
+            for c in engine.containers(all=True, labels=["cubbi.session=true"])}
+    assert not left & set(mine) and set(theirs) <= left
+    one_line_error(cubbi("cubbi-prune", "--idle", "1h", env=env), 2, "--idle", "local engine")
