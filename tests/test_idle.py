@@ -273,3 +273,34 @@ def test_prune_through_a_server_sees_only_the_users_own_sessions(policed, engine
             for c in engine.containers(all=True, labels=["cubbi.session=true"])}
     assert not left & set(mine) and set(theirs) <= left
     one_line_error(cubbi("cubbi-prune", "--idle", "1h", env=env), 2, "--idle", "local engine")
+
+
+def test_the_server_sweeps_a_broken_create_when_it_starts(start_server, engine, busybox_image,
+                                                         names):
+    """A session container that never started and whose maker is gone (a
+    cubbi-create killed half-way) is removed when a server starts, and the
+    server says so on stderr.  Any cubbi-create on this shared engine
+    removes such debris too (LocalEngine.sweep_unfinished): when one beat
+    the server to it, the round proves nothing and is tried again."""
+    from cubbi_tools import session as S
+
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    me = S.creator().split(":")
+    maker = ":".join([me[0], me[1], gone, "1"])  # this boot and namespace, a pid that ended
+    for attempt in range(3):
+        cname = f"{names}-broken{attempt}"
+        subprocess.run(["docker", "create", "--name", cname, "--label", "cubbi.session=true",
+                        "--label", f"cubbi.session.id={names[-6:]}0{attempt}", "--label",
+                        f"cubbi.session.name={cname}", "--label", f"{S.L_CREATOR}={maker}",
+                        busybox_image, "true"], check=True, capture_output=True)
+        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", cname], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        srv = start_server()
+        _wait("the broken create removed", lambda: _gone(engine, cid), timeout=30)
+        said = f"removed orphan container {cname} ("
+        try:
+            _wait("the server saying so", lambda: said in open(srv.log).read(), timeout=5)
+            return
+        except pytest.fail.Exception:
+            continue  # another create removed it first
+    pytest.fail(f"the server never said {said!r}:\n{open(srv.log).read()}")
