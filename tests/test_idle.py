@@ -88,14 +88,24 @@ def test_idle_timeout_closes_an_idle_session_and_leaves_used_ones(engine, busybo
                               env=cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir)}))
     try:
         # idle, made last: once it is closed, the others have had their 5 s too
-        idle = _create(cubbi, busybox_image, f"{names}-idle", "--idle-timeout", "5s")
+        proj = cubbi.config_dir.parent / "proj"
+        proj.mkdir()
+        r = cubbi("cubbi-create", "-q", "--mount", str(proj), "--no-connect", "--wait",
+                  "--image", busybox_image, "--name", f"{names}-idle", "--idle-timeout", "5s")
+        assert r.exit_code == 0, r
+        idle = r.stdout.strip()
         idle_cid = cid(idle)
+        subprocess.run(["docker", "exec", idle_cid, "sh", "-c", "echo kept > /cubbi-config/state"],
+                       check=True)
         info = engine.inspect_container(idle_cid)
         assert info["HostConfig"]["AutoRemove"] is True
         assert info["Config"]["Labels"]["cubbi.idle_timeout"] == "5"
         _wait("the idle session closed", lambda: _gone(engine, idle_cid), timeout=60)
         listed = {r["id"] for r in cubbi("cubbi-ls", "--json", "-a").json()}
         assert idle not in listed and {busy, attached, followed} <= listed
+        # its tool state, on the host, survives as on every close
+        kept = list(cubbi.cubbi_home.glob("projects/*/config/state"))
+        assert [p.read_text() for p in kept] == ["kept\n"]
         for sid, c in ((busy, busy_cid), (attached, attached_cid), (followed, followed_cid)):
             rec = {"status": "running", "container_id": c}
             unused = idle_seconds(engine, rec)
