@@ -66,10 +66,11 @@ COMMAND = cli.Command(
                 "no container uses (left alone in their first minute: a create may be "
                 "making them). Prints what it closed or removed: one JSON object per line "
                 "with --json (a session's record as cubbi-ls --json prints it, plus kind "
-                "\"session\" and reason; an orphan as {kind, id, name, session, reason, "
-                "status}). With --dry-run it closes and removes nothing and prints what it "
-                "would, the same lines. With a remote only your own sessions are "
-                "considered (the service sweeps its orphans itself when it starts).",
+                "\"session\", reason, and idle, its seconds unused, with --idle; an orphan "
+                "as {kind, id, name, session, reason, status \"orphan\"}). With --dry-run it "
+                "closes and removes nothing and prints what it would, the same lines. With a "
+                "remote only your own sessions are considered (the service sweeps its "
+                "orphans itself, when it starts and every ten minutes).",
     options=[
         cli.REMOTE,
         cli.Opt("--failed", help="sessions that no longer run: status failed (the init "
