@@ -90,8 +90,12 @@ def test_idle_timeout_closes_an_idle_session_and_leaves_used_ones(engine, busybo
         # idle, made last: once it is closed, the others have had their 5 s too
         proj = cubbi.config_dir.parent / "proj"
         proj.mkdir()
+        # its timeout from the config's defaults.idle_timeout
+        one_line_error(cubbi("cubbi-config", "set", "defaults.idle_timeout", "soon"), 2,
+                       "defaults.idle_timeout", "'soon'")
+        assert cubbi("cubbi-config", "set", "defaults.idle_timeout", "5s").exit_code == 0
         r = cubbi("cubbi-create", "-q", "--mount", str(proj), "--no-connect", "--wait",
-                  "--image", busybox_image, "--name", f"{names}-idle", "--idle-timeout", "5s")
+                  "--image", busybox_image, "--name", f"{names}-idle")
         assert r.exit_code == 0, r
         idle = r.stdout.strip()
         idle_cid = cid(idle)
