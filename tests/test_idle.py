@@ -318,3 +318,22 @@ def test_the_server_sweeps_a_broken_create_when_it_starts(start_server, engine, 
         except pytest.fail.Exception:
             continue  # another create removed it first
     pytest.fail(f"the server never said {said!r}:\n{open(srv.log).read()}")
+
+
+@pytest.mark.parametrize("driver, backing, ok", [
+    ("overlay2", "xfs", True),        # the engine itself checks pquota at create
+    ("overlay2", "extfs", False),
+    ("btrfs", "btrfs", True), ("zfs", None, True), ("devicemapper", None, True),
+    ("vfs", "extfs", False), ("fuse-overlayfs", None, False),
+])
+def test_which_storage_drivers_take_a_disk_limit(driver, backing, ok):
+    from cubbi_tools import storage
+    from cubbi_tools.errors import CubbiError
+
+    info = {"Driver": driver, "DriverStatus": [["Backing Filesystem", backing]] if backing else []}
+    if ok:
+        assert storage.check(info, "10g") == "10g"
+    else:
+        with pytest.raises(CubbiError) as exc:
+            storage.check(info, "10g")
+        assert exc.value.code == 1 and driver in str(exc.value) and "cannot enforce" in str(exc.value)
