@@ -263,6 +263,36 @@ def test_parse_duration_and_select():
     assert [(r["id"], r["idle"]) for r in got] == [("b", 7200)]
 
 
+def test_a_servers_session_closes_when_idle_unless_its_log_is_followed(policed, engine,
+                                                                        busybox_image, names):
+    """On a server the same watch closes sessions; a log stream the server
+    serves (cubbi-logs -f -r) counts as a use, which the init cannot see."""
+    from conftest import cubbi_env
+
+    made = {}
+    for key in ("followed", "idle"):  # idle made last: when it closes, both had their 5 s
+        st, rec = policed.alice.call("POST", "/sessions", {
+            "image": busybox_image, "name": f"{names}-{key}", "idle_timeout": "5s"})
+        assert st == 201, rec
+        st, rec = policed.alice.call("GET", f"/sessions/{rec['id']}?wait=60")
+        assert st == 200 and rec["status"] == "running", rec
+        made[key] = rec
+        if key == "followed":
+            follow = subprocess.Popen(
+                ["cubbi-logs", "-f", rec["id"]], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=cubbi_env({
+                    "CUBBI_REMOTE": "srv", "CUBBI_REMOTE_URL": policed.url,
+                    "CUBBI_REMOTE_TOKEN": policed.token("alice")}))
+    try:
+        _wait("the idle session closed",
+              lambda: _gone(engine, made["idle"]["container_id"]), timeout=60)
+        assert not _gone(engine, made["followed"]["container_id"])
+        assert follow.poll() is None  # still following
+    finally:
+        follow.kill()
+        follow.wait()
+
+
 def test_prune_through_a_server_sees_only_the_users_own_sessions(policed, engine, busybox_image,
                                                                  cubbi, names):
     bob = Client(policed.url, policed.token("bob"))
