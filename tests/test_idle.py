@@ -54,6 +54,17 @@ def names(engine):
                 pass
 
 
+def _touched(engine, cid):
+    """Whether /cubbi/active is there: a log follow is keeping the session in use."""
+    from cubbi_tools.errors import CubbiError
+
+    try:
+        engine.get_archive(cid, "/cubbi/active")
+        return True
+    except CubbiError:
+        return False
+
+
 def _create(cubbi, image, name, *extra):
     r = cubbi("cubbi-create", "-q", "--no-mount", "--no-connect", "--wait", "--image", image,
               "--name", name, *extra)
@@ -78,8 +89,12 @@ def test_idle_timeout_closes_an_idle_session_and_leaves_used_ones(engine, busybo
     attached = _create(cubbi, busybox_image, f"{names}-exec", "--idle-timeout", "5s")
     attached_cid = cid(attached)
     subprocess.run(["docker", "exec", "-d", attached_cid, "sleep", "600"], check=True)
-    # followed: cubbi-logs -f, which the init cannot see but cubbi tells it
-    followed = _create(cubbi, busybox_image, f"{names}-logs", "--idle-timeout", "5s")
+    # followed: cubbi-logs -f, which the init cannot see but cubbi tells it; followed
+    # from before it is ready, so no slow start of cubbi-logs counts as unused time
+    r = cubbi("cubbi-create", "-q", "--no-mount", "--no-connect", "--image", busybox_image,
+              "--name", f"{names}-logs", "--idle-timeout", "5s")
+    assert r.exit_code == 0, r
+    followed = r.stdout.strip()
     followed_cid = cid(followed)
     from conftest import cubbi_env
 
@@ -87,6 +102,9 @@ def test_idle_timeout_closes_an_idle_session_and_leaves_used_ones(engine, busybo
                               stderr=subprocess.DEVNULL,
                               env=cubbi_env({"CUBBI_CONFIG_DIR": str(cubbi.config_dir)}))
     try:
+        r = cubbi("cubbi-connect", followed, "--", "true")  # waits for it to be ready
+        assert r.exit_code == 0, r
+        _wait("the follow touching the session", lambda: _touched(engine, followed_cid))
         # idle, made last: once it is closed, the others have had their 5 s too
         proj = cubbi.config_dir.parent / "proj"
         proj.mkdir()
@@ -274,15 +292,18 @@ def test_a_servers_session_closes_when_idle_unless_its_log_is_followed(policed, 
         st, rec = policed.alice.call("POST", "/sessions", {
             "image": busybox_image, "name": f"{names}-{key}", "idle_timeout": "5s"})
         assert st == 201, rec
-        st, rec = policed.alice.call("GET", f"/sessions/{rec['id']}?wait=60")
-        assert st == 200 and rec["status"] == "running", rec
-        made[key] = rec
-        if key == "followed":
+        if key == "followed":  # followed from before it is ready: no start-up counts as unused
             follow = subprocess.Popen(
                 ["cubbi-logs", "-f", rec["id"]], stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=cubbi_env({
                     "CUBBI_REMOTE": "srv", "CUBBI_REMOTE_URL": policed.url,
                     "CUBBI_REMOTE_TOKEN": policed.token("alice")}))
+        st, rec = policed.alice.call("GET", f"/sessions/{rec['id']}?wait=60")
+        assert st == 200 and rec["status"] == "running", rec
+        made[key] = rec
+        if key == "followed":
+            _wait("the follow touching the session",
+                  lambda: _touched(engine, rec["container_id"]))
     try:
         _wait("the idle session closed",
               lambda: _gone(engine, made["idle"]["container_id"]), timeout=60)
