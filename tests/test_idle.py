@@ -3,7 +3,6 @@ real engine (issue 15's second half).  Every name starts with "idle" and a
 random part, and only those objects are ever closed or removed: other
 tests share this engine."""
 
-import os
 import secrets
 import subprocess
 import time
