@@ -10,12 +10,14 @@ process there would count as a use).
 Orphans, coordinated through labels only (no other module's names):
   - a session container whose init never started (state "created") and
     whose maker is gone: LocalEngine.unfinished();
-  - a helper container of a session (an egress proxy...), labelled
-    cubbi.session.of=SESSION_ID, whose session no longer exists;
+  - a helper container of a session, labelled cubbi.session.of=SESSION_ID
+    or cubbi.egress.session=SESSION_ID (an egress proxy), whose session no
+    longer exists;
   - a network carrying one of cubbi's labels (cubbi.network: the session
     network and a service's per-user bridges; cubbi.mcp: an MCP server's;
-    cubbi.session.of: a session's own) that no container uses; the engine's
-    session network (cubbi-network) is shared and kept.
+    cubbi.egress, cubbi.session.of: a session's own) that no container uses
+    but such orphan helpers (they are removed first); the engine's session
+    network (cubbi-network) is shared and kept.
 A helper container or network younger than GRACE_S is left alone: it may
 be the first step of a create running now.
 """
@@ -28,7 +30,9 @@ from .dockerapi import APIError
 from .errors import CubbiError
 
 L_OF = "cubbi.session.of"  # a session's helper container or network: the session's id
-NETWORK_LABELS = ("cubbi.network", "cubbi.mcp", L_OF)
+# the labels that name the session a helper belongs to (the egress proxy's own too)
+HELPER_LABELS = (L_OF, "cubbi.egress.session")
+NETWORK_LABELS = ("cubbi.network", "cubbi.mcp", "cubbi.egress", L_OF)
 GRACE_S = 60
 IDLE_FILE = "/cubbi/idle"
 
@@ -102,12 +106,14 @@ def orphans(engine, now=None):
                 if (c.get("Labels") or {}).get(S.LABEL) == "true"}
     used = set()
     for c in every:
-        used.update(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys())
-        of = (c.get("Labels") or {}).get(L_OF)
+        labels = c.get("Labels") or {}
+        of = next((labels[k] for k in HELPER_LABELS if labels.get(k)), None)
         if of and of not in sessions and now - int(c.get("Created") or now) >= GRACE_S:
             out.append({"kind": "container", "id": c["Id"][:12],
                         "name": (c.get("Names") or ["/?"])[0].lstrip("/"), "session": of,
                         "reason": f"a helper of session {of}, which no longer exists"})
+            continue  # removed first (sweep's order), so its networks count as unused
+        used.update(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys())
     seen = set()
     for label in NETWORK_LABELS:
         for net in api.networks(labels=[label]) or []:
@@ -119,8 +125,10 @@ def orphans(engine, now=None):
             if created is None or now - created < GRACE_S:
                 continue
             seen.add(name)
+            labels = net.get("Labels") or {}
             out.append({"kind": "network", "id": (net.get("Id") or "")[:12], "name": name,
-                        "session": (net.get("Labels") or {}).get(L_OF),
+                        "session": next((labels[k] for k in HELPER_LABELS if labels.get(k)),
+                                        None),
                         "reason": "a network of cubbi's that no container uses"})
     return out
 

@@ -187,11 +187,12 @@ def test_orphans_are_found_by_their_labels_and_removed(engine, busybox_image, cu
     used = f"{names}-used"
     subprocess.run(["docker", "network", "create", "--label", f"{reaper.L_OF}={live}", used],
                    check=True, capture_output=True)
-    for cname, of, network in ((f"{names}-proxy", f"{names}-gone", "none"),
-                               (f"{names}-liveproxy", live, used)):
+    # the gone session's proxy sits on its network (labelled as the egress helper labels
+    # its proxies); the live session's on a network it uses
+    for cname, label, network in ((f"{names}-proxy", f"cubbi.egress.session={names}-gone", net),
+                                  (f"{names}-liveproxy", f"{reaper.L_OF}={live}", used)):
         subprocess.run(["docker", "create", "--name", cname, "--network", network, "--label",
-                        f"{reaper.L_OF}={of}", busybox_image, "sleep", "60"],
-                       check=True, capture_output=True)
+                        label, busybox_image, "sleep", "60"], check=True, capture_output=True)
     eng = LocalEngine()
     mine = lambda items: sorted((i["kind"], i["name"]) for i in items  # noqa: E731
                                 if i["name"].startswith(names))
@@ -200,9 +201,9 @@ def test_orphans_are_found_by_their_labels_and_removed(engine, busybox_image, cu
     found = mine(reaper.orphans(eng, now=later))
     # the gone session's proxy and network; not the live session's, nor its network in use
     assert found == [("container", f"{names}-proxy"), ("network", net)]
-    for item in reaper.orphans(eng, now=later):
+    for item in reaper.orphans(eng, now=later):  # the helper first: then its network can go
         if item["name"].startswith(names):
-            assert reaper.remove_orphan(engine, item)
+            assert reaper.remove_orphan(engine, item), item
     assert mine(reaper.orphans(eng, now=later)) == []
     assert subprocess.run(["docker", "network", "inspect", net], capture_output=True).returncode
     assert subprocess.run(["docker", "inspect", f"{names}-proxy"],
