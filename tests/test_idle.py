@@ -157,7 +157,7 @@ def test_prune_dry_run_lists_exactly_what_prune_then_closes(engine, busybox_imag
         subprocess.run(["docker", "stop", "-t", "5", next(x["container_id"] for x in r.json()
                                                           if x["id"] == sid)],
                        check=True, capture_output=True)
-    other = _create(cubbi, busybox_image, f"x{names}-other")  # not matched by the filter
+    other = _create(cubbi, busybox_image, f"{names}x-other")  # not matched by the filter
     flt = ["--filter", f"name={names}-*", "--failed"]
     dry = cubbi("cubbi-prune", *flt, "--dry-run", "--json")
     assert dry.exit_code == 0, dry
