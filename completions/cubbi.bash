@@ -15,7 +15,7 @@ declare -gA _cubbi_opts=(
   ['cubbi-config network']='--json -h --help'
   ['cubbi-config path']='--json -h --help'
   ['cubbi-connect']='-r --remote -h --help'
-  ['cubbi-create']='-r --remote -i --image -n --name -e --env --env-file --network -m --mount --no-mount --project -v --volume -p --port --mcp --no-mcp --cpus --memory --pids-limit --hardened --run --wait --no-connect --json -q --quiet -h --help'
+  ['cubbi-create']='-r --remote -i --image -n --name -e --env --env-file --network -m --mount --no-mount --project -v --volume -p --port --mcp --no-mcp --cpus --memory --pids-limit --idle-timeout --disk --hardened --run --wait --no-connect --json -q --quiet -h --help'
   ['cubbi-events']='-r --remote --json --since --until -f --filter -h --help'
   ['cubbi-image']='-r --remote -h --help'
   ['cubbi-image list']='--json -q --quiet --offline -h --help'
@@ -41,6 +41,7 @@ declare -gA _cubbi_opts=(
   ['cubbi-project list']='--json -q --quiet -h --help'
   ['cubbi-project show']='--json -h --help'
   ['cubbi-project remove']='--json -q --quiet -h --help'
+  ['cubbi-prune']='-r --remote --failed --older-than --idle -f --filter -n --dry-run --json -q --quiet -h --help'
   ['cubbi-remote']='-h --help'
   ['cubbi-remote add']='--token --default -f --force --json -h --help'
   ['cubbi-remote list']='--json -q --quiet -h --help'
@@ -81,6 +82,8 @@ declare -gA _cubbi_val=(
   ['cubbi-create|--cpus']='-'
   ['cubbi-create|--memory']='-'
   ['cubbi-create|--pids-limit']='-'
+  ['cubbi-create|--idle-timeout']='-'
+  ['cubbi-create|--disk']='-'
   ['cubbi-create|--run']='-'
   ['cubbi-events|-r']='remote'
   ['cubbi-events|--remote']='remote'
@@ -120,6 +123,12 @@ declare -gA _cubbi_val=(
   ['cubbi-project add|--ssh-key']='file'
   ['cubbi-project add|--token']='-'
   ['cubbi-project add|--token-env']='-'
+  ['cubbi-prune|-r']='remote'
+  ['cubbi-prune|--remote']='remote'
+  ['cubbi-prune|--older-than']='-'
+  ['cubbi-prune|--idle']='-'
+  ['cubbi-prune|-f']='-'
+  ['cubbi-prune|--filter']='-'
   ['cubbi-remote add|--token']='-'
   ['cubbi-server serve|-c']='file'
   ['cubbi-server serve|--config']='file'
@@ -206,6 +215,7 @@ declare -gA _cubbi_args=(
   ['cubbi-project show|n']=1
   ['cubbi-project remove|n']=0
   ['cubbi-project remove|rest']='project'
+  ['cubbi-prune|n']=0
   ['cubbi-remote|n']=0
   ['cubbi-remote add|0']='remote'
   ['cubbi-remote add|1']='-'
@@ -249,7 +259,7 @@ declare -gA _cubbi_session=(
   ['connect']='cubbi-connect'
   ['logs']='cubbi-logs'
 )
-_cubbi_commands='close config connect create events image logs ls mcp project remote server ssh ssh-config'
+_cubbi_commands='close config connect create events image logs ls mcp project prune remote server ssh ssh-config'
 _cubbi_dispatch_opts='-r --remote --list --version -h --help'
 
 # _cubbi_values KIND CUR: candidate words for a value of KIND into COMPREPLY.
@@ -384,4 +394,4 @@ _cubbi_command() {
 }
 
 complete -F _cubbi cubbi
-complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config
+complete -F _cubbi_command cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-prune cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config

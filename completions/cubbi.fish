@@ -39,7 +39,7 @@ function __cubbi_valopts --argument-names node
         case 'cubbi-connect'
             printf '%s\n' '-r' '--remote'
         case 'cubbi-create'
-            printf '%s\n' '-r' '--remote' '-i' '--image' '-n' '--name' '-e' '--env' '--env-file' '--network' '-m' '--mount' '--project' '-v' '--volume' '-p' '--port' '--mcp' '--cpus' '--memory' '--pids-limit' '--run'
+            printf '%s\n' '-r' '--remote' '-i' '--image' '-n' '--name' '-e' '--env' '--env-file' '--network' '-m' '--mount' '--project' '-v' '--volume' '-p' '--port' '--mcp' '--cpus' '--memory' '--pids-limit' '--idle-timeout' '--disk' '--run'
         case 'cubbi-events'
             printf '%s\n' '-r' '--remote' '--since' '--until' '-f' '--filter'
         case 'cubbi-image'
@@ -66,6 +66,8 @@ function __cubbi_valopts --argument-names node
             printf '%s\n' '-r' '--remote'
         case 'cubbi-project add'
             printf '%s\n' '--ssh-key' '--token' '--token-env'
+        case 'cubbi-prune'
+            printf '%s\n' '-r' '--remote' '--older-than' '--idle' '-f' '--filter'
         case 'cubbi-remote add'
             printf '%s\n' '--token'
         case 'cubbi-server serve'
@@ -359,6 +361,8 @@ complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'no-mcp' -d 'attach
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'cpus' -x -a '(__cubbi_values \'-\')' -d 'CPU limit, e.g. 1.5 (0.01 at least)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'memory' -x -a '(__cubbi_values \'-\')' -d 'memory limit, e.g. 2g (6m at least)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'pids-limit' -x -a '(__cubbi_values \'-\')' -d 'process count limit'
+complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'idle-timeout' -x -a '(__cubbi_values \'-\')' -d 'close the session once unused for DURATION (30s, 15m, 2h, 1d): no cubbi-connect, exec, terminal or cubbi-logs -f attached and under a tenth of a CPU busy; its tool state stays (default: defaults.idle_timeout; a remote\'s policy may set or cap it)'
+complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'disk' -x -a '(__cubbi_values \'-\')' -d 'limit the session\'s disk (its writable layer) to SIZE, e.g. 10g; refused with the reason (exit 1) when the engine\'s storage driver cannot enforce it (see DISK LIMIT)'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'hardened' -d 'no-new-privileges and a minimal capability set, for untrusted work'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'run' -x -a '(__cubbi_values \'-\')' -d 'once ready, run CMD in the session (sh -lc) as the session user; its output goes to stderr and its status is cubbi-create\'s'
 complete -c cubbi-create -n '__cubbi_at \'cubbi-create\'' -l 'wait' -d 'return only when the session is ready; if its init failed, print its record (status failed, reason) and exit 1'
@@ -529,6 +533,18 @@ complete -c cubbi-project -n '__cubbi_at \'cubbi-project remove\'' -s 'q' -l 'qu
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project remove\'' -s 'h' -l 'help' -d 'show a short help and exit'
 complete -c cubbi-project -n '__cubbi_at \'cubbi-project remove\'' -a '(__cubbi_posargs)'
 
+# cubbi-prune
+complete -c cubbi-prune -f
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -s 'r' -l 'remote' -x -a '(__cubbi_values \'remote\')' -d 'work against the Cubbi Service NAME (see cubbi-remote); default: $CUBBI_REMOTE, else remote.default, else the local engine (-r local)'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -l 'failed' -d 'sessions that no longer run: status failed (the init failed), stopped or dead'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -l 'older-than' -x -a '(__cubbi_values \'-\')' -d 'sessions created at least DURATION ago (30s, 15m, 2h, 1d)'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -l 'idle' -x -a '(__cubbi_values \'-\')' -d 'running sessions unused for at least DURATION, as their idle watch counts it (see cubbi-create(1) IDLE SESSIONS; measured every 30 s or a fifth of the session\'s --idle-timeout); local engine only'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -s 'f' -l 'filter' -x -a '(__cubbi_values \'-\')' -d 'only sessions matching, as cubbi-ls --filter (image, name, status, project; name=PREFIX* a prefix); repeatable; with a filter no orphan is swept'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -s 'n' -l 'dry-run' -d 'close and remove nothing; print what would be'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -l 'json' -d 'print one JSON object per line (JSON Lines), nothing else on stdout'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -s 'q' -l 'quiet' -d 'print the ids closed or removed, one per line'
+complete -c cubbi-prune -n '__cubbi_at \'cubbi-prune\'' -s 'h' -l 'help' -d 'show a short help and exit'
+
 # cubbi-remote
 complete -c cubbi-remote -f
 complete -c cubbi-remote -n '__cubbi_at \'cubbi-remote\'' -s 'h' -l 'help' -d 'show a short help and exit'
@@ -619,6 +635,7 @@ complete -c cubbi -n __cubbi_first -a 'logs' -d 'show sessions\' logs'
 complete -c cubbi -n __cubbi_first -a 'ls' -d 'list sessions'
 complete -c cubbi -n __cubbi_first -a 'mcp' -d 'manage MCP servers: define them, run them, attach them to sessions'
 complete -c cubbi -n __cubbi_first -a 'project' -d 'manage projects: git repositories and their credentials'
+complete -c cubbi -n __cubbi_first -a 'prune' -d 'close failed, old or idle sessions and sweep orphans'
 complete -c cubbi -n __cubbi_first -a 'remote' -d 'manage the Cubbi Services that -r NAME talks to'
 complete -c cubbi -n __cubbi_first -a 'server' -d 'run the Cubbi Service, and manage its users and API tokens'
 complete -c cubbi -n __cubbi_first -a 'ssh' -d 'log in to a session with the OpenSSH client'
@@ -629,7 +646,7 @@ complete -c cubbi -n 'not __cubbi_first' -a '(__cubbi_delegate)'
 complete -c cubbi -n '__cubbi_first; and string match -q -- "-*" (commandline -ct)' -a '(complete -C "cubbi-create "(commandline -ct))'
 
 function __cubbi_commands
-    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config
+    printf '%s\n' cubbi-close cubbi-config cubbi-connect cubbi-create cubbi-events cubbi-image cubbi-logs cubbi-ls cubbi-mcp cubbi-project cubbi-prune cubbi-remote cubbi-server cubbi-ssh cubbi-ssh-config
 end
 
 function __cubbi_subs_of_cubbi
@@ -643,6 +660,7 @@ function __cubbi_subs_of_cubbi
     printf '%s\t%s\n' 'ls' 'list sessions'
     printf '%s\t%s\n' 'mcp' 'manage MCP servers: define them, run them, attach them to sessions'
     printf '%s\t%s\n' 'project' 'manage projects: git repositories and their credentials'
+    printf '%s\t%s\n' 'prune' 'close failed, old or idle sessions and sweep orphans'
     printf '%s\t%s\n' 'remote' 'manage the Cubbi Services that -r NAME talks to'
     printf '%s\t%s\n' 'server' 'run the Cubbi Service, and manage its users and API tokens'
     printf '%s\t%s\n' 'ssh' 'log in to a session with the OpenSSH client'

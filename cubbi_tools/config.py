@@ -34,6 +34,7 @@ SCHEMA = {
     "defaults.memory": ("memory", None),
     "defaults.pids_limit": ("count", None),
     "defaults.hardened": ("bool", False),
+    "defaults.idle_timeout": ("duration", None),
     "defaults.mcp": ("mcp_names", []),
     "defaults.log_max_size": ("log_size", "10m"),
     "defaults.log_max_files": ("count", 3),
@@ -339,6 +340,16 @@ def _log_size(raw, data, strict):
         raise ValueError("expected a size from 1k to 1024g such as 10m") from None
 
 
+def _duration(raw, data, strict):
+    from .validate import parse_duration
+
+    try:
+        parse_duration(raw, "duration")
+    except UsageError:
+        raise ValueError("expected a duration such as 30s, 15m, 2h or 1d") from None
+    return str(raw).strip()
+
+
 def _socket(raw, data, strict):
     text = _string(raw, data, True)
     if text.startswith("/") or re.match(r"(unix|tcp|http|https)://.", text):
@@ -403,6 +414,7 @@ _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
     "mcp_names": _mcp_names,
     "cpus": _cpus, "count": _count, "memory": _memory, "log_size": _log_size, "socket": _socket,
+    "duration": _duration,
     "url": _url, "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,
 }
 

@@ -547,14 +547,24 @@ class DockerAPI:
         self.request("PUT", f"/containers/{quote(cid)}/archive", params={"path": path},
                      body=data, headers={"Content-Type": "application/x-tar"})
 
+    def get_archive(self, cid, path):
+        """A tar archive of PATH in the container (bytes), read without
+        running anything in it."""
+        return self.get(f"/containers/{quote(cid)}/archive", params={"path": path}) or b""
+
+    def info(self):
+        return self.get("/info")
+
     def inspect_image(self, ref):
         return self.get(f"/images/{quote(ref, safe='/:@')}/json")
 
     def network(self, name):
         return self.get(f"/networks/{quote(name)}")
 
-    def networks(self):
-        return self.get("/networks")
+    def networks(self, labels=()):
+        if not labels:
+            return self.get("/networks")
+        return self.get("/networks", params={"filters": json.dumps({"label": list(labels)})})
 
     def create_network(self, name, labels=None, options=None, subnet=None):
         body = {"Name": name, "CheckDuplicate": True, "Driver": "bridge",

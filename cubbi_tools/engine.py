@@ -9,11 +9,11 @@ import json
 import os
 import time
 
-from . import session as S
+from . import session as S, storage
 from .dockerapi import APIError, DockerAPI
 from .errors import CubbiError, EngineUnreachable, NotFound, UsageError
 from .validate import (CreateRequest, check_image_ref, looks_like_path, parse_cpus, parse_memory,  # noqa: F401
-                       parse_pids_limit, parse_port, short_name, valid_session_name)
+                       parse_duration, parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
 INIT_DIR = "/cubbi"
@@ -72,6 +72,7 @@ class LocalEngine:
     network and images may be callables, asked when first needed."""
 
     remote = None
+    _info = None  # the engine's /info, once asked (disk_limit)
 
     def __init__(self, host=None, network=None, images=None, image_paths=True, verbose=False,
                  logging=None):
@@ -211,6 +212,7 @@ class LocalEngine:
         from . import images
 
         req.check()
+        disk = self.disk_limit(req.disk)  # a limit this engine cannot enforce: refused first
         servers = self.mcp_definitions(req)  # an unknown name: NotFound before anything starts
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         # the record's image is a definition name or a Docker reference (cubbi-ls(1)):
@@ -292,6 +294,12 @@ class LocalEngine:
             host_config["Memory"] = parse_memory(req.memory)
         if req.pids_limit:
             host_config["PidsLimit"] = parse_pids_limit(req.pids_limit)
+        if disk:
+            host_config["StorageOpt"] = {"size": disk}
+        idle = parse_duration(req.idle_timeout) if req.idle_timeout else 0
+        if idle:  # the init ends it when unused that long; the engine removes it then
+            host_config["AutoRemove"] = True
+            labels[S.L_IDLE] = str(idle)
         if req.hardened:
             host_config["SecurityOpt"] = ["no-new-privileges"]
             host_config["CapDrop"] = ["ALL"]
@@ -306,6 +314,8 @@ class LocalEngine:
             "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
             "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0",
         }
+        if idle:
+            public_env["CUBBI_IDLE_TIMEOUT"] = str(idle)
         config = {
             "Image": image_ref,
             "Entrypoint": ["/bin/sh", f"{INIT_DIR}/init.sh"],
@@ -340,6 +350,8 @@ class LocalEngine:
                 raise CubbiError(f"a session named {name!r} exists; choose another --name") from None
             if exc.status == 400 and "bind source path does not exist" in str(exc):
                 raise NotFound(f"cannot mount: {exc}") from None
+            if disk and exc.status in (400, 500) and storage.is_refusal(exc):
+                raise storage.engine_refusal(req.disk, self._info, exc) from None
             raise
         cid = created["Id"]
         try:
@@ -371,6 +383,14 @@ class LocalEngine:
             raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
         return rec
 
+    def disk_limit(self, size):
+        """The StorageOpt size for --disk SIZE, or CubbiError when this
+        engine's storage driver cannot enforce one (storage.py)."""
+        if not size:
+            return None
+        self._info = self.api.info()
+        return storage.check(self._info, size)
+
     def sweep_unfinished(self):
         """Remove the debris of creates that broke off: session containers
         never started (state "created") whose maker is gone (a cubbi-create
@@ -378,17 +398,24 @@ class LocalEngine:
         making them (a server whose engine went away as it started one, and
         could not remove it then).  Another live process's container is
         left alone: it is being made."""
+        for entry in self.unfinished():
+            try:
+                self.api.remove(entry["Id"])
+            except CubbiError:
+                pass  # removed meanwhile, or the engine is going: the next create tries again
+
+    def unfinished(self):
+        """The list entries of the containers sweep_unfinished removes."""
         me = S.creator()
+        out = []
         for entry in self.api.containers(all=True, labels=[f"{S.LABEL}=true", S.L_CREATOR],
                                          status="created"):
             labels = entry.get("Labels") or {}
             maker = labels.get(S.L_CREATOR)
             if maker and (labels.get(S.L_ID) not in _CREATING if maker == me
                           else S.creator_gone(maker)):
-                try:
-                    self.api.remove(entry["Id"])
-                except CubbiError:
-                    pass  # removed meanwhile, or the engine is going: the next create tries again
+                out.append(entry)
+        return out
 
     def mcp_definitions(self, req):
         """[(name, definition with its secrets)] of the request's MCP
@@ -523,17 +550,49 @@ class LocalEngine:
     def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
         """Yield {session, stream, time, line} for each log line; with a
         deadline (time.monotonic()) a stream silent until then raises
-        dockerapi.Deadline."""
+        dockerapi.Deadline.  A follow without a deadline (someone watching,
+        not wait_ready) keeps the session in use for its idle watch while it
+        lasts (keep_active)."""
         pending = {"stdout": "", "stderr": ""}
-        for stream, data in self.api.logs(rec["container_id"], follow=follow, tail=tail,
-                                          since=since, timestamps=True, deadline=deadline):
-            text = pending[stream] + data.decode(errors="replace")
-            *lines, pending[stream] = text.split("\n")
-            for line in lines:
-                yield _log_record(rec, stream, line)
+        done = self.keep_active(rec) if follow and deadline is None else None
+        try:
+            for stream, data in self.api.logs(rec["container_id"], follow=follow, tail=tail,
+                                              since=since, timestamps=True, deadline=deadline):
+                text = pending[stream] + data.decode(errors="replace")
+                *lines, pending[stream] = text.split("\n")
+                for line in lines:
+                    yield _log_record(rec, stream, line)
+        finally:
+            if done:
+                done()
         for stream, rest in pending.items():
             if rest:
                 yield _log_record(rec, stream, rest)
+
+    def keep_active(self, rec):
+        """Touch /cubbi/active in the session at each tick of its idle watch
+        (cubbi-init.sh), from a thread, until the returned callable is
+        called: what a log follow does, which the init cannot see itself.
+        Written over the archive API, so no process starts in the session."""
+        import threading
+
+        cid = rec["container_id"]
+        stop = threading.Event()
+
+        def run():
+            try:
+                labels = self.api.inspect_container(cid)["Config"].get("Labels") or {}
+                tick = max(1, min(int(labels.get(S.L_IDLE) or 150) // 5, 30))
+                data = _tar({f"{INIT_DIR}/active": (b"", 0o644, 0, 0)})
+                while True:
+                    self.api.put_archive(cid, "/", data)
+                    if stop.wait(max(tick / 2, 0.5)):
+                        return
+            except (CubbiError, ValueError, KeyError):
+                return  # the session is gone, or the engine: the follow ends too
+
+        threading.Thread(target=run, daemon=True, name="cubbi-keep-active").start()
+        return stop.set
 
     def events(self, since=None, until=None, filters=None, labels=()):
         """Lifecycle event records (events.follow), from the engine's event

@@ -26,6 +26,9 @@ DEFAULTS = {
                "cpus": {"default": 1, "max": 4},
                "pids": {"default": 1024, "max": 8192}},
     "logs": {"max_size": "10m", "max_files": 3},  # a session's log, rotated (json-file)
+    # a session unused this long is closed (cubbi-create --idle-timeout); max caps a
+    # client's request and is the default when default is null
+    "idle_timeout": {"default": None, "max": None},
     # each user's bridge gets a subnet of this size from this pool (the engine's
     # default pools hold ~30 bridges)
     "user_networks": {"pool": "10.213.0.0/16", "size": 26},
@@ -111,6 +114,17 @@ def _pool(section):
     return pool, size
 
 
+def _duration(key, value):
+    from .validate import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "value")
+    except UsageError as exc:
+        _fail(key, str(exc))
+
+
 class Policy:
     """The checked policy; apply() enforces it on a CreateRequest."""
 
@@ -118,7 +132,7 @@ class Policy:
         if section is None:
             section = {}
         _known(section, DEFAULTS, "")
-        for key in ("images", "ports", "limits", "logs", "user_networks"):
+        for key in ("images", "ports", "limits", "logs", "user_networks", "idle_timeout"):
             if section.get(key) is not None:
                 _known(section[key], DEFAULTS[key], key + ".")
         for kind in DEFAULTS["limits"]:
@@ -162,6 +176,12 @@ class Policy:
         self.log_max_files = _count("logs.max_files", p["logs"]["max_files"])
         if self.log_max_files > 100:
             _fail("logs.max_files", f"expected at most 100, got {self.log_max_files}")
+        self.idle_default, self.idle_max = (
+            _duration(f"idle_timeout.{k}", p["idle_timeout"][k]) for k in ("default", "max"))
+        if self.idle_default and self.idle_max and self.idle_default > self.idle_max:
+            _fail("idle_timeout.default", f"{p['idle_timeout']['default']} is above "
+                                          f"policy.idle_timeout.max ({p['idle_timeout']['max']})")
+        self.idle_max_text = p["idle_timeout"]["max"]
         self.pool, self.subnet_size = _pool(p["user_networks"])
         self.max_sessions = _count("max_sessions", p["max_sessions"])
         self.sudo = _bool("sudo", p["sudo"])
@@ -190,10 +210,23 @@ class Policy:
         req.ports = self._ports(req.ports)
         self._limits(req)
         req.log_max_size, req.log_max_files = self.log_max_size, self.log_max_files
+        req.idle_timeout = self._idle(req.idle_timeout)
         req.sudo = self.sudo
         req.cap_drop = [] if self.net_raw else ["NET_RAW"]
         req.no_new_privileges = self.no_new_privileges or req.hardened
         return req
+
+    def _idle(self, asked):
+        """The session's idle timeout in seconds: the client's, within
+        idle_timeout.max; else the default (else the max); else none."""
+        from .validate import parse_duration
+
+        if asked is None:
+            return self.idle_default or self.idle_max
+        secs = parse_duration(asked, '"idle_timeout"')
+        if self.idle_max and secs > self.idle_max:
+            raise Forbidden(f"policy.idle_timeout.max is {self.idle_max_text}: {asked} asked")
+        return secs
 
     def check_build(self, name, unbuilt):
         """Forbidden when NAME is a definition not built yet (unbuilt) and

@@ -189,6 +189,26 @@ class Service:
                                      status=status))
         return [dict(r) for r in records if matches(r, filters)]
 
+    def sweep(self, log=None):
+        """At server start and every ten minutes: remove the orphans that
+        nothing uses (reaper.sweep: sessions whose create broke off, helper
+        containers of closed sessions, cubbi's networks without containers,
+        e.g. the bridge of a user whose last session closed itself when
+        idle).  A failure is one line on log; the server serves anyway."""
+        from . import reaper
+
+        try:
+            done = reaper.sweep(self.engine)
+        except CubbiError as exc:
+            done, text = [], f"cubbi-server: sweeping orphans failed: {exc}\n"
+            if log:
+                log.write(text)
+        if log:
+            for item in done:
+                log.write(f"cubbi-server: removed orphan {item['kind']} {item['name']} "
+                          f"({item['reason']})\n")
+        return done
+
     def logging_health(self):
         """[{type, url, status}] of the log collectors (logging.providers)."""
         from .logfwd import health
@@ -619,7 +639,7 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int, "mcp": list, "ssh_keys": list}
+          "pids_limit": int, "mcp": list, "ssh_keys": list, "idle_timeout": str, "disk": str}
 
 
 def check_mcp(payload):

@@ -35,6 +35,7 @@ L_MCP = "cubbi.session.mcp"  # the names of its MCP servers
 L_UID = "cubbi.uid"
 L_GID = "cubbi.gid"
 L_STATE = "cubbi.state"  # host directory of the project's persistent tool state
+L_IDLE = "cubbi.idle_timeout"  # seconds: the init closes the session when unused that long
 L_CREATED = "cubbi.created"  # creation time in nanoseconds: orders sessions made in one second
 # the process that made the container, BOOT:PIDNS:PID:START (see creator()): a
 # container never started whose maker has ended is debris of a broken create

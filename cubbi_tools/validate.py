@@ -27,7 +27,27 @@ MIN_CPUS = 0.01  # as the docker CLI: less is 0 NanoCpus (no limit at all) or a 
 # The name of each switch in a create request sent to a service: its errors
 # name the JSON field there, not the command line's switch (CreateRequest.check)
 API_NAMES = {"--memory": '"memory"', "--cpus": '"cpus"', "--pids-limit": '"pids_limit"',
-             "--port": '"ports"', "--image": '"image"'}
+             "--port": '"ports"', "--image": '"image"', "--idle-timeout": '"idle_timeout"',
+             "--disk": '"disk"'}
+
+MAX_DURATION = 366 * 86400  # a year: --idle-timeout, cubbi-prune --older-than/--idle
+
+
+def parse_duration(text, what="--idle-timeout", zero=False):
+    """'90', '90s', '15m', '2h', '1d' (or combined: '1h30m') -> whole
+    seconds, 1 s (0 with zero=True) up to a year, or UsageError."""
+    import re
+
+    t = str(text).strip().lower()
+    m = re.fullmatch(r"(?:(\d{1,8})d)?(?:(\d{1,8})h)?(?:(\d{1,8})m)?(?:(\d{1,8})s?)?", t)
+    n = None
+    if m and t and not isinstance(text, (bool, float)):
+        d, h, mi, s = (int(g or 0) for g in m.groups())
+        n = ((d * 24 + h) * 60 + mi) * 60 + s
+    if n is None or not (0 if zero else 1) <= n <= MAX_DURATION:
+        raise UsageError(f"{what} {text!r}: expected a duration such as 30s, 15m, 2h or 1d "
+                         f"({'0' if zero else '1s'} to 366d)")
+    return n
 
 
 def parse_memory(text, what="--memory"):
@@ -156,7 +176,8 @@ class CreateRequest:
 
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys")
+              "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys",
+              "idle_timeout", "disk")
     # set on the service only (service.Service.create, from its policy), never sent
     SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
 
@@ -183,6 +204,8 @@ class CreateRequest:
         self.mcp = [str(n) for n in kw.get("mcp") or []]  # MCP server names (cubbi-mcp)
         self.mcp_defs = None        # [(name, definition)] resolved where the session is made
         self.ssh_keys = list(kw.get("ssh_keys") or [])  # the owner's public keys (cubbi-ssh)
+        self.idle_timeout = kw.get("idle_timeout")  # a duration: closed when unused that long
+        self.disk = kw.get("disk")  # the writable layer's size limit (--storage-opt size)
         # the session's log, rotated: the local config's or the service's policy
         self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
         self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES
@@ -213,6 +236,10 @@ class CreateRequest:
             parse_cpus(self.cpus, name("--cpus"))
         if self.pids_limit is not None:
             parse_pids_limit(self.pids_limit, name("--pids-limit"))
+        if self.idle_timeout is not None:
+            parse_duration(self.idle_timeout, name("--idle-timeout"))
+        if self.disk is not None:
+            parse_memory(self.disk, name("--disk"))
         check_ssh_keys(self.ssh_keys)
         if self.mount and ":" in self.mount:
             raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "

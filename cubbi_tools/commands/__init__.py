@@ -5,6 +5,7 @@ COMMANDS = {
     "cubbi-create": "create",
     "cubbi-ls": "ls",
     "cubbi-close": "close",
+    "cubbi-prune": "prune",
     "cubbi-connect": "connect",
     "cubbi-logs": "logs",
     "cubbi-events": "events",

@@ -58,7 +58,8 @@ def build_request(args, engine=None):
         env.update(project_env)
     servers = _mcp_names(args, defaults)
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
-                  pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
+                  pids_limit=args.pids_limit, mount=mount, idle_timeout=args.idle_timeout,
+                  disk=args.disk).check()  # before reading any file
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
         mount_explicit=bool(args.mount),
@@ -66,6 +67,7 @@ def build_request(args, engine=None):
         memory=args.memory or defaults["memory"], owner=_owner(),
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
+        idle_timeout=args.idle_timeout or defaults["idle_timeout"], disk=args.disk,
         log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
         project=project, files=files, mcp=servers,
         ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
@@ -221,6 +223,15 @@ COMMAND = cli.Command(
         cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5 (0.01 at least)"),
         cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g (6m at least)"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
+        cli.Opt("--idle-timeout", kind="value", metavar="DURATION",
+                help="close the session once unused for DURATION (30s, 15m, 2h, 1d): no "
+                     "cubbi-connect, exec, terminal or cubbi-logs -f attached and under a tenth "
+                     "of a CPU busy; its tool state stays (default: defaults.idle_timeout; "
+                     "a remote's policy may set or cap it)"),
+        cli.Opt("--disk", kind="value", metavar="SIZE",
+                help="limit the session's disk (its writable layer) to SIZE, e.g. 10g; refused "
+                     "with the reason (exit 1) when the engine's storage driver cannot enforce "
+                     "it (see DISK LIMIT)"),
         cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
         cli.Opt("--run", kind="value", metavar="CMD",
                 help="once ready, run CMD in the session (sh -lc) as the session user; its "
@@ -238,7 +249,33 @@ COMMAND = cli.Command(
     args=[cli.Arg("target", "a directory to mount at /app (as --mount), or a repository URL "
                             "to clone into /app (as --project); what `cubbi DIR` and "
                             "`cubbi URL` pass", nargs="?", complete="dir", metavar="TARGET")],
-    see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config"],
+    sections=[
+        ("IDLE SESSIONS",
+         "With --idle-timeout (or defaults.idle_timeout) the session's init watches it: every "
+         "fifth of the timeout (1 to 30 s) it counts the session as used when a process the "
+         "engine started in it runs (cubbi-connect, cubbi-connect -- CMD, a server's terminal "
+         "or exec, cubbi-ssh), when its processes used more than a tenth of a CPU since the "
+         "last look, or when cubbi-logs -f (locally or through a server) follows its log. "
+         "A plain `docker logs -f` cannot be seen from inside the container and does not "
+         "count. Unused that long, the init ends and the engine removes the container (it is "
+         "made with AutoRemove): the session is closed as cubbi-close closes it, cubbi-ls no "
+         "longer lists it, cubbi-events reports it closed, and its tool state (the project's "
+         "persistent configs, on the host) stays. Every session records how long it has been "
+         "unused, which cubbi-prune --idle reads; a session made without a timeout is never "
+         "closed by itself. On a remote the service's policy.idle_timeout gives the default "
+         "and the largest timeout a client may ask for."),
+        ("DISK LIMIT",
+         "--disk SIZE is the engine's --storage-opt size=SIZE on the session's writable "
+         "layer (bind mounts such as /app are the host's and are not counted). Whether the "
+         "engine can enforce it depends on its storage driver (docker info: Storage Driver, "
+         "Backing Filesystem): overlay2 only on xfs mounted with the pquota option; btrfs, "
+         "zfs, devicemapper and windowsfilter always; vfs and others never. A limit the "
+         "driver cannot enforce is refused before anything starts, with the reason on one "
+         "stderr line and exit status 1, never ignored. The usual Debian engine (overlay2 on "
+         "ext4) cannot: leave --disk out there, or move /var/lib/docker to an xfs filesystem "
+         "mounted with pquota."),
+    ],
+    see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config", "cubbi-prune"],
 )
 
 

@@ -25,6 +25,9 @@ def _conf(args):
     return conf
 
 
+SWEEP_EVERY = 600  # e.g. the bridge of a user whose last session closed itself when idle
+
+
 def serve(args, conf):
     try:
         from gevent import monkey
@@ -44,7 +47,15 @@ def serve(args, conf):
     host = args.host or conf["server"]["host"]
     port = conf["server"]["port"] if args.port is None else args.port
     _file_limit(conf["server"])
-    app, handler = serving(make_app(Service(conf), conf), conf)
+    service = Service(conf)
+
+    def sweeper():  # orphans: while the server starts, then every SWEEP_EVERY s
+        while True:
+            service.sweep(sys.stderr)
+            gevent.sleep(SWEEP_EVERY)
+
+    gevent.spawn(sweeper)
+    app, handler = serving(make_app(service, conf), conf)
     log = None if args.quiet else sys.stderr
     server = pywsgi.WSGIServer((host, int(port)), app, handler_class=handler,
                                log=log, error_log=sys.stderr)
@@ -177,7 +188,9 @@ COMMAND = cli.Command(
                 "projects unless --yes, then closes the sessions and deletes the projects "
                 "and their credentials with the user and their tokens. The service also "
                 "serves a web page at / for the signed-in user's sessions, logs and "
-                "terminals (cubbi-service.yaml(5): WEB PAGE).",
+                "terminals (cubbi-service.yaml(5): WEB PAGE). When it starts, and every ten "
+                "minutes, it removes the orphans nothing uses, one stderr line each (see "
+                "cubbi-prune(1)); policy.idle_timeout decides the sessions' idle timeout.",
     subcommands={
         "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
         "token": ("token create USER [--label L] | token list [USER] | token revoke ID",

@@ -122,5 +122,71 @@ done
 : > "$C/ready"
 say ready
 
-# -- --run: a command once the session is ready -----------------------------
-keep_alive
+# -- idle: how long the session has been unused ------------------------------
+# Every tick (a fifth of CUBBI_IDLE_TIMEOUT, 1 to 30 s; 30 s without one) the
+# session counts as used when a process the engine exec'd runs (cubbi-connect,
+# cubbi-connect -- CMD, a server's terminal or exec, ssh through cubbi-ssh: its
+# parent is outside the container, pid 0; the health check is not one), when
+# its processes used more than a tenth of a CPU since the last tick, or when a
+# log follow touched /cubbi/active (cubbi-logs -f, a server's log stream; a
+# plain `docker logs -f` cannot be seen from in here).  /cubbi/idle holds the
+# seconds unused so far (cubbi-prune --idle reads it).  Past
+# CUBBI_IDLE_TIMEOUT the init ends and the engine removes the container
+# (created with AutoRemove): the session is closed; its tool state, on the
+# host, stays.
+cpu_us() {
+    if { read -r n < /sys/fs/cgroup/cpuacct/cpuacct.usage; } 2>/dev/null; then
+        echo $((n / 1000)); return
+    fi
+    if [ -r /sys/fs/cgroup/cpu.stat ]; then
+        while read -r k v; do [ "$k" = usage_usec ] && { echo "$v"; return; }; done < /sys/fs/cgroup/cpu.stat
+    fi
+    t=0  # no cgroup file: the live processes' user and system time, in ticks of 10 ms
+    for d in /proc/[0-9]*; do
+        { read -r s < "$d/stat"; } 2>/dev/null || continue
+        set -- ${s##*) }
+        t=$((t + ${12} + ${13}))
+    done
+    echo $((t * 10000))
+}
+attached() {
+    for d in /proc/[0-9]*; do
+        [ "$d" = /proc/1 ] && continue
+        { read -r s < "$d/stat"; } 2>/dev/null || continue
+        set -- ${s##*) }
+        [ "$2" = 0 ] && [ "$1" != Z ] || continue
+        case $(tr '\0' ' ' < "$d/cmdline" 2>/dev/null) in *"$C/ready"*) continue ;; esac
+        return 0
+    done
+    return 1
+}
+watch_idle() {
+    trap 'exit 0' TERM INT HUP
+    limit=${CUBBI_IDLE_TIMEOUT:-0}
+    case $limit in ''|*[!0-9]*) limit=0 ;; esac
+    tick=30
+    [ "$limit" -gt 0 ] && tick=$((limit / 5))
+    [ "$tick" -lt 1 ] && tick=1
+    [ "$tick" -gt 30 ] && tick=30
+    idle=0
+    last=$(cpu_us)
+    echo 0 > "$C/idle"
+    while :; do
+        sleep "$tick" & wait $!
+        now=$(cpu_us)
+        if [ -e "$C/active" ] || attached || [ $((now - last)) -gt $((tick * 100000)) ]; then
+            rm -f "$C/active"
+            idle=0
+        else
+            idle=$((idle + tick))
+        fi
+        last=$(cpu_us)  # after this tick's own reading of /proc
+        echo "$idle" > "$C/idle"
+        if [ "$limit" -gt 0 ] && [ "$idle" -ge "$limit" ]; then
+            say "idle: unused for ${idle}s (idle timeout ${limit}s); closing the session"
+            exit 0
+        fi
+    done
+}
+
+watch_idle

@@ -295,6 +295,27 @@ is_stopped() { [ "$(state_of "$1" | cut -f1)" = stopped ]; }
     run -0 cubbi-close -r local -q "$keep"
 }
 
+@test "cubbi-prune --dry-run --json lists exactly what cubbi-prune then closes" {
+    a=$(new_session pr-a)
+    b=$(new_session pr-b --wait)
+    keep=$(new_session keep)
+    run cubbi-connect "$b" -- kill -TERM 1  # lint: ok, the exec may die with the session or not
+    wait_until 30 is_stopped "$(name pr-b)"
+    run -0 --separate-stderr cubbi-prune --older-than 0s --filter "name=$(name pr-)*" --dry-run --json
+    dry=$output
+    [ "$(jq -r .id <<<"$dry" | sort)" = "$(printf '%s\n' "$a" "$b" | sort)" ]
+    run -0 cubbi-ls -q --all --filter "name=$(name pr-)*"
+    [ "${#lines[@]}" -eq 2 ]
+    run -0 --separate-stderr cubbi-prune --older-than 0s --filter "name=$(name pr-)*" --json
+    [ "$output" = "$dry" ]
+    run -0 cubbi-ls -q --all --filter "name=$(name pr-)*"
+    [ -z "$output" ]
+    run -0 cubbi-ls -q --filter "name=$(name keep)"
+    [ "$output" = "$keep" ]
+    run -2 --separate-stderr cubbi-prune --idle soon
+    one_line_error 2
+}
+
 # -- local engine only ---------------------------------------------------
 
 @test "local: the engine unreachable exits 4 with one line" {
