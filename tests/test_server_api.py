@@ -88,6 +88,9 @@ def test_engine_down_is_503_with_a_clear_message(start_server, tmp_path):
     st, body = c.call("GET", "/sessions")
     assert st == 503 and body["kind"] == "engine"
     assert "Docker engine" in body["error"]
+    with open(srv.log) as fh:  # the reason is on the server's log too, in one line
+        assert [line for line in fh if line.startswith("cubbi-server: GET /sessions: 503 engine: "
+                                                       "cannot reach the Docker engine")]
     st, body = c.call("GET", "/health", token=None)
     assert st == 200 and body == {"status": "down"}, body  # not the socket's path
     st, body = c.call("GET", "/health")
