@@ -191,7 +191,8 @@ def prefix(engine):
 # -- a real cubbi-server on loopback (tests/serverproc.py) ----------------------
 def _server_starter(mkdir):
     """(start, stop_all): start(env=..., config_text=...) makes a work dir
-    with mkdir(name) and returns a started serverproc.ServerProcess there."""
+    with mkdir(name) and returns a started serverproc.ServerProcess there;
+    start.started lists them (a failed test prints their logs' tails)."""
     from serverproc import ServerProcess
 
     started = []
@@ -201,6 +202,8 @@ def _server_starter(mkdir):
                             config_text=config_text)
         started.append(srv)
         return srv.start()
+
+    _start.started = started
 
     def _stop_all():
         for srv in started:
