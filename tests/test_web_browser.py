@@ -12,8 +12,9 @@ One browser for the module.  A failed test says why in pytest's output
 (a CI run keeps nothing else): a wait that timed out names what the page
 showed then (its error lines, each session row's status, each terminal's
 state), and the test's report has the page again, the browser's console
-(the page logs each failed request there) and the tail of each log of the
-test's servers and TLS proxy.  It also leaves a screenshot in
+(the page logs each failed request there), the tail of each log of the
+test's servers and TLS proxy, and where each server's requests wait (its
+SIGUSR1 stacks), all taken before the fixtures are torn down.  It also leaves a screenshot in
 $CUBBI_TEST_SCREENSHOTS (default: a cubbi-web-screenshots folder in the
 system's temp directory) and names it.  CUBBI_WEB_DOCS=DIR also saves the
 README's two screenshots there (docs/web-sessions.png, docs/web-terminal.png).
@@ -65,28 +66,33 @@ def browser():
 
 @pytest.fixture(autouse=True)
 def report_on_failure(request):
-    """A failed browser test prints what it would take a screenshot and
-    the server's files to see: the page's state, the browser's console and
-    the tails of the test's logs (shown by pytest with the failure)."""
-    logs = _logs(request)  # taken now: torn down after this fixture, not before
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or not rep.failed or "browser" not in request.fixturenames:
+    """A failed browser test's report has what a screenshot and the
+    server's files would show (pytest prints it with the failure): the
+    page's state, the browser's console, the tails of the test's logs and
+    where its servers' requests wait; taken before the fixtures are torn
+    down (sessions closed, servers stopped).  A screenshot is saved too."""
+    if "browser" not in request.fixturenames:
+        yield
         return
     driver = request.getfixturevalue("browser")
-    print(f"\n--- the page: {_safely(lambda: page_state(driver))}")
-    print(f"--- the browser's console:\n{_safely(lambda: console(driver))}")
-    for path in logs():
-        print(f"--- the last lines of {path}:\n{tail(path)}")
-    d = os.environ.get("CUBBI_TEST_SCREENSHOTS") or os.path.join(
-        tempfile.gettempdir(), "cubbi-web-screenshots")
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, re.sub(r"[^\w.-]", "_", request.node.name) + ".png")
-    try:
-        driver.save_screenshot(path)
-        print(f"--- screenshot of the failed page: {path}")
-    except Exception as exc:  # the browser itself is what failed
-        print(f"--- no screenshot: {exc}")
+    logs, servers = _logs(request)
+
+    def report():
+        out = [f"the page: {_safely(lambda: page_state(driver))}",
+               f"the browser's console:\n{_safely(lambda: console(driver))}"]
+        out += [f"the last lines of {path}:\n{tail(path)}" for path in logs()]
+        out += [f"where the requests of the server on {srv.url} wait:\n"
+                f"{_safely(lambda: waiting(srv))}" for srv in servers()]
+        d = os.environ.get("CUBBI_TEST_SCREENSHOTS") or os.path.join(
+            tempfile.gettempdir(), "cubbi-web-screenshots")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, re.sub(r"[^\w.-]", "_", request.node.name) + ".png")
+        out.append(f"screenshot of the failed page: {path}" if _safely(
+            lambda: driver.save_screenshot(path)) is True else "no screenshot")
+        return "\n--- ".join(out)
+
+    request.node.on_failure = [("the page, its console and its servers", report)]
+    yield
 
 
 def _safely(fn):
@@ -105,13 +111,55 @@ def _logs(request):
                if "start_server" in request.fixturenames else None)
     tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
 
+    def servers():
+        found = ([web["server"]] if web else []) + (list(starter.started) if starter else [])
+        return [srv for srv in found if srv.proc and srv.proc.poll() is None]
+
     def found():
         paths = [web["server"].log] if web else []
         paths += [srv.log for srv in starter.started] if starter else []
         paths += sorted(str(p) for p in tmp.rglob("*.log")) if tmp else []
         return [p for p in dict.fromkeys(paths) if os.path.exists(p)]
 
-    return found
+    return found, servers
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+def ours_frame(line):
+    """Whether a dump's frame line is in the checkout's own code (not a
+    package in a venv that may live in the checkout too)."""
+    path = os.path.realpath(line.strip().split(":", 1)[0])
+    return path.startswith(CHECKOUT + os.sep) and "site-packages" not in path
+
+
+def waiting(srv, timeout=10):
+    """The stacks of the server's greenlets that are in the checkout's code
+    (a request under way, a terminal), from its SIGUSR1 dump; idle
+    connections and the server's own loop are left out."""
+    import signal
+
+    from cubbi_tools.commands.server import STACKS_END
+
+    def dumps():
+        with open(srv.log, encoding="utf-8", errors="replace") as fh:
+            return fh.read().count(STACKS_END)
+
+    before = dumps()
+    os.kill(srv.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while dumps() == before:
+        if time.monotonic() > deadline:
+            return "(no answer to SIGUSR1)"
+        time.sleep(0.05)
+    with open(srv.log, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    dump = text[text.rindex("(SIGUSR1):"):text.rindex(STACKS_END)]
+    blocks = ["- " + b for b in dump.split("\n- ")[1:]]
+    ours = [b for b in blocks if "in read_requestline" not in b and "in serve_forever" not in b
+            and any(ours_frame(line) for line in b.splitlines()[1:])]
+    return "\n".join(b.rstrip() for b in ours) or "(nothing under way)"
 
 
 QUICK_LIST = re.compile(r'"GET (/[^/ ]+)*/sessions\?all=1 HTTP/1.1" 200 \d+ 0\.')
@@ -230,6 +278,7 @@ def close(driver, name):
         return row(d, name) is None
 
     until(driver, f"{name} gone from the list", gone)
+    assert visible(driver, "#sessions"), page_state(driver)  # gone, not signed out
 
 
 def open_terminal(driver, name):
