@@ -229,8 +229,9 @@
   // the service could not close it, the row shows its status again and the
   // reason stays on the page (#close-error, until the next close): the
   // next list does not wipe it, and Close can be clicked again.  A request
-  // that got no answer (it may never have arrived) is sent once more; a
-  // session the service no longer has is closed.
+  // that got no answer (it may never have arrived: a connection a proxy or
+  // the service closed before the browser sent it) is sent again, up to 3
+  // times in all; a session the service no longer has is closed.
   async function closeSession(s, tr) {
     if (tr.dataset.status === "closing") return; // one close at a time per row
     tr.dataset.status = "closing";
@@ -239,13 +240,13 @@
     $("close-error").textContent = "";
     const path = `sessions/${encodeURIComponent(s.id)}`;
     let failed = null;
-    for (let attempt = 1; attempt <= 2; attempt++) {
+    for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         await call("DELETE", path);
         failed = null;
       } catch (e) {
         failed = e.status === 404 ? null : e;
-        if (e.unreached && attempt < 2) continue;
+        if (e.unreached && attempt < 3) continue;
       }
       break;
     }
