@@ -540,8 +540,41 @@ class DockerAPI:
     def start(self, cid):
         self.post(f"/containers/{quote(cid)}/start")
 
+    # a forced remove the engine refused for a reason that passes is made
+    # again, at most this many times in all, after waiting (at most
+    # REMOVE_WAIT seconds) for the container to stop or go
+    REMOVE_TRIES = 3
+    REMOVE_WAIT = 20
+
     def remove(self, cid, force=True):
-        self.delete(f"/containers/{quote(cid)}", params={"force": "1" if force else "0", "v": "1"})
+        """Remove a container and its anonymous volumes (force: kill it
+        first).  The engine refuses a forced remove now and then for a
+        reason that passes, and then the container stays listed: a removal
+        of it already under way (409: waited for; it is gone when that one
+        ends), a kill whose exit event came late or a file system still
+        busy (5xx: the container is left stopping, or Dead; removed again
+        once it is not running).  Another refusal, or the last one, raises."""
+        path = f"/containers/{quote(cid)}"
+        for attempt in range(1, self.REMOVE_TRIES + 1):
+            try:
+                self.delete(path, params={"force": "1" if force else "0", "v": "1"})
+                return
+            except APIError as exc:
+                if not (force and (exc.status == 409 or exc.status >= 500)) \
+                        or attempt == self.REMOVE_TRIES:
+                    raise
+                condition = "removed" if exc.status == 409 else "not-running"
+            try:
+                self.post(path + "/wait", params={"condition": condition},
+                          timeout=self.REMOVE_WAIT)
+            except APIError as exc:
+                if exc.status == 404:
+                    return  # gone
+            except EngineUnreachable:
+                pass  # not within REMOVE_WAIT (or the engine went: the next remove says so)
+            else:
+                if condition == "removed":
+                    return
 
     def put_archive(self, cid, path, data):
         self.request("PUT", f"/containers/{quote(cid)}/archive", params={"path": path},

@@ -158,6 +158,8 @@ def make_app(service, conf=None):
                     return fn(*args, **kw)
                 except CubbiError as exc:
                     wire = to_wire(exc)
+                    if wire["status"] >= 500:  # the engine's failure: why, for the operator
+                        _log_failure(wire)
                     return json_error(wire["status"], wire["error"], wire["kind"])
                 except HTTPResponse:
                     raise
@@ -356,6 +358,14 @@ def _http_error(status):
             response.set_header("WWW-Authenticate", 'Bearer realm="cubbi"')
         return error_body(status, message)
     return handler
+
+
+def _log_failure(wire):
+    """One line on the server's log for an answer of 500 or more: the access
+    log has its status, this its reason (the engine's message, one line)."""
+    text = " ".join(str(wire["error"]).split())[:300]
+    sys.stderr.write(f"cubbi-server: {request.method} {request.path}: {wire['status']} "
+                     f"{wire['kind']}: {text}\n")
 
 
 def _created(rec):

@@ -191,7 +191,8 @@ def prefix(engine):
 # -- a real cubbi-server on loopback (tests/serverproc.py) ----------------------
 def _server_starter(mkdir):
     """(start, stop_all): start(env=..., config_text=...) makes a work dir
-    with mkdir(name) and returns a started serverproc.ServerProcess there."""
+    with mkdir(name) and returns a started serverproc.ServerProcess there;
+    start.started lists them (a failed test prints their logs' tails)."""
     from serverproc import ServerProcess
 
     started = []
@@ -201,6 +202,8 @@ def _server_starter(mkdir):
                             config_text=config_text)
         started.append(srv)
         return srv.start()
+
+    _start.started = started
 
     def _stop_all():
         for srv in started:
@@ -537,12 +540,22 @@ def as_user(host_user, user_tree):
 
 
 # -- each phase's report on the item (item.rep_setup, rep_call, rep_teardown),
-# so a fixture can tell that its test failed (the browser tests' screenshots)
+# so a fixture can tell that its test failed; and item.on_failure: (title,
+# fn) pairs a fixture adds, whose fn() text goes into a failed test's report
+# as a section of its own, taken before any fixture is torn down (the
+# browser tests: the page, its console, the servers' logs)
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    if rep.when == "call" and rep.failed:
+        for title, fn in getattr(item, "on_failure", ()):
+            try:
+                text = fn()
+            except Exception as exc:  # a diagnosis must not hide the failure
+                text = f"(failed: {type(exc).__name__}: {exc})"
+            rep.sections.append((title, text))
 
 
 # -- the engine marker: set from the fixtures, engine-free tests first ---------

@@ -1,12 +1,15 @@
 """A unix-socket proxy in front of the real Docker engine that can fail the
-way an engine does when it stops: cut a request off, or go away entirely.
+way an engine does when it stops: cut a request off, or go away entirely;
+or refuse a request with an error answer of its own.
 
 Tests point DOCKER_HOST at proxy.url and run the real commands through it;
 everything else reaches the real engine untouched.  cubbi's client opens one
 connection per request, so the proxy looks at each connection's request
-line only.
+line only (a server keeps idle connections for plain GETs: those after
+the first on a connection pass unseen; a DELETE or POST always opens one).
 """
 
+import json
 import os
 import re
 import socket
@@ -20,6 +23,10 @@ class EngineProxy:
         self.url = "unix://" + path
         self.drop = None        # regex on "METHOD /path": such requests are cut off
         self.dropped = []       # request lines that were cut off
+        # (regex on "METHOD /path", HTTP status, message): such requests get
+        # that error answer, as the engine gives its own ({"message": ...})
+        self.refuse = None
+        self.refused = []       # request lines that were refused
         self.seen = []          # every request line forwarded
         # a regex on "METHOD /path": the first such request waits, before it
         # is forwarded, until release is set (held is set when it arrives), so
@@ -64,6 +71,18 @@ class EngineProxy:
         if self.drop and re.search(self.drop, method_path):
             self.dropped.append(method_path)
             client.close()  # the engine went away before answering
+            return
+        refuse = self.refuse
+        if refuse and re.search(refuse[0], method_path):
+            self.refused.append(method_path)
+            body = json.dumps({"message": refuse[2]}).encode()
+            try:
+                client.sendall(f"HTTP/1.1 {refuse[1]} Refused\r\nContent-Type: application/json"
+                               f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                               .encode() + body)
+            except OSError:
+                pass
+            client.close()
             return
         if self.hold and re.search(self.hold, method_path) and not self.held.is_set():
             self.held.set()

@@ -88,10 +88,37 @@ def test_engine_down_is_503_with_a_clear_message(start_server, tmp_path):
     st, body = c.call("GET", "/sessions")
     assert st == 503 and body["kind"] == "engine"
     assert "Docker engine" in body["error"]
+    with open(srv.log) as fh:  # the reason is on the server's log too, in one line
+        assert [line for line in fh if line.startswith("cubbi-server: GET /sessions: 503 engine: "
+                                                       "cannot reach the Docker engine")]
     st, body = c.call("GET", "/health", token=None)
     assert st == 200 and body == {"status": "down"}, body  # not the socket's path
     st, body = c.call("GET", "/health")
     assert st == 200 and body["status"] == "down" and "Docker engine" in body["engine"], body
+
+
+def test_sigusr1_prints_where_each_request_waits(start_server, tmp_path):
+    """A request that hangs can be found: SIGUSR1 puts every greenlet's
+    stack on the log (here one waiting in a ?wait= on the missing engine
+    is not needed: the server's own serve_forever is there)."""
+    import signal
+    import time
+
+    from cubbi_tools.commands.server import STACKS_END
+
+    srv = start_server(env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    os.kill(srv.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with open(srv.log) as fh:
+            log = fh.read()
+        if STACKS_END in log:
+            break
+        time.sleep(0.05)
+    dump = log[log.index("(SIGUSR1):"):log.index(STACKS_END)]
+    assert "in serve_forever" in dump and "cubbi_tools/commands/server.py:" in dump, dump
+    assert srv.proc.poll() is None  # still serving
+    assert Client(srv.url).call("GET", "/health")[0] == 200
 
 
 def test_openapi_document_matches_the_routes(tmp_path):

@@ -117,6 +117,60 @@ def test_error_answers_carry_the_engines_message(serve):
         api.get("/info")
 
 
+def error(status, message):
+    return ok_json({"message": message}, status=status)
+
+
+NO_EXIT = ("Could not kill running container c, cannot remove - tried to kill container, "
+           "but did not receive an exit event")
+BUSY = ("driver \"overlay2\" failed to remove root filesystem for c: unlinkat "
+        "/var/lib/docker/overlay2/x/merged: device or resource busy")
+
+
+def lines(server):
+    return [r[0].rsplit(" ", 1)[0] for r in server.requests]
+
+
+def test_a_forced_remove_the_engine_refuses_for_a_while_is_made_again(serve):
+    """A kill whose exit event came late, a file system still busy: the
+    container stays listed (stopping, or Dead) unless it is removed again
+    once it is not running; a removal already under way is waited for."""
+    server, api = serve(error("500 Internal Server Error", NO_EXIT), ok_json({"StatusCode": 137}),
+                        error("500 Internal Server Error", BUSY), ok_json({"StatusCode": 137}),
+                        [b"HTTP/1.1 204 No Content\r\n\r\n"])
+    api.remove("c")
+    assert lines(server) == ["DELETE /containers/c?force=1&v=1",
+                             "POST /containers/c/wait?condition=not-running"] * 2 + [
+                             "DELETE /containers/c?force=1&v=1"]
+
+    server, api = serve(error("409 Conflict", "removal of container c is already in progress"),
+                        ok_json({"StatusCode": 137}))
+    api.remove("c")  # the other removal ended with it gone
+    assert lines(server) == ["DELETE /containers/c?force=1&v=1",
+                             "POST /containers/c/wait?condition=removed"]
+
+    server, api = serve(error("500 Internal Server Error", NO_EXIT),
+                        error("404 Not Found", "No such container: c"))
+    api.remove("c")  # gone meanwhile
+    assert len(server.requests) == 2
+
+
+def test_a_remove_refused_for_good_raises(serve):
+    refusals = [error("500 Internal Server Error", BUSY), ok_json({"StatusCode": 137})] * 2
+    server, api = serve(*refusals, error("500 Internal Server Error", BUSY))
+    with pytest.raises(APIError, match="device or resource busy"):
+        api.remove("c")
+    assert len(server.requests) == 2 * api.REMOVE_TRIES - 1
+    # not forced, or not a refusal that passes: at once
+    server, api = serve(error("409 Conflict", "You cannot remove a running container c"))
+    with pytest.raises(APIError, match="cannot remove a running"):
+        api.remove("c", force=False)
+    server, api = serve(error("404 Not Found", "No such container: c"))
+    with pytest.raises(APIError) as e:
+        api.remove("c")
+    assert e.value.status == 404 and len(server.requests) == 1
+
+
 @pytest.mark.parametrize("answer", [
     [],                                                      # closed before answering
     [b"HTTP/1.1 200 OK\r\nContent-Le"],                      # cut in the headers

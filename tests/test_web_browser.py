@@ -8,7 +8,13 @@ on another origin (another port of the same host: same site, so the
 SameSite=Strict cookie still goes with its requests) cannot do, and the
 page behind a TLS proxy under a path prefix (https, wss, Secure cookie).
 
-One browser for the module.  A failed test leaves a screenshot in
+One browser for the module.  A failed test says why in pytest's output
+(a CI run keeps nothing else): a wait that timed out names what the page
+showed then (its error lines, each session row's status, each terminal's
+state), and the test's report has the page again, the browser's console
+(the page logs each failed request there), the tail of each log of the
+test's servers and TLS proxy, and where each server's requests wait (its
+SIGUSR1 stacks), all taken before the fixtures are torn down.  It also leaves a screenshot in
 $CUBBI_TEST_SCREENSHOTS (default: a cubbi-web-screenshots folder in the
 system's temp directory) and names it.  CUBBI_WEB_DOCS=DIR also saves the
 README's two screenshots there (docs/web-sessions.png, docs/web-terminal.png).
@@ -35,7 +41,31 @@ WAIT = 60
 
 
 @pytest.fixture(scope="module")
-def browser():
+def tls_files(tmp_path_factory):
+    """The TLS test's CA, certificate and key ({ca, cert, key}), made before
+    the browser starts so that it trusts the key from the start."""
+    from test_server_tls import make_ca
+
+    ca, cert, key = make_ca(str(tmp_path_factory.mktemp("tls")))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def spki_hash(cert):
+    """base64 SHA-256 of a certificate's public key (Chromium's
+    --ignore-certificate-errors-spki-list)."""
+    import base64
+    import hashlib
+    import subprocess
+
+    pub = subprocess.run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"],
+                         capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, check=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def browser(tls_files):
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
     if missing:
         pytest.fail(f"the browser tests need {', '.join(missing)}: apt-get install chromium "
@@ -47,9 +77,15 @@ def browser():
     profile = tempfile.mkdtemp(prefix="cubbi-web-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={profile}"]:
+    # the TLS test's certificate is trusted, not an error let through: with
+    # accept_insecure_certs each new connection's certificate error waited
+    # for the browser's go-ahead, under load longer than the server's
+    # header_timeout (10 s) kept the silent connection, and the request
+    # on it failed (a load of the page seen so, a close suspected)
+    for flag in FLAGS + [f"--user-data-dir={profile}",
+                         f"--ignore-certificate-errors-spki-list={spki_hash(tls_files['cert'])}"]:
         opts.add_argument(flag)
-    opts.accept_insecure_certs = True  # the TLS test's own CA
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for failures
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     driver.set_script_timeout(WAIT)
     yield driver
@@ -58,20 +94,142 @@ def browser():
 
 
 @pytest.fixture(autouse=True)
-def screenshot_on_failure(request):
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed and "browser" in request.fixturenames:
+def report_on_failure(request):
+    """A failed browser test's report has what a screenshot and the
+    server's files would show (pytest prints it with the failure): the
+    page's state, the browser's console, the tails of the test's logs and
+    where its servers' requests wait; taken before the fixtures are torn
+    down (sessions closed, servers stopped).  A screenshot is saved too."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    driver = request.getfixturevalue("browser")
+    logs, servers = _logs(request)
+    _safely(lambda: driver.get_log("browser"))  # the console from here on is this test's
+
+    def report():
+        out = [f"the page: {_safely(lambda: page_state(driver))}",
+               f"the browser's console:\n{_safely(lambda: console(driver))}"]
+        out += [f"the last lines of {path}:\n{tail(path)}" for path in logs()]
+        out += [f"where the requests of the server on {srv.url} wait:\n"
+                f"{_safely(lambda: waiting(srv))}" for srv in servers()]
         d = os.environ.get("CUBBI_TEST_SCREENSHOTS") or os.path.join(
             tempfile.gettempdir(), "cubbi-web-screenshots")
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, re.sub(r"[^\w.-]", "_", request.node.name) + ".png")
-        try:
-            request.getfixturevalue("browser").save_screenshot(path)
-            request.node.add_report_section("call", "screenshot", path)
-            print(f"\nscreenshot of the failed page: {path}")
-        except Exception as exc:  # the browser itself is what failed
-            print(f"\nno screenshot: {exc}")
+        out.append(f"screenshot of the failed page: {path}" if _safely(
+            lambda: driver.save_screenshot(path)) is True else "no screenshot")
+        return "\n--- ".join(out)
+
+    request.node.on_failure = [("the page, its console and its servers", report)]
+    yield
+
+
+def _safely(fn):
+    try:
+        return fn()
+    except Exception as exc:  # the browser may be what failed
+        return f"(not available: {type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+
+
+def _logs(request):
+    """A function listing the log files of the test's servers (server.log)
+    and of anything else it ran in its temp dir (the TLS proxy's
+    stunnel.log), once the test has run."""
+    web = request.getfixturevalue("web") if "web" in request.fixturenames else None
+    starter = (request.getfixturevalue("start_server")
+               if "start_server" in request.fixturenames else None)
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+
+    def servers():
+        found = ([web["server"]] if web else []) + (list(starter.started) if starter else [])
+        return [srv for srv in found if srv.proc and srv.proc.poll() is None]
+
+    def found():
+        paths = [web["server"].log] if web else []
+        paths += [srv.log for srv in starter.started] if starter else []
+        paths += sorted(str(p) for p in tmp.rglob("*.log")) if tmp else []
+        return [p for p in dict.fromkeys(paths) if os.path.exists(p)]
+
+    return found, servers
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+def ours_frame(line):
+    """Whether a dump's frame line is in the checkout's own code (not a
+    package in a venv that may live in the checkout too)."""
+    path = os.path.realpath(line.strip().split(":", 1)[0])
+    return path.startswith(CHECKOUT + os.sep) and "site-packages" not in path
+
+
+def waiting(srv, timeout=10):
+    """The stacks of the server's greenlets that are in the checkout's code
+    (a request under way, a terminal), from its SIGUSR1 dump; idle
+    connections and the server's own loop are left out."""
+    import signal
+
+    from cubbi_tools.commands.server import STACKS_END
+
+    def dumps():
+        with open(srv.log, encoding="utf-8", errors="replace") as fh:
+            return fh.read().count(STACKS_END)
+
+    before = dumps()
+    os.kill(srv.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while dumps() == before:
+        if time.monotonic() > deadline:
+            return "(no answer to SIGUSR1)"
+        time.sleep(0.05)
+    with open(srv.log, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    dump = text[text.rindex("(SIGUSR1):"):text.rindex(STACKS_END)]
+    blocks = ["- " + b for b in dump.split("\n- ")[1:]]
+    ours = [b for b in blocks if "in read_requestline" not in b and "in serve_forever" not in b
+            and any(ours_frame(line) for line in b.splitlines()[1:])]
+    return "\n".join(b.rstrip() for b in ours) or "(nothing under way)"
+
+
+QUICK_LIST = re.compile(r'"GET (/[^/ ]+)*/sessions\?all=1 HTTP/1.1" 200 \d+ 0\.')
+
+
+def tail(path, lines=40):
+    """The last lines of a log; of the page's lists every 2 s, those that
+    were answered (200) within a second are left out and counted."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        kept = [line for line in fh if not QUICK_LIST.search(line)]
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        quick = sum(1 for line in fh if QUICK_LIST.search(line))
+    return "".join(kept[-lines:]).rstrip() + f"\n({quick} quick lists of the page left out)"
+
+
+# what the page shows: its error lines, sign-in state, rows and terminals
+PAGE_STATE = """
+    const text = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };
+    const main = document.getElementById('main');
+    return {url: location.href, signed_in: !!main && !main.hidden,
+            list_error: text('list-error'), close_error: text('close-error'),
+            create_error: text('create-error'),
+            signin_error: text('signin-error'),
+            rows: Array.from(document.querySelectorAll('#sessions tbody tr'), (tr) =>
+                `${tr.dataset.name} (${tr.dataset.id}): ${tr.dataset.status}` +
+                (tr.dataset.error ? ` [${tr.dataset.error}]` : '')),
+            terminals: Array.from(document.querySelectorAll('#panes .pane'), (p) =>
+                `${p.dataset.session}: ${p.dataset.state}`)};
+"""
+
+
+def page_state(driver):
+    return driver.execute_script(PAGE_STATE)
+
+
+def console(driver):
+    """The browser's console since the last look, the test's start (the
+    page's own warnings, failed requests), one line each."""
+    entries = driver.get_log("browser")
+    return "\n".join(f"{e.get('level')} {e.get('message')}" for e in entries[-60:]) or "(empty)"
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +241,18 @@ def web(engine, busybox_image, start_module_server):
 
 # -- helpers -------------------------------------------------------------------
 def until(driver, what, fn, timeout=WAIT):
-    """fn(driver)'s first truthy value, polled until the deadline."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    """fn(driver)'s first truthy value, polled until the deadline; past it,
+    a TimeoutException that says what the page showed then."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: fn(d), message=f"waited {timeout}s for {what}")
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: fn(d))
+    except TimeoutException:
+        raise TimeoutException(f"waited {timeout}s for {what}; the page then: "
+                               f"{_safely(lambda: page_state(driver))}") from None
 
 
 def by_css(driver, css):
@@ -131,6 +294,21 @@ def create(driver, image, name):
         return r is not None and r.get_attribute("data-status") == "running" and r
 
     return until(driver, f"session {name} running in the list", made)
+
+
+def close(driver, name):
+    """Click the row's Close and wait for the row to go; the page's reason
+    when the service could not close it fails the test at once."""
+    row(driver, name).find_element("css selector", "button.close-session").click()
+
+    def gone(d):
+        error = by_css(d, "#close-error")[0].text
+        if error:
+            pytest.fail(f"the page could not close {name}: {error}")
+        return row(d, name) is None
+
+    until(driver, f"{name} gone from the list", gone)
+    assert visible(driver, "#sessions"), page_state(driver)  # gone, not signed out
 
 
 def open_terminal(driver, name):
@@ -282,8 +460,7 @@ def test_sign_in_terminal_resize_tabs_log_close(browser, web, busybox_image, pre
     on_screen(d, pane, rf"gone-{pid}")
 
     # close from the page: it leaves the list (and the service)
-    row(d, name).find_element("css selector", "button.close-session").click()
-    until(d, f"{name} gone from the list", lambda _: row(d, name) is None)
+    close(d, name)
     assert name not in names(url, token)
     assert not by_css(d, "#panes .pane")  # its terminals went with it
 
@@ -308,6 +485,42 @@ def test_sign_out_ends_the_browser_session_on_the_service(browser, web):
     assert st == 401 and body["kind"] == "auth", body
     d.refresh()
     until(d, "the sign-in form after a reload", lambda _: visible(d, "#token"))
+
+
+def test_a_close_the_service_refuses_is_said_and_can_be_made_again(browser, engine, busybox_image,
+                                                                   start_server, tmp_path,
+                                                                   prefix):
+    """The engine refuses the remove: the row does not stay "closing" with
+    the reason gone at the next list (as a CI run once saw a row stay,
+    with nothing to say why); it shows its status again, the reason stays
+    on the page, and Close works once the engine does."""
+    from engine_proxy import EngineProxy
+
+    proxy = EngineProxy(str(tmp_path / "engine.sock"))
+    try:
+        srv = start_server(env={"DOCKER_HOST": proxy.url})
+        d = browser
+        sign_in(d, srv.url + "/", srv.token("alice"))
+        name = f"{prefix}-kept"
+        create(d, busybox_image, name)
+        proxy.refuse = (r"^DELETE /(v[\d.]+/)?containers/", 400, "the engine says no, for now")
+        row(d, name).find_element("css selector", "button.close-session").click()
+        error = until(d, "the close's error on the page",
+                      lambda _: by_css(d, "#close-error")[0].text)
+        assert name in error and "the engine says no, for now" in error, error
+        assert proxy.refused
+        lists = len(log_lines(srv, "GET /sessions?all=1 HTTP/1.1\" 200"))
+        until(d, "two more lists", lambda _: len(
+            log_lines(srv, "GET /sessions?all=1 HTTP/1.1\" 200")) >= lists + 2)
+        r = row(d, name)
+        assert r.get_attribute("data-status") == "running", page_state(d)
+        assert "says no" in r.get_attribute("data-error")
+        assert by_css(d, "#close-error")[0].text == error  # not wiped by the lists
+        proxy.refuse = None
+        close(d, name)  # clicked again: gone, and the old error with it
+        assert not by_css(d, "#close-error")[0].text
+    finally:
+        proxy.stop()
 
 
 # -- another origin ----------------------------------------------------------------
@@ -394,13 +607,13 @@ def test_another_origin_gets_neither_the_websocket_nor_a_session(browser, web, o
 
 
 # -- behind a TLS proxy under a path prefix ----------------------------------------------
-def test_behind_a_tls_proxy_under_a_path_prefix(browser, engine, busybox_image, start_server,
-                                                tmp_path, prefix):
+def test_behind_a_tls_proxy_under_a_path_prefix(browser, tls_files, engine, busybox_image,
+                                                start_server, tmp_path, prefix):
     # prefix after start_server: its sessions are closed before the server
     # cleans up the user's network, even when the test fails half way
-    from test_server_tls import TLSProxy, make_ca
+    from test_server_tls import TLSProxy
 
-    ca, cert, key = make_ca(str(tmp_path))
+    ca, cert, key = tls_files["ca"], tls_files["cert"], tls_files["key"]
     srv = start_server(config_text=(
         "server:\n  heartbeat: 1\n  base_path: /cubbi\nstate:\n  database: server.db\n"
         "policy:\n  images:\n    any_local: true\n"))
@@ -417,8 +630,7 @@ def test_behind_a_tls_proxy_under_a_path_prefix(browser, engine, busybox_image, 
         pane = open_terminal(d, name)  # wss://localhost:PORT/cubbi/sessions/...
         type_in(pane, "echo over-$((20+3))-wss\n")
         on_screen(d, pane, r"over-23-wss")
-        row(d, name).find_element("css selector", "button.close-session").click()
-        until(d, f"{name} gone from the list", lambda _: row(d, name) is None)
+        close(d, name)
         # the terminal went through the proxy under the prefix (logged when it ended)
         until(d, "the terminal's line in the access log",
               lambda _: log_lines(srv, f"GET /cubbi/sessions/{sid}/connect?tty=1"), timeout=20)

@@ -65,6 +65,7 @@ def serve(args, conf):
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)
+    gevent.signal_handler(signal.SIGUSR1, _print_stacks)
     bound = server.socket.getsockname()
     message(f"listening on http://{bound[0]}:{bound[1]} (database {conf['state']['database']})",
             PROG)
@@ -76,6 +77,29 @@ def serve(args, conf):
                 "(cubbi-service.yaml(5), THE HOST)", PROG)
     server.serve_forever()
     return 0
+
+
+STACKS_END = "cubbi-server: end of the stacks"
+
+
+def _print_stacks():
+    """SIGUSR1: where each greenlet waits (a request that hangs, and on
+    what), on the server's log: file, line and function of each frame,
+    never a variable's value."""
+    import gc
+    import traceback
+
+    from greenlet import greenlet
+
+    out = ["cubbi-server: the stacks of the waiting greenlets (SIGUSR1):"]
+    for g in gc.get_objects():
+        if isinstance(g, greenlet) and g.gr_frame is not None:
+            out.append(f"- {type(g).__name__}")
+            out += [f"  {f.filename}:{f.lineno} in {f.name}"
+                    for f in traceback.extract_stack(g.gr_frame)]
+    out.append(STACKS_END)
+    sys.stderr.write("\n".join(out) + "\n")
+    sys.stderr.flush()
 
 
 FDS_PER_CONNECTION = 2  # a client's socket, and a stream's or terminal's engine connection
@@ -190,7 +214,9 @@ COMMAND = cli.Command(
                 "serves a web page at / for the signed-in user's sessions, logs and "
                 "terminals (cubbi-service.yaml(5): WEB PAGE). When it starts, and every ten "
                 "minutes, it removes the orphans nothing uses, one stderr line each (see "
-                "cubbi-prune(1)); policy.idle_timeout decides the sessions' idle timeout.",
+                "cubbi-prune(1)); policy.idle_timeout decides the sessions' idle timeout. "
+                "SIGUSR1 prints where each request waits (every greenlet's stack: files, "
+                "lines and functions) on the server's log.",
     subcommands={
         "serve": ("run the service (the default)", [CONFIG, DATABASE, _HOST, _PORT, _QUIET], []),
         "token": ("token create USER [--label L] | token list [USER] | token revoke ID",

@@ -10,25 +10,48 @@
   const $ = (id) => document.getElementById(id);
   let csrf = null;
   let pollTimer = null;
+  let listAsked = 0; // the lists asked for, numbered, so an older answer never
+  let listShown = 0; // replaces a newer one on the screen
+  let listing = 0; // lists in flight: the poll skips its turn while one is
+  const LIST_TIMEOUT = 30000; // ms: a list not answered by then is an error shown
   let logAbort = null;
   let termCount = 0;
   const terminals = new Map(); // tab id -> {term, fit, ws, pane, tab}
   let active = null;
 
   // -- the API --------------------------------------------------------------
-  async function call(method, path, body) {
+  // Failures are also logged on the console (a message on the page is
+  // replaced by the next one): what went wrong, and when, stays readable.
+  async function call(method, path, body, timeout) {
     const headers = {};
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (csrf && method !== "GET") headers["X-Cubbi-CSRF"] = csrf;
-    const resp = await fetch(path, {
-      method, headers, credentials: "same-origin", cache: "no-store",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const ctl = timeout ? new AbortController() : null;
+    const timer = ctl ? setTimeout(() => ctl.abort(), timeout) : null;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method, headers, credentials: "same-origin", cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: ctl ? ctl.signal : undefined,
+      });
+    } catch (e) { // no answer at all: the network (err.unreached), or the timeout
+      const timedOut = e.name === "AbortError";
+      const err = new Error(timedOut
+        ? `${method} ${path}: no answer from the service in ${timeout / 1000} s`
+        : `${method} ${path}: the service could not be reached (${e.message})`);
+      err.unreached = !timedOut;
+      console.warn(`cubbi: ${err.message}`);
+      throw err;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     if (!resp.ok) {
       const err = new Error((data && data.error) || `${method} ${path}: HTTP ${resp.status}`);
       err.status = resp.status;
+      console.warn(`cubbi: ${method} ${path}: HTTP ${resp.status}: ${err.message}`);
       if (resp.status === 401 && path !== "auth/browser") signedOut();
       throw err;
     }
@@ -45,7 +68,7 @@
     $("main").hidden = false;
     loadImages();
     refresh();
-    if (!pollTimer) pollTimer = setInterval(refresh, 2000);
+    if (!pollTimer) pollTimer = setInterval(poll, 2000);
   }
 
   function signedOut() {
@@ -54,6 +77,8 @@
     pollTimer = null;
     stopLog();
     for (const id of Array.from(terminals.keys())) closeTab(id);
+    $("sessions").tBodies[0].replaceChildren(); // the next user's page starts empty
+    for (const id of ["list-error", "close-error", "create-error"]) $(id).textContent = "";
     $("who").hidden = true;
     $("sign-out").hidden = true;
     $("main").hidden = true;
@@ -124,9 +149,10 @@
       }
       tr.session = s;
       tr.dataset.name = s.name || "";
-      if (tr.dataset.status !== "closing") tr.dataset.status = s.status || "";
-      const texts = [s.name, s.status, s.image, typeof s.project === "string" ? s.project : "",
-                     age(s.created_epoch)];
+      const closing = tr.dataset.status === "closing";
+      if (!closing) tr.dataset.status = s.status || "";
+      const texts = [s.name, closing ? "closing" : s.status, s.image,
+                     typeof s.project === "string" ? s.project : "", age(s.created_epoch)];
       texts.forEach((t, i) => {
         const td = tr.cells[i];
         const text = t == null ? "" : String(t);
@@ -140,14 +166,31 @@
     $("empty").hidden = sessions.length > 0;
   }
 
+  // The list, asked for again.  Answers can come back out of order (each
+  // request may take its own connection): one older than the list on the
+  // screen is dropped, so a list asked for before a close never brings the
+  // closed session back.
   async function refresh() {
+    const asked = ++listAsked;
+    listing++;
     try {
-      const data = await call("GET", "sessions?all=1");
+      const data = await call("GET", "sessions?all=1", undefined, LIST_TIMEOUT);
+      if (asked < listShown) return;
+      listShown = asked;
       $("list-error").textContent = "";
       render(data.sessions || []);
     } catch (e) {
-      if (e.status !== 401) $("list-error").textContent = e.message;
+      if (e.status !== 401 && asked >= listShown) $("list-error").textContent = e.message;
+    } finally {
+      listing--;
     }
+  }
+
+  // every 2 s, unless a list is still on its way (slow answers do not pile
+  // up into the browser's few connections to the service, which the page's
+  // other requests need too); a list never answered times out
+  function poll() {
+    if (!listing) refresh();
   }
 
   async function loadImages() {
@@ -182,12 +225,38 @@
     }
   });
 
+  // Close: the row says "closing" until the session leaves the list.  When
+  // the service could not close it, the row shows its status again and the
+  // reason stays on the page (#close-error, until the next close): the
+  // next list does not wipe it, and Close can be clicked again.  A request
+  // that got no answer (it may never have arrived: a connection a proxy or
+  // the service closed before the browser sent it) is sent again, up to 3
+  // times in all; a session the service no longer has is closed.
   async function closeSession(s, tr) {
+    if (tr.dataset.status === "closing") return; // one close at a time per row
     tr.dataset.status = "closing";
-    try {
-      await call("DELETE", `sessions/${encodeURIComponent(s.id)}`);
-    } catch (e) {
-      $("list-error").textContent = e.message;
+    tr.cells[1].textContent = "closing";
+    delete tr.dataset.error;
+    $("close-error").textContent = "";
+    const path = `sessions/${encodeURIComponent(s.id)}`;
+    let failed = null;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        await call("DELETE", path);
+        failed = null;
+      } catch (e) {
+        failed = e.status === 404 ? null : e;
+        if (e.unreached && attempt < 3) continue;
+      }
+      break;
+    }
+    if (failed) {
+      const now = tr.session || s; // as the last list had it
+      tr.dataset.status = now.status || "";
+      tr.cells[1].textContent = now.status || "";
+      tr.dataset.error = failed.message;
+      $("close-error").textContent = `could not close ${s.name || s.id}: ${failed.message}`;
+      return;
     }
     for (const [id, t] of terminals) if (t.session === s.id) closeTab(id);
     await refresh();
