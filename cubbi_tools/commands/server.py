@@ -49,12 +49,11 @@ def serve(args, conf):
     _file_limit(conf["server"])
     service = Service(conf)
 
-    def sweeper():  # orphans: while the server starts, then every SWEEP_EVERY s
+    def sweeper():  # orphans: once the server is up, then every SWEEP_EVERY s
         while True:
             service.sweep(sys.stderr)
             gevent.sleep(SWEEP_EVERY)
 
-    gevent.spawn(sweeper)
     app, handler = serving(make_app(service, conf), conf)
     log = None if args.quiet else sys.stderr
     server = pywsgi.WSGIServer((host, int(port)), app, handler_class=handler,
@@ -75,6 +74,7 @@ def serve(args, conf):
         message(f"warning: {bound[0]} is not loopback: sessions may reach this port "
                 "through their bridge's gateway, as any host service on it "
                 "(cubbi-service.yaml(5), THE HOST)", PROG)
+    gevent.spawn(sweeper)  # after every check that may stop the start (its one line)
     server.serve_forever()
     return 0
 
