@@ -258,6 +258,10 @@ class RemoteService:
                             stream=True, timeout=None)
         return self._ndjson(resp, "the log", "line")
 
+    def egress_log(self, rec):
+        """What the session's egress proxy refused, as LocalEngine.egress_log."""
+        return self.request("GET", f"/sessions/{quote(rec['id'], safe='')}/egress")["refused"]
+
     def events(self, since=None, until=None, filters=None, labels=()):
         """Yield lifecycle events, as LocalEngine.events: the service's
         GET /events, scoped there to this user (labels are the service's)."""
