@@ -370,3 +370,30 @@ def test_server_allowlist_only_narrows_the_policy(policed_egress, busybox_image,
     st, rec = alice.call("POST", "/sessions", {"image": busybox_image, "no_network": True})
     assert st == 201, rec
     alice.call("DELETE", f"/sessions/{rec['id']}")
+
+
+def test_an_images_hosts_join_an_allowlist_within_the_policy(tmp_path):
+    from cubbi_tools import imagedef
+    from cubbi_tools.engine import LocalEngine
+    from cubbi_tools.errors import UsageError
+    from cubbi_tools.validate import CreateRequest
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "cubbi_image.yaml").write_text("name: tool\nallow_hosts: [api.model.io, "
+                                               "'cdn.io:8443']\n")
+    meta = imagedef.load(str(tmp_path))
+    assert meta["allow_hosts"] == ["api.model.io", "cdn.io:8443"]
+    local = LocalEngine("unix:///nonexistent.sock")
+    said = []
+    req = CreateRequest(image="tool", allow_hosts=["pypi.org"])
+    assert local._egress_hosts(req, meta, said.append) == ["pypi.org", "api.model.io",
+                                                           "cdn.io:8443"]
+    assert local._egress_hosts(CreateRequest(image="tool"), meta, said.append) == []
+    req.allow_within = ["pypi.org", "*.model.io"]  # a service's policy.allow_hosts
+    assert local._egress_hosts(req, meta, said.append) == ["pypi.org", "api.model.io"]
+    assert said == ["warning: the image's allow_hosts entry cdn.io:8443 is outside "
+                    "policy.allow_hosts; left out"]
+    (tmp_path / "cubbi_image.yaml").write_text("name: tool\nallow_hosts: [http://x]\n")
+    with pytest.raises(UsageError) as exc:
+        imagedef.load(str(tmp_path))
+    assert "allow_hosts" in str(exc.value)
