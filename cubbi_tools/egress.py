@@ -211,3 +211,41 @@ def egress_log(api, rec):
             when = ts[:26] + "Z" if "." in ts else ts
             out.append(dict({"session": rec["id"], "time": when}, **hit))
     return out
+
+
+def sweep(api, min_age=120):
+    """Remove the egress proxies and networks whose session is gone (a
+    session container removed without cubbi-close, a create cut off),
+    leaving those younger than MIN_AGE seconds (a create in flight makes
+    its proxy before its session).  The session ids swept, for cubbi-prune
+    and a server's start."""
+    import calendar
+
+    from .session import L_ID, LABEL as SESSION
+
+    live = {(c.get("Labels") or {}).get(L_ID)
+            for c in api.containers(all=True, labels=[f"{SESSION}=true"])}
+    now = time.time()
+    gone = set()
+    for c in api.containers(all=True, labels=[f"{LABEL}=true"]):
+        sid = (c.get("Labels") or {}).get(L_SESSION)
+        if sid and sid not in live and now - (c.get("Created") or 0) >= min_age:
+            gone.add(sid)
+    for net in api.networks():
+        labels = net.get("Labels") or {}
+        sid = labels.get(L_SESSION)
+        if labels.get(LABEL) != "true" or not sid or sid in live:
+            continue
+        created = str(net.get("Created") or "")[:19]
+        try:
+            age = now - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            age = 0
+        if age >= min_age:
+            gone.add(sid)
+    for sid in sorted(gone):
+        try:
+            stop(api, sid)
+        except CubbiError:
+            pass  # in use after all, or the engine is going: the next sweep tries again
+    return sorted(gone)

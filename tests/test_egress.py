@@ -397,3 +397,19 @@ def test_an_images_hosts_join_an_allowlist_within_the_policy(tmp_path):
     with pytest.raises(UsageError) as exc:
         imagedef.load(str(tmp_path))
     assert "allow_hosts" in str(exc.value)
+
+
+def test_sweep_removes_a_proxy_and_network_whose_session_is_gone(world, engine):
+    from cubbi_tools import egress
+    from cubbi_tools.engine import LocalEngine
+
+    local = LocalEngine()
+    sid = "e" + secrets.token_hex(3) + "0"  # no such session
+    try:
+        egress.start(local, sid, ["web1"], world["net"])
+        assert sid not in egress.sweep(engine, min_age=3600)  # young: a create in flight?
+        assert _leftovers(engine, sid) != ([], [])
+        assert sid in egress.sweep(engine, min_age=0)
+        assert _leftovers(engine, sid) == ([], [])
+    finally:
+        egress.stop(engine, sid)
