@@ -124,8 +124,12 @@ def start(engine, sid, hosts, outward, owner=None, progress=None, timeout=None):
         })["Id"]
         from .files import tar_bytes
 
+        # only the session's network may use it (not the outward one's containers)
+        subnets = [c.get("Subnet") for c in
+                   (api.network(n["network"]).get("IPAM") or {}).get("Config") or []]
+        config = CONFIG + "".join(f"Allow {s}\n" for s in subnets if s)
         api.put_archive(cid, "/", tar_bytes({
-            f"{DIR}/tinyproxy.conf": (CONFIG.encode(), 0o644, 0, 0),
+            f"{DIR}/tinyproxy.conf": (config.encode(), 0o644, 0, 0),
             f"{DIR}/filter": (filter_rules(hosts).encode(), 0o644, 0, 0)}))
         try:
             api.connect_network(outward, cid)

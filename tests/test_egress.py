@@ -268,6 +268,12 @@ def test_nothing_else_gets_out(egress_cubbi, fenced, world, engine):
         else:
             assert r.exit_code != 0, (what, r)
             assert "refused" not in r.stderr.lower(), (what, r)  # nothing there answered
+    # the proxy serves its session only, not the outward network's containers
+    r = subprocess.run(["docker", "exec", f"egress-web2-{world['rid']}", "curl", "-sS", "-o",
+                        "/dev/null", "-w", "%{http_code}", "-x",
+                        f"http://cubbi-egress-{fenced['id']}:3128", "http://web1/"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout == "403", r
     # UDP: the session's datagram to web2 never arrives; web1's, sent after
     # it, does (the signal that the session's had its chance)
     udp = ("python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"

@@ -246,7 +246,7 @@ COMMAND = cli.Command(
         ("cubbi-create --image aider", "an aider session on the current directory, connected"),
         ("id=$(cubbi-create -q --no-connect --image debian:bookworm)", "a plain session for a script"),
         ("cubbi-create --no-connect --run 'make test' --image ci", "run the tests in a fresh session"),
-        ("cubbi-create --allow-host api.anthropic.com --allow-host pypi.org --image claudecode",
+        ("cubbi-create --allow-host api.anthropic.com --allow-host pypi.org --image claude-code",
          "a session that reaches only its model API and PyPI"),
     ],
     args=[cli.Arg("target", "a directory to mount at /app (as --mount), or a repository URL "
