@@ -346,8 +346,13 @@ def policed_egress(world, tmp_path_factory):
     srv.cleanup()
 
 
-def test_server_allowlist_only_narrows_the_policy(policed_egress, busybox_image, engine):
+def test_server_allowlist_only_narrows_the_policy(policed_egress, busybox_image, engine, cubbi):
     alice = policed_egress.alice
+    remote = {"CUBBI_REMOTE_URL": policed_egress.url,
+              "CUBBI_REMOTE_TOKEN": policed_egress.token("alice")}
+    r = cubbi("cubbi-create", "--no-connect", "--image", busybox_image, "--allow-host", "web2",
+              env=remote)
+    one_line_error(r, 5, "policy.allow_hosts does not allow 'web2'")
     for body, word in (({}, "requires an egress allowlist"),
                        ({"allow_hosts": ["web2"]}, "'web2'"),
                        ({"allow_hosts": ["web1:8080"]}, "'web1:8080'"),
@@ -369,6 +374,8 @@ def test_server_allowlist_only_narrows_the_policy(policed_egress, busybox_image,
         assert st == 200 and out["exit_code"] != 0, out
         st, out = alice.call("GET", f"/sessions/{rec['id']}/egress")
         assert st == 200 and [(x["host"], x["port"]) for x in out["refused"]] == [("web2", 80)]
+        r = cubbi("cubbi-logs", "--egress", "--json", rec["id"], env=remote)
+        assert r.exit_code == 0 and r.json() == out["refused"], r
     finally:
         st, _ = alice.call("DELETE", f"/sessions/{rec['id']}")
         assert st == 200
