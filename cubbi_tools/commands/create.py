@@ -265,7 +265,10 @@ COMMAND = cli.Command(
                "session has an allowlist. What the proxy refused: cubbi-logs --egress ID. "
                "The proxy and the network go with the session (cubbi-close). --network, "
                "--port and --mcp are refused with an allowlist or --no-network, which would "
-               "join the session to a shared network. On a remote the service's "
+               "join the session to a shared network. A --project repository is cloned "
+               "inside the session, through the proxy: allow its host, and store an HTTPS "
+               "token for it rather than an SSH key (SSH does not pass an HTTP proxy). "
+               "On a remote the service's "
                "policy.allow_hosts bounds the list (cubbi-service.yaml(5)).")],
     see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config", "cubbi-logs"],
 )
