@@ -95,10 +95,11 @@ def proxy_image(engine, progress=None):
 
 
 def start(engine, sid, hosts, outward, owner=None, progress=None, timeout=None):
-    """Make session SID's internal network and its proxy for HOSTS, the
-    proxy also on network OUTWARD; wait until it has read its filter.
-    Returns the network the session joins.  Nothing is left behind when it
-    fails."""
+    """Make session SID's internal network (names(sid)["network"], the one
+    the session joins) and its proxy for HOSTS, the proxy also on network
+    OUTWARD, and start the proxy in the background: the returned Starting's
+    wait() returns once it has read its filter (the session's own create
+    runs meanwhile).  Nothing is left behind when it fails."""
     api = engine.api
     tag = proxy_image(engine, progress)
     n = names(sid)
@@ -140,12 +141,42 @@ def start(engine, sid, hosts, outward, owner=None, progress=None, timeout=None):
                 raise NotFound(f"no Docker network {outward!r} for the egress proxy; create "
                                f"it with 'docker network create {outward}'") from None
             raise
-        api.start(cid)
-        _wait(api, cid, timeout or START_TIMEOUT)
     except BaseException:
         stop(api, sid)
         raise
-    return n["network"]
+    return Starting(api, sid, cid, timeout or START_TIMEOUT)
+
+
+class Starting:
+    """A proxy being started in a thread: wait() re-raises its failure
+    (having removed the proxy and network), join() only waits."""
+
+    def __init__(self, api, sid, cid, timeout):
+        import threading
+
+        self.error = None
+        self._thread = threading.Thread(target=self._run, args=(api, sid, cid, timeout),
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, api, sid, cid, timeout):
+        try:
+            api.start(cid)
+            _wait(api, cid, timeout)
+        except BaseException as exc:  # re-raised by wait() in the caller's thread
+            self.error = exc
+            try:
+                stop(api, sid)
+            except CubbiError:
+                pass
+
+    def join(self):
+        self._thread.join()
+
+    def wait(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _wait(api, cid, timeout):

@@ -249,16 +249,13 @@ class LocalEngine:
         if servers:
             labels[S.L_MCP] = ",".join(n for n, _ in servers)
         hosts = self._egress_hosts(req, image_meta, progress)
-        egress_env = {}
+        egress_env, outward, starting = {}, network, None
         if req.no_network:  # no network at all: connect and exec go through the engine
             network = "none"
-        elif hosts:  # alone on an internal network whose way out is the proxy
+        elif hosts:  # alone on an internal network whose way out is the proxy (started below)
             from . import egress
 
-            if network == self.network:
-                self._ensure_network(network, create=True)
-            network = egress.start(self, sid, hosts, network, owner=req.owner,
-                                   progress=progress)
+            network = egress.names(sid)["network"]
             egress_env = egress.session_env()
             labels[L_ALLOW] = ",".join(hosts)
         labels[S.L_NETWORKS] = ",".join([network] + extra_nets)
@@ -344,12 +341,20 @@ class LocalEngine:
             import hashlib
 
             cname += "-" + hashlib.sha256("\n".join(req.scope).encode()).hexdigest()[:12]
+        if hosts and not req.no_network:
+            if outward == self.network:
+                self._ensure_network(outward, create=True)
+            from . import egress
+
+            # its proxy starts while the session's container is made and started
+            starting = egress.start(self, sid, hosts, outward, owner=req.owner,
+                                    progress=progress)
         _CREATING.add(sid)  # until it is started, or given up
         try:
             created = self._with_network(lambda: self.api.create_container(cname, config))
         except BaseException as exc:
             _CREATING.discard(sid)
-            self._egress_stop(sid, hosts)
+            self._egress_stop(sid, starting)
             if not isinstance(exc, APIError):
                 raise
             if exc.status == 409:
@@ -364,13 +369,15 @@ class LocalEngine:
             for net in extra_nets:
                 self.api.connect_network(net, cid)
             self._with_network(lambda: self.api.start(cid))
+            if starting:
+                starting.wait()
             _CREATING.discard(sid)
         except BaseException as exc:
             _CREATING.discard(sid)
             # no half-created container left behind: remove it, or say how
             try:
                 self.api.remove(cid)
-                self._egress_stop(sid, hosts)
+                self._egress_stop(sid, starting)
             except CubbiError:
                 if isinstance(exc, CubbiError):
                     exc = _start_error(exc) if isinstance(exc, APIError) else exc
@@ -409,10 +416,11 @@ class LocalEngine:
             hosts.append(host)
         return list(dict.fromkeys(hosts))
 
-    def _egress_stop(self, sid, hosts):
-        if hosts:
+    def _egress_stop(self, sid, starting):
+        if starting:
             from . import egress
 
+            starting.join()
             try:
                 egress.stop(self.api, sid)
             except CubbiError:

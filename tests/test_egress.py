@@ -204,6 +204,11 @@ def egress_cubbi(world, debian_image, tmp_path_factory):
     return _run
 
 
+def _egress_objects(engine):
+    return ({c["Id"] for c in engine.containers(all=True, labels=["cubbi.egress=true"])},
+            {n["Name"] for n in engine.get("/networks") if n["Name"].startswith("cubbi-egress-")})
+
+
 def _leftovers(engine, sid):
     return ([c for c in engine.containers(all=True, labels=[f"cubbi.egress.session={sid}"])],
             [n for n in engine.get("/networks") if n["Name"] == f"cubbi-egress-{sid}"])
@@ -426,3 +431,22 @@ def test_sweep_removes_a_proxy_and_network_whose_session_is_gone(world, engine):
         assert _leftovers(engine, sid) == ([], [])
     finally:
         egress.stop(engine, sid)
+
+
+def test_a_proxy_that_fails_to_start_fails_the_create_and_leaves_nothing(world, engine,
+                                                                         busybox_image,
+                                                                         monkeypatch):
+    from cubbi_tools import egress
+    from cubbi_tools.engine import LocalEngine
+    from cubbi_tools.errors import CubbiError
+    from cubbi_tools.validate import CreateRequest
+
+    monkeypatch.setattr(egress, "CONFIG", egress.CONFIG + "NoSuchSetting yes\n")
+    name = f"egress-f-{world['rid']}"
+    req = CreateRequest(image=busybox_image, name=name, allow_hosts=["web1"])
+    before = _egress_objects(engine)
+    with pytest.raises(CubbiError) as exc:
+        LocalEngine(network=world["net"]).create(req)
+    assert "the egress proxy failed to start: it exited" in str(exc.value)
+    assert engine.containers(all=True, labels=[f"cubbi.session.name={name}"]) == []
+    assert _egress_objects(engine) == before
