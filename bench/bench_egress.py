@@ -152,6 +152,8 @@ def main():
               f"medians of {args.runs} creates, {args.requests} requests")
         print(f"create --wait, plain (yardstick)       {mp:7.2f} s")
         print(f"create --wait --allow-host web1 (warm) {mf:7.2f} s   (+{mf - mp:.2f} s)")
+        print("  runs, plain: " + " ".join(f"{x:.2f}" for x in plain)
+              + "; with --allow-host: " + " ".join(f"{x:.2f}" for x in fenced))
         print(f"cold first use: building the proxy image {cold:5.1f} s   (once per host)")
         nd, nx = statistics.median(direct_nl), statistics.median(proxied_nl)
         print(f"HTTPS request, direct (yardstick)      {md * 1000:7.1f} ms   "
