@@ -10,14 +10,13 @@ Then the same through a real cubbi-server whose policy.allow_hosts bounds
 the list.  The unit tests at the top need no engine."""
 
 import hashlib
-import json
 import os
 import secrets
 import subprocess
 
 import pytest
 
-from conftest import one_line, one_line_error
+from conftest import one_line_error
 from serverproc import Client, ServerProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
