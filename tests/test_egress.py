@@ -449,3 +449,33 @@ def test_a_proxy_that_fails_to_start_fails_the_create_and_leaves_nothing(world, 
     assert "the egress proxy failed to start: it exited" in str(exc.value)
     assert engine.containers(all=True, labels=[f"cubbi.session.name={name}"]) == []
     assert _egress_objects(engine) == before
+
+
+@pytest.mark.parametrize("ask,networks,fenced", [
+    ({"allow_hosts": ["web1"]}, ["cubbi-u-1"], False),
+    ({"no_network": True}, ["cubbi-u-1"], False),
+    ({"allow_hosts": ["web1"]}, ["cubbi-egress-ab12cd34"], True),
+    ({"no_network": True}, ["none"], True),
+    ({}, ["cubbi-u-1"], True),
+])
+def test_a_service_that_ignores_the_fence_gets_its_session_closed(ask, networks, fenced):
+    from cubbi_tools.errors import CubbiError
+    from cubbi_tools.remote import RemoteService
+    from cubbi_tools.validate import CreateRequest
+
+    calls = []
+
+    def request(method, path, params=None, body=None, **kw):
+        calls.append((method, path))
+        return {"id": "ab12cd34", "networks": networks}
+
+    srv = RemoteService("old", "http://127.0.0.1:9")
+    srv.request = request
+    req = CreateRequest(image="x", **ask).check()
+    if fenced:
+        assert srv.create(req)["id"] == "ab12cd34" and calls == [("POST", "/sessions")]
+    else:
+        with pytest.raises(CubbiError) as exc:
+            srv.create(req)
+        assert "does not apply" in str(exc.value) and "was closed" in str(exc.value)
+        assert calls == [("POST", "/sessions"), ("DELETE", "/sessions/ab12cd34")]
