@@ -36,6 +36,7 @@ SCHEMA = {
     "defaults.hardened": ("bool", False),
     "defaults.idle_timeout": ("duration", None),
     "defaults.mcp": ("mcp_names", []),
+    "defaults.allow_hosts": ("allow_hosts", []),
     "defaults.log_max_size": ("log_size", "10m"),
     "defaults.log_max_files": ("count", 3),
     "services.*.*": ("string", None),
@@ -304,6 +305,17 @@ def _mcp_names(raw, data, strict):
     return list(dict.fromkeys(out))
 
 
+def _allow_hosts(raw, data, strict):
+    """An egress allowlist (HOST[:PORT], validate.parse_allow_host): a list,
+    or comma-separated on the command line."""
+    from .validate import allow_hosts
+
+    try:
+        return allow_hosts(_items(raw, "HOST[:PORT]"), "value")
+    except UsageError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
 def _cpus(raw, data, strict):
     try:
         n = float(raw)
@@ -412,7 +424,7 @@ def _providers(raw, data, strict):
 
 _COERCE = {
     "string": _string, "bool": _bool, "network": _network, "networks": _networks,
-    "mcp_names": _mcp_names,
+    "mcp_names": _mcp_names, "allow_hosts": _allow_hosts,
     "cpus": _cpus, "count": _count, "memory": _memory, "log_size": _log_size, "socket": _socket,
     "duration": _duration,
     "url": _url, "endpoint": _endpoint, "file": _file, "files": _files, "providers": _providers,

@@ -16,6 +16,7 @@ from .validate import (CreateRequest, check_image_ref, looks_like_path, parse_cp
                        parse_duration, parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
+L_ALLOW = "cubbi.egress.allow"  # a session's egress allowlist (host names, nothing secret)
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
 # the ids of the sessions this process is making now (create() to its start):
@@ -249,6 +250,16 @@ class LocalEngine:
         extra_nets = [n for n in dict.fromkeys(req.networks + mcp_nets) if n != network]
         if servers:
             labels[S.L_MCP] = ",".join(n for n, _ in servers)
+        hosts = self._egress_hosts(req, image_meta, progress)
+        egress_env, outward, starting = {}, network, None
+        if req.no_network:  # no network at all: connect and exec go through the engine
+            network = "none"
+        elif hosts:  # alone on an internal network whose way out is the proxy (started below)
+            from . import egress
+
+            network = egress.names(sid)["network"]
+            egress_env = egress.session_env()
+            labels[L_ALLOW] = ",".join(hosts)
         labels[S.L_NETWORKS] = ",".join([network] + extra_nets)
         labels.update(req.labels)
 
@@ -313,6 +324,7 @@ class LocalEngine:
             "CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
             "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
             "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0",
+            **egress_env,
         }
         if idle:
             public_env["CUBBI_IDLE_TIMEOUT"] = str(idle)
@@ -339,11 +351,20 @@ class LocalEngine:
             import hashlib
 
             cname += "-" + hashlib.sha256("\n".join(req.scope).encode()).hexdigest()[:12]
+        if hosts and not req.no_network:
+            if outward == self.network:
+                self._ensure_network(outward, create=True)
+            from . import egress
+
+            # its proxy starts while the session's container is made and started
+            starting = egress.start(self, sid, hosts, outward, owner=req.owner,
+                                    progress=progress)
         _CREATING.add(sid)  # until it is started, or given up
         try:
             created = self._with_network(lambda: self.api.create_container(cname, config))
         except BaseException as exc:
             _CREATING.discard(sid)
+            self._egress_stop(sid, starting)
             if not isinstance(exc, APIError):
                 raise
             if exc.status == 409:
@@ -355,16 +376,20 @@ class LocalEngine:
             raise
         cid = created["Id"]
         try:
-            self.api.put_archive(cid, "/", self._archive(req, image_meta, servers, mcp_failed))
+            self.api.put_archive(cid, "/", self._archive(req, image_meta, servers, mcp_failed,
+                                                         egress_env))
             for net in extra_nets:
                 self.api.connect_network(net, cid)
             self._with_network(lambda: self.api.start(cid))
+            if starting:
+                starting.wait()
             _CREATING.discard(sid)
         except BaseException as exc:
             _CREATING.discard(sid)
             # no half-created container left behind: remove it, or say how
             try:
                 self.api.remove(cid)
+                self._egress_stop(sid, starting)
             except CubbiError:
                 if isinstance(exc, CubbiError):
                     exc = _start_error(exc) if isinstance(exc, APIError) else exc
@@ -390,6 +415,41 @@ class LocalEngine:
             return None
         self._info = self.api.info()
         return storage.check(self._info, size)
+    def _egress_hosts(self, req, image_meta, progress):
+        """The session's egress allowlist: the request's, with the hosts its
+        image declares (cubbi_image.yaml allow_hosts) once it has one; on a
+        service, an image's host outside the policy (req.allow_within) is
+        left out, with a warning."""
+        if not req.allow_hosts:
+            return []
+        from .validate import allow_covers
+
+        hosts = list(req.allow_hosts)
+        for host in (image_meta or {}).get("allow_hosts") or []:
+            if req.allow_within is not None and not any(allow_covers(o, host)
+                                                        for o in req.allow_within):
+                if progress:
+                    progress(f"warning: the image's allow_hosts entry {host} is outside "
+                             "policy.allow_hosts; left out")
+                continue
+            hosts.append(host)
+        return list(dict.fromkeys(hosts))
+
+    def _egress_stop(self, sid, starting):
+        if starting:
+            from . import egress
+
+            starting.join()
+            try:
+                egress.stop(self.api, sid)
+            except CubbiError:
+                pass  # the engine is going: its orphans are swept later (cubbi-prune)
+
+    def egress_log(self, rec):
+        """The requests the session's egress proxy refused (egress.egress_log)."""
+        from . import egress
+
+        return egress.egress_log(self.api, rec)
 
     def sweep_unfinished(self):
         """Remove the debris of creates that broke off: session containers
@@ -454,11 +514,11 @@ class LocalEngine:
                              f"({problem}); the session starts anyway")
         return nets, failed
 
-    def _archive(self, req, image_meta, servers=(), mcp_failed=None):
+    def _archive(self, req, image_meta, servers=(), mcp_failed=None, egress_env=None):
         from .logfwd import session_env
 
         # a langfuse provider's variables, unless the request sets its own
-        env = {**session_env(self._setting("logging", [])), **req.env}
+        env = {**session_env(self._setting("logging", [])), **req.env, **(egress_env or {})}
         mcp_doc = mcp_env = None
         if servers:
             from . import mcp, mcpserve
@@ -540,6 +600,10 @@ class LocalEngine:
             if exc.status != 404:
                 raise
         for net in rec.get("networks") or []:
+            if net.startswith("cubbi-egress-"):  # its own proxy and network go with it
+                from . import egress
+
+                egress.stop(self.api, rec["id"])
             if net.startswith("cubbi-mcp-"):  # an MCP server's: gone with its last user
                 try:  # once its server is stopped or removed (the engine refuses otherwise)
                     self.api.remove_network(net)

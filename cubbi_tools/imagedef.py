@@ -30,6 +30,8 @@ An image definition is a directory with a Dockerfile and a cubbi_image.yaml:
                                      # writers), template (target + template text),
                                      # hook (a command run as the session user), none
       note: aider has no MCP support # format none: said in the session's log
+    allow_hosts: [api.openai.com]    # HOST[:PORT] the tool needs, added to the session's
+                                     # egress allowlist when it has one (--allow-host)
 
 Every problem is reported, each naming the file and the field, as one
 UsageError (exit 2).
@@ -46,7 +48,7 @@ CONFIG_MOUNT = "/cubbi-config"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOP = ("name", "description", "version", "maintainer", "init", "environment", "ports",
-        "volumes", "persistent_configs", "mcp")
+        "volumes", "persistent_configs", "mcp", "allow_hosts")
 _ENV_KEYS = ("name", "description", "required", "default", "sensitive")
 _PC_KEYS = ("source", "target", "type", "description")
 # how a session's MCP servers (/cubbi/mcp.json) are written for the tool
@@ -225,9 +227,21 @@ def validate(data, shown=FILENAME):
             "target": target.rstrip("/") if isinstance(target, str) else target, "type": kind,
             "description": each(_opt_str, pc.get("description"), f"{field}.description", bad)})
     out["mcp"] = each(_mcp, data.get("mcp"), bad)
+    out["allow_hosts"] = each(_allow_hosts, data.get("allow_hosts"), bad)
     if problems:
         raise InvalidDefinition("\n".join(problems), problems)
     return out
+
+
+def _allow_hosts(value, bad):
+    """allow_hosts: the HOST[:PORT]s the tool needs (its model API), added to
+    a session's egress allowlist when it has one."""
+    from .validate import allow_hosts
+
+    try:
+        return allow_hosts([] if value is None else value, "allow_hosts")
+    except UsageError as exc:
+        bad("allow_hosts", str(exc).split(": ", 1)[-1])
 
 
 def _mcp(value, bad):

@@ -35,6 +35,9 @@ class Backend(Protocol):
     def logs(self, rec, follow=False, tail=None, since=None, deadline=None) -> Iterator[dict]:
         """{session, stream, time, line} per log line."""
 
+    def egress_log(self, rec) -> list:
+        """{session, time, host, port, url} of each request its egress proxy refused."""
+
     def events(self, since=None, until=None, filters=None, labels=()) -> Iterator[dict]:
         """Lifecycle event records (session.event_record), as they happen."""
 

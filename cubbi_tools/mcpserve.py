@@ -134,15 +134,21 @@ def stop(api, name, scope=()):
 
 def proxy_image(engine, progress=None):
     """cubbi's proxy image, built on first use (tag from its definition's digest)."""
+    return builtin_image(engine, "mcp-proxy", "the MCP proxy image", progress)
+
+
+def builtin_image(engine, name, what, progress=None):
+    """Image cubbi/NAME:DIGEST of cubbi's own definition data/NAME (the MCP
+    proxy, the egress proxy), built on ENGINE's image settings on first use."""
     from . import imagedef, images
 
-    here = os.path.join(os.path.dirname(__file__), "data", "mcp-proxy")
+    here = os.path.join(os.path.dirname(__file__), "data", name)
     defn = imagedef.load(here)
     defn["source"] = "builtin"
-    tag = "cubbi/mcp-proxy:" + images.digest(here).split(":", 1)[-1][:12]
+    tag = f"cubbi/{name}:" + images.digest(here).split(":", 1)[-1][:12]
     if images.inspect(engine.api, tag) is None:
         if progress:
-            progress(f"building the MCP proxy image {tag} (first use)")
+            progress(f"building {what} {tag} (first use)")
         settings = engine.image_settings
         images.build(engine.api, defn, base=settings.get("base"),
                      ca_certs=settings.get("ca_certs"), tag=tag, progress=progress,

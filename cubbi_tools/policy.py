@@ -37,6 +37,9 @@ DEFAULTS = {
     "user_traffic": False,         # a user's own sessions may talk to each other
     "net_raw": False,              # keep the NET_RAW capability
     "no_new_privileges": True,
+    # an egress allowlist (HOST[:PORT]) bounding every session's: a session must
+    # then have one within it (or no network); null: sessions reach anything
+    "allow_hosts": None,
 }
 
 EPHEMERAL = (32768, 60999)  # the engine's own choice of a free host port (Linux default)
@@ -188,6 +191,14 @@ class Policy:
         self.user_traffic = _bool("user_traffic", p["user_traffic"])
         self.net_raw = _bool("net_raw", p["net_raw"])
         self.no_new_privileges = _bool("no_new_privileges", p["no_new_privileges"])
+        self.allow_hosts = None
+        if p["allow_hosts"] is not None:
+            from .validate import allow_hosts
+
+            try:
+                self.allow_hosts = allow_hosts(p["allow_hosts"], "value")
+            except UsageError as exc:
+                _fail("allow_hosts", str(exc).split(": ", 1)[-1])
         if self.sudo and self.no_new_privileges:
             _fail("sudo", "true needs policy.no_new_privileges: false (sudo is setuid, "
                           "which no-new-privileges stops)")
@@ -207,6 +218,7 @@ class Policy:
         for net in req.networks:
             if net not in self.networks:
                 raise Forbidden(f"policy.networks does not allow {net!r}")
+        self._egress(req)
         req.ports = self._ports(req.ports)
         self._limits(req)
         req.log_max_size, req.log_max_files = self.log_max_size, self.log_max_files
@@ -227,6 +239,21 @@ class Policy:
         if self.idle_max and secs > self.idle_max:
             raise Forbidden(f"policy.idle_timeout.max is {self.idle_max_text}: {asked} asked")
         return secs
+
+    def _egress(self, req):
+        """With policy.allow_hosts a session has an allowlist within it, or
+        no network: a request's list can only narrow the policy's."""
+        from .validate import allow_covers
+
+        req.allow_within = self.allow_hosts
+        if self.allow_hosts is None or req.no_network:
+            return
+        if not req.allow_hosts:
+            raise Forbidden("policy.allow_hosts requires an egress allowlist: give "
+                            "--allow-host HOST (\"allow_hosts\") within it, or --no-network")
+        for host in req.allow_hosts:
+            if not any(allow_covers(o, host) for o in self.allow_hosts):
+                raise Forbidden(f"policy.allow_hosts does not allow {host!r}")
 
     def check_build(self, name, unbuilt):
         """Forbidden when NAME is a definition not built yet (unbuilt) and

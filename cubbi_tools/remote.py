@@ -16,7 +16,8 @@ import json
 import os
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import AuthError, EngineUnreachable, Forbidden, NotFound, UsageError, from_wire
+from .errors import (AuthError, CubbiError, EngineUnreachable, Forbidden, NotFound, UsageError,
+                     from_wire)
 from .validate import IMAGE_PATH_REFUSED, refuse_host_paths  # noqa: F401
 
 LOCAL = "local"  # -r local / CUBBI_REMOTE=local: the local engine, whatever remote.default says
@@ -243,7 +244,25 @@ class RemoteService:
         for key in ("uid", "gid", "owner", "state_dir", "volumes", "mount_explicit"):
             body.pop(key, None)
         body.pop("files", None)  # a project's files are made on the service (it refuses a client's)
-        return self._mark(self.request("POST", "/sessions", body=body, timeout=None))
+        rec = self._mark(self.request("POST", "/sessions", body=body, timeout=None))
+        self._check_fenced(req, rec)
+        return rec
+
+    def _check_fenced(self, req, rec):
+        """A service that ignored allow_hosts or no_network (one older than
+        them) made a session with a way out: closed, and said so."""
+        nets = rec.get("networks") or []
+        fenced = nets == ["none"] if req.no_network else \
+            (not req.allow_hosts or any(n.startswith("cubbi-egress-") for n in nets))
+        if not fenced:
+            what = "--no-network" if req.no_network else "--allow-host"
+            try:
+                self.close(rec["id"])
+                done = "was closed"
+            except CubbiError:
+                done = f"could not be closed: close it with cubbi-close -r {self.remote} {rec['id']}"
+            raise CubbiError(f"the service at {self.url} does not apply {what} (a cubbi-server "
+                             f"older than it?): session {rec['id']}, made without it, {done}")
 
     def close(self, ref, records=None):
         return self._mark(self.request("DELETE", "/sessions/" + quote(ref.strip(), safe="")))
@@ -257,6 +276,10 @@ class RemoteService:
                              "since": None if since is None else str(since)},
                             stream=True, timeout=None)
         return self._ndjson(resp, "the log", "line")
+
+    def egress_log(self, rec):
+        """What the session's egress proxy refused, as LocalEngine.egress_log."""
+        return self.request("GET", f"/sessions/{quote(rec['id'], safe='')}/egress")["refused"]
 
     def events(self, since=None, until=None, filters=None, labels=()):
         """Yield lifecycle events, as LocalEngine.events: the service's

@@ -431,6 +431,9 @@ class Service:
     def logs(self, user, ref, follow=False, tail=None, since=None):
         return self.engine.logs(self.session(user, ref), follow=follow, tail=tail, since=since)
 
+    def egress_log(self, user, ref):
+        return self.engine.egress_log(self.session(user, ref))
+
     def wait_ready(self, user, ref, timeout):
         """Wait for the session to be ready, never past server.max_wait."""
         return self.engine.wait_ready(self.session(user, ref),
@@ -639,7 +642,8 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int, "mcp": list, "ssh_keys": list, "idle_timeout": str, "disk": str}
+          "pids_limit": int, "mcp": list, "ssh_keys": list, "idle_timeout": str, "disk": str,
+          "allow_hosts": list, "no_network": bool}
 
 
 def check_mcp(payload):
@@ -747,7 +751,7 @@ def check_create(payload):
     if not out.get("image"):
         raise UsageError('"image" is required')
     refuse_host_paths(image=out["image"], disk=False)  # by its form only: the disk is never read
-    for key in ("networks", "ports"):
+    for key in ("networks", "ports", "allow_hosts"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')
     for key in ("env", "labels"):

@@ -149,6 +149,57 @@ def parse_cpus(value, what="--cpus"):
     return n
 
 
+MAX_ALLOW_HOSTS = 64
+_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+
+
+def parse_allow_host(text, what="--allow-host"):
+    """An egress allowlist entry HOST[:PORT] -> (host, port or None), the
+    host lowercased: a DNS name (a leading '*.' stands for any name under
+    it), or an IPv4 address.  No port means HTTP on 80 and HTTPS on 443."""
+    import re
+
+    t = str(text if not isinstance(text, bool) else "").strip().lower()
+    host, sep, port = t.rpartition(":") if ":" in t else (t, "", "")
+    bad = not host or len(host) > 253
+    if not bad:
+        bare = host[2:] if host.startswith("*.") else host
+        bad = not re.fullmatch(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*", bare) or \
+            (host.startswith("*.") and "." not in bare)  # not every name of a top-level domain
+    if sep and not bad:
+        bad = not port.isdigit() or not 0 < int(port) < 65536
+    if bad:
+        raise UsageError(f"{what} {text!r}: expected HOST or HOST:PORT, HOST a DNS name "
+                         "(*.example.com for any name under it) or an IPv4 address, PORT 1-65535")
+    return host, int(port) if sep else None
+
+
+def allow_hosts(values, what="--allow-host"):
+    """The checked allowlist: ['host' or 'host:port', ...] without repeats."""
+    if not isinstance(values, (list, tuple)) or len(values) > MAX_ALLOW_HOSTS:
+        raise UsageError(f"{what}: expected a list of at most {MAX_ALLOW_HOSTS} HOST[:PORT]")
+    out = []
+    for v in values:
+        host, port = parse_allow_host(v, what)
+        out.append(host if port is None else f"{host}:{port}")
+    return list(dict.fromkeys(out))
+
+
+def allow_covers(outer, inner):
+    """Whether allowlist entry OUTER lets through everything entry INNER
+    does (both HOST[:PORT]): the same host or a '*.' parent of it, and the
+    same ports (no port: 80 and 443)."""
+    oh, op = parse_allow_host(outer)
+    ih, ip = parse_allow_host(inner)
+    if oh.startswith("*."):
+        host_ok = (ih[2:] if ih.startswith("*.") else ih).endswith(oh[1:])
+    else:
+        host_ok = oh == ih
+    oports = {80, 443} if op is None else {op}
+    iports = {80, 443} if ip is None else {ip}
+    return host_ok and iports <= oports
+
+
 def check_image_ref(ref, what="--image"):
     """A Docker image reference: lowercase repository path, optional :tag
     and @digest; UsageError otherwise (the engine's own message is Go's)."""
@@ -177,9 +228,10 @@ class CreateRequest:
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
               "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys",
-              "idle_timeout", "disk")
+              "idle_timeout", "disk", "allow_hosts", "no_network")
     # set on the service only (service.Service.create, from its policy), never sent
-    SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
+    SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges",
+                      "allow_within")
 
     def __init__(self, **kw):
         self.image = kw.get("image")
@@ -206,6 +258,10 @@ class CreateRequest:
         self.ssh_keys = list(kw.get("ssh_keys") or [])  # the owner's public keys (cubbi-ssh)
         self.idle_timeout = kw.get("idle_timeout")  # a duration: closed when unused that long
         self.disk = kw.get("disk")  # the writable layer's size limit (--storage-opt size)
+        # egress: HOST[:PORT] the session may reach through its proxy (none: no
+        # allowlist), or no network at all
+        self.allow_hosts = list(kw.get("allow_hosts") or [])
+        self.no_network = bool(kw.get("no_network"))
         # the session's log, rotated: the local config's or the service's policy
         self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
         self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES
@@ -214,6 +270,7 @@ class CreateRequest:
         self.sudo = True            # password-less sudo for the session user
         self.cap_drop = []          # capabilities dropped besides --hardened's
         self.no_new_privileges = False
+        self.allow_within = None    # the policy's allow_hosts: an image's own hosts within it
 
     def to_dict(self):
         return {k: getattr(self, k) for k in self.FIELDS}
@@ -241,10 +298,30 @@ class CreateRequest:
         if self.disk is not None:
             parse_memory(self.disk, name("--disk"))
         check_ssh_keys(self.ssh_keys)
+        self.check_egress(api)
         if self.mount and ":" in self.mount:
             raise UsageError(f"--mount {self.mount}: a directory whose path holds ':' "
                              "cannot be mounted; rename it or mount a parent")
         return self
+
+
+    def check_egress(self, api=False):
+        """An allowlist or --no-network takes the session off the shared
+        networks: what would join it to one (another network, a container MCP
+        server's, a published port) is refused rather than silently dropped."""
+        what = '"allow_hosts"' if api else "--allow-host"
+        self.allow_hosts = allow_hosts(self.allow_hosts, what)
+        if not (self.allow_hosts or self.no_network):
+            return
+        mode = "--no-network" if self.no_network else "an egress allowlist (--allow-host)"
+        if self.allow_hosts and self.no_network:
+            raise UsageError("--allow-host and --no-network exclude each other")
+        for items, name in ((self.networks, "--network (or defaults.networks)"),
+                            (self.ports, "--port"), (self.mcp, "--mcp (or defaults.mcp; "
+                                                              "--no-mcp leaves them out)")):
+            if items:
+                raise UsageError(f"{name} cannot be used with {mode}: the session sits on "
+                                 "no shared network")
 
 
 _SSH_KEY = (r"(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|"

@@ -250,6 +250,11 @@ def make_app(service, conf=None):
         response.content_type = "application/x-ndjson"
         return _stream(items, peers, user, heartbeat)
 
+    @app.get("/sessions/<ref>/egress")
+    @api()
+    def session_egress(user, ref):
+        return {"refused": service.egress_log(user, ref)}
+
     @app.get("/events")
     @api()
     def session_events(user):

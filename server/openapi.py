@@ -60,7 +60,7 @@ DOCUMENT = {
                               "properties": {k: {} for k in (
                                   "image", "name", "env", "networks", "ports", "cpus", "memory",
                                   "pids_limit", "project", "hardened", "files", "labels",
-                                  "ssh_keys")}},
+                                  "ssh_keys", "allow_hosts", "no_network")}},
             "LogLine": {"type": "object", "properties": {
                 "session": {"type": "string"}, "stream": {"type": "string"},
                 "time": {"type": "string"}, "line": {"type": "string"}}},
@@ -183,6 +183,14 @@ DOCUMENT = {
                                          for k in ("follow", "tail", "since")],
                     "responses": {"200": _ok("JSON lines", _ref("LogLine"), "application/x-ndjson"),
                                   **_errors(400, 401, 404, 429, 503)}},
+        },
+        "/sessions/{id}/egress": {
+            "get": {"summary": "{refused: [{session, time, host, port, url}]}: what the "
+                               "session's egress proxy refused (a session made with "
+                               "allow_hosts; 404 for one without)",
+                    "parameters": _ID,
+                    "responses": {"200": _ok("the refused requests"),
+                                  **_errors(401, 404, 503)}},
         },
         "/events": {
             "get": {"summary": "your sessions' lifecycle events as JSON lines, as they happen "

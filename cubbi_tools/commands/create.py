@@ -56,10 +56,14 @@ def build_request(args, engine=None):
         engine = engine or backend.get(args)
         project, _, project_env, files = engine.project_setup(args.project)
         env.update(project_env)
-    servers = _mcp_names(args, defaults)
+    allow = ([] if args.no_network else defaults.get("allow_hosts") or []) + args.allow_host
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
-                  pids_limit=args.pids_limit, mount=mount, idle_timeout=args.idle_timeout,
-                  disk=args.disk).check()  # before reading any file
+                  pids_limit=args.pids_limit, mount=mount, networks=networks,
+                  idle_timeout=args.idle_timeout, disk=args.disk,
+                  allow_hosts=allow, no_network=args.no_network,
+                  mcp=[] if args.no_mcp else args.mcp or defaults.get("mcp") or [],
+                  ).check()  # before reading any file
+    servers = _mcp_names(args, defaults)
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
         mount_explicit=bool(args.mount),
@@ -70,6 +74,7 @@ def build_request(args, engine=None):
         idle_timeout=args.idle_timeout or defaults["idle_timeout"], disk=args.disk,
         log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
         project=project, files=files, mcp=servers,
+        allow_hosts=allow, no_network=args.no_network,
         ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
@@ -220,6 +225,13 @@ COMMAND = cli.Command(
                 help="attach MCP server NAME (see cubbi-mcp), started on demand; repeatable "
                      "(default: defaults.mcp)"),
         cli.Opt("--no-mcp", help="attach no MCP server, not even the defaults"),
+        cli.Opt("--allow-host", kind="multi", metavar="HOST[:PORT]",
+                help="let the session reach HOST (on PORT, else HTTP 80 and HTTPS 443; "
+                     "*.example.com for any name under it) and nothing else: it sits on a "
+                     "network of its own whose only way out is a filtering proxy (see "
+                     "EGRESS); repeatable, added to defaults.allow_hosts and to the image's "
+                     "allow_hosts"),
+        cli.Opt("--no-network", help="no network at all (connect and exec still work)"),
         cli.Opt("--cpus", kind="value", metavar="N", help="CPU limit, e.g. 1.5 (0.01 at least)"),
         cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g (6m at least)"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
@@ -245,6 +257,8 @@ COMMAND = cli.Command(
         ("cubbi-create --image aider", "an aider session on the current directory, connected"),
         ("id=$(cubbi-create -q --no-connect --image debian:bookworm)", "a plain session for a script"),
         ("cubbi-create --no-connect --run 'make test' --image ci", "run the tests in a fresh session"),
+        ("cubbi-create --allow-host api.anthropic.com --allow-host pypi.org --image claude-code",
+         "a session that reaches only its model API and PyPI"),
     ],
     args=[cli.Arg("target", "a directory to mount at /app (as --mount), or a repository URL "
                             "to clone into /app (as --project); what `cubbi DIR` and "
@@ -274,8 +288,27 @@ COMMAND = cli.Command(
          "stderr line and exit status 1, never ignored. The usual Debian engine (overlay2 on "
          "ext4) cannot: leave --disk out there, or move /var/lib/docker to an xfs filesystem "
          "mounted with pquota."),
+        ("EGRESS",
+               "With --allow-host (or defaults.allow_hosts) the session sits alone on an "
+               "internal Docker network of its own, cubbi-egress-ID, with no route out and "
+               "no resolver for outside names. Its only way out is its own proxy container "
+               "(tinyproxy, cubbi/egress-proxy, built on first use), which resolves names and "
+               "passes HTTP and HTTPS (CONNECT) only to the allowed hosts and ports; "
+               "HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy and NO_PROXY point the "
+               "session's tools at it, and tools that ignore them cannot get out. Raw IP "
+               "addresses, other hosts and UDP get nowhere. An image may declare the hosts "
+               "its tool needs (allow_hosts in cubbi_image.yaml); they are added once the "
+               "session has an allowlist. What the proxy refused: cubbi-logs --egress ID. "
+               "The proxy and the network go with the session (cubbi-close). --network, "
+               "--port and --mcp are refused with an allowlist or --no-network, which would "
+               "join the session to a shared network. A --project repository is cloned "
+               "inside the session, through the proxy: allow its host, and store an HTTPS "
+               "token for it rather than an SSH key (SSH does not pass an HTTP proxy). "
+               "On a remote the service's "
+               "policy.allow_hosts bounds the list (cubbi-service.yaml(5))."),
     ],
-    see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config", "cubbi-prune"],
+    see_also=["cubbi-connect", "cubbi-ls", "cubbi-close", "cubbi-config", "cubbi-logs",
+              "cubbi-prune"],
 )
 
 

@@ -72,6 +72,8 @@ def do_show(args):
         for pc in rec["persistent_configs"]:
             sys.stdout.write(f"  {pc['source']} -> {pc['target']} ({pc['type']})"
                              + (f"  {pc['description']}" if pc.get("description") else "") + "\n")
+    if rec.get("allow_hosts"):
+        sys.stdout.write("\nallow_hosts: " + ", ".join(rec["allow_hosts"]) + "\n")
     return 0
 
 
@@ -171,7 +173,9 @@ COMMAND = cli.Command(
     "cubbi-image", "list, show, validate and build session images", run,
     description="An image definition is a folder with a Dockerfile and a cubbi_image.yaml "
                 "(name, description, version, maintainer, init {pre_command, command}, "
-                "environment, ports, volumes, persistent_configs). Definitions are found by "
+                "environment, ports, volumes, persistent_configs, mcp, allow_hosts: the "
+                "HOST[:PORT]s its tool needs, added to a session's egress allowlist when it has "
+                "one). Definitions are found by "
                 "name in ~/.config/cubbi/images/ (yours, first) and in the built-in images "
                 "(base, goose, aider, claude-code, opencode, codex), or given as a directory. "
                 "cubbi-create --image NAME builds cubbi/NAME:latest on first use (a "

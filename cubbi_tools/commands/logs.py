@@ -100,6 +100,8 @@ def run(args):
         raise UsageError("--tail must be 0 or more")
     since = parse_since(args.since)
     engine = backend.get(args)
+    if args.egress:
+        return _egress(engine, args)
     kw = {"follow": args.follow, "tail": args.tail, "since": since}
     tally = cli.Tally("cubbi-logs")
     recs = list(each_session(engine, args.ids, tally))
@@ -113,6 +115,31 @@ def run(args):
                     out(rec, item)
             except CubbiError as exc:
                 tally.failed(rec["id"], exc)
+    return tally.code()
+
+
+def _egress(engine, args):
+    """What each session's egress proxy refused: one line per refusal
+    (TIME HOST:PORT URL), or {session, time, host, port, url} with --json."""
+    from ..errors import CubbiError
+    from ..refs import each_session
+
+    if args.follow or args.tail is not None or args.since:
+        raise UsageError("--egress takes no --follow, --tail or --since")
+    tally = cli.Tally("cubbi-logs")
+    for rec in each_session(engine, args.ids, tally):
+        try:
+            for item in engine.egress_log(rec):
+                if args.json:
+                    json_line(item)
+                else:
+                    where = f"{item['host']}:{item['port']}" if item["host"] else \
+                        f"port {item['port']}"
+                    sys.stdout.write(f"{item['time']} {rec['name']} refused {where}"
+                                     f"{' ' + item['url'] if item['url'] else ''}\n")
+        except CubbiError as exc:
+            tally.failed(rec["id"], exc)
+    sys.stdout.flush()
     return tally.code()
 
 
@@ -136,6 +163,9 @@ COMMAND = cli.Command(
                 help="only the last N lines of each session"),
         cli.Opt("--since", kind="value", metavar="WHEN",
                 help="only lines since WHEN: a duration (10m), epoch seconds or ISO-8601"),
+        cli.Opt("--egress", help="instead, the requests the session's egress proxy refused "
+                                 "(cubbi-create --allow-host), oldest first: TIME NAME refused "
+                                 "HOST:PORT URL; with --json {session, time, host, port, url}"),
         cli.Opt("--json", help="one JSON object per log line: {session, stream, time, line}"),
     ],
     args=[cli.Arg("ids", "sessions (id, prefix or name); none: read them from stdin",
@@ -143,7 +173,8 @@ COMMAND = cli.Command(
     examples=[("cubbi-logs -f 3fa1", "follow a session's log"),
               ("cubbi-logs --json 3fa1 | jq -r .line", "the lines alone"),
               ("cubbi-ls -q --filter image=aider | cubbi-logs -f --json",
-               "follow every aider session, one JSON line per log line")],
+               "follow every aider session, one JSON line per log line"),
+              ("cubbi-logs --egress 3fa1", "what a session's allowlist refused")],
     see_also=["cubbi-ls", "cubbi-connect"],
 )
 
