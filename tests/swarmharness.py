@@ -173,7 +173,8 @@ class Swarm:
         self.timings["image"] = time.monotonic() - t0
         docker("network", "create", "--label", LABEL, NETWORK)
         certdir = os.path.join(self.workdir, "certs")
-        os.makedirs(certdir, exist_ok=True)
+        shutil.rmtree(certdir, ignore_errors=True)  # a node starts once its own are ready
+        os.makedirs(certdir)
         docker("run", "-d", "--name", REGISTRY, "--label", LABEL, "--network", NETWORK,
                "--entrypoint", "/bin/sh", NODE_IMAGE, "-c",
                f"printf '%s' '{REGISTRY_CONFIG}' > /tmp/registry.yml && "
