@@ -146,7 +146,8 @@ class SwarmAPI(DockerAPI):
         if not addr:
             raise CubbiError("the session's node has no address in the swarm")
         if addr not in self.node_apis:
-            self.node_apis[addr] = DockerAPI(f"tcp://{addr}:{self.node_port}",
+            # a node that left answers nothing: a short wait, not the client's 60 s
+            self.node_apis[addr] = DockerAPI(f"tcp://{addr}:{self.node_port}", timeout=5,
                                              verbose=self.verbose, tls=self.tls)
         return self.node_apis[addr]
 
@@ -181,7 +182,9 @@ def service_entry(svc, tasks, nodes):
                                      f"swarm ({node_state or 'removed'})")
         elif tstate in PENDING:
             state, status = "running", "Up (health: starting)"
-        elif tstate in RUNNING:
+        elif tstate == "running":  # its health check (the init's ready file) has passed
+            state, status = "running", "Up (healthy)"
+        elif tstate == "starting":
             state, status = "running", "Up (health: starting)"  # the marker decides
         elif tstate in ("complete", "shutdown"):
             state = "exited"
@@ -237,9 +240,45 @@ class SwarmEngine(LocalEngine):
                 rec["status"] = "initializing"
             records.append((rec, entry))
         if status:
-            self._init_states([r for r, e in records if e.get("cubbi_task_state") in RUNNING
+            self._init_states([r for r, e in records if e.get("cubbi_task_state") == "starting"
                                and not e.get("cubbi_reason")])
         return [r for r, _ in records if S.matches(r, filters)]
+
+    def _init_state(self, service_id):
+        """The init's markers, read from the container's log on its node: a
+        Swarm service's logs include a task only once its health check has
+        passed (the task is "starting" until then), so they cannot tell
+        initializing from failed."""
+        try:
+            engine, rec = self._on_node({"id": service_id[:12], "container_id": service_id})
+            lines = [data.decode(errors="replace") for _, data in
+                     engine.api.logs(rec["container_id"], tail=200, timestamps=False)]
+        except CubbiError:
+            return "initializing", None
+        return S.init_state("".join(lines).splitlines())
+
+    def wait_ready(self, rec, timeout=600):
+        """Wait for the task to have a container, then follow that
+        container's log on its node for the init's marker (LocalEngine's
+        wait on the node's engine)."""
+        if rec["status"] != "initializing":
+            return super().wait_ready(rec, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                engine, node_rec = self._on_node(rec)
+                break
+            except CubbiError:
+                now = self.resolve(rec["id"])
+                if now["status"] != "initializing":
+                    return super().wait_ready(now, timeout)
+                if time.monotonic() > deadline:
+                    raise CubbiError(f"session {rec['id']} is still initializing after "
+                                     f"{timeout:g} s; see cubbi-logs {rec['id']}") from None
+                time.sleep(0.3)  # the scheduler and the image pull: polled with a deadline
+        engine.wait_ready({**node_rec, "status": "initializing"},
+                          timeout=max(1, deadline - time.monotonic()))
+        return self.resolve(rec["id"])
 
     def sweep_unfinished(self):
         """Nothing half-made lingers in swarm mode: create() removes what it
@@ -310,6 +349,8 @@ class SwarmEngine(LocalEngine):
                 "Env": [f"{k}={v}" for k, v in public_env.items()],
                 "User": "0:0",
                 "Hostname": name,
+                # closed as a container is (removed with force): no 10 s grace for the init
+                "StopGracePeriod": 10 ** 9,
                 "Secrets": secrets,
                 "Configs": [{"File": {"Name": BOOT, "UID": "0", "GID": "0", "Mode": 0o400},
                              "ConfigID": cfg, "ConfigName": f"{cname}-{sid}-boot"}],
@@ -462,7 +503,21 @@ class SwarmEngine(LocalEngine):
             raise CubbiError(f"session {rec['id']} is not running on any node")
         engine = LocalEngine(None)  # its api replaced before any request
         engine.api = self.api.node_api(node)
-        return engine, {**rec, "container_id": cid}
+        return engine, {**rec, "container_id": cid,
+                        "task_state": (task.get("Status") or {}).get("State")}
+
+    def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
+        """The service's logs; while the task is "starting" (its health
+        check has not passed, and the service's logs leave it out) the
+        container's log on its node."""
+        try:
+            engine, node_rec = self._on_node(rec)
+        except CubbiError:
+            engine = None
+        if engine is not None and node_rec["task_state"] == "starting":
+            return engine.logs(node_rec, follow=follow, tail=tail, since=since,
+                               deadline=deadline)
+        return super().logs(rec, follow=follow, tail=tail, since=since, deadline=deadline)
 
     def exec_open(self, rec, command=None, tty=False, env=None, prefix=()):
         engine, rec = self._on_node(rec)

@@ -59,7 +59,8 @@ def swarm(engine, busybox_image):
         TIMINGS.update({f"harness {k} (s)": round(v, 1) for k, v in s.timings.items()})
         yield s
     finally:
-        s.down()
+        if not os.environ.get("CUBBI_SWARM_KEEP"):  # left up to look into a failure
+            s.down()
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +72,8 @@ def swarm_server(swarm):
         yield server
     finally:
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("CUBBI_SWARM_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

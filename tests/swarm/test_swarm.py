@@ -108,7 +108,10 @@ def test_the_env_is_a_docker_secret_found_in_no_inspect_log_or_json(swarm, swarm
               'echo "$CANARY"; stat -c "%a %u" /cubbi/env')
     assert got.returncode == 0, got.stderr
     assert got.stdout == f"{CANARY}\n600 1000\n"
-    logs = swarm.on(NODES[0], "service", "logs", rec["container_id"])
+    # the service's logs have the task once its health check passed (15 s)
+    logs = wait_until("the service's logs", lambda: (lambda p: p if "cubbi-init: ready" in (
+        p.stdout + p.stderr) else None)(swarm.on(NODES[0], "service", "logs",
+                                                 rec["container_id"])), timeout=60)
     seen = [swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout,
             logs.stdout + logs.stderr,
             swarm.on(rec["node"], "inspect", swarm.on(rec["node"], "ps", "-q").stdout.split()[0]
