@@ -20,7 +20,9 @@ whichever node runs it (docker.nodes in cubbi-service.yaml).
 
 Every object is named swarm-*; down() removes them all, also after a
 half-finished up().  As a script: `up` (prints the environment as JSON and
-leaves the swarm running), `down`.
+leaves the swarm running), `down`, and `serve COMMAND...` (up, a cubbi-server
+in swarm mode on the manager, COMMAND run against it as tests/serverproc.py
+runs the bats suite, down: the bats remote pass of `tests/run --swarm`).
 """
 
 import json
@@ -236,6 +238,60 @@ class Swarm:
                 "certs": self.certs, "manager": self.url(NODES[0]), "timings": self.timings}
 
 
+def service_config(s):
+    """cubbi-service.yaml for a cubbi-server in swarm mode on S's manager."""
+    return f"""server:
+  heartbeat: 1
+state:
+  database: server.db
+projects:
+  storage:
+    key: ${{TEST_PROJECT_KEY}}
+docker:
+  mode: swarm
+  socket: {s.url(NODES[0])}
+  nodes:
+    tls: {s.certs}
+    port: {TLS_PORT}
+  registry: {s.registry}
+  schedule_timeout: 20
+policy:
+  images:
+    any_local: true
+    build: true
+  # reservations are the limits: small ones, so that twelve fit on three
+  # 2-CPU nodes; a maximum above any node, so that the swarm refuses, not the policy
+  limits:
+    cpus: {{default: 0.25, max: 64}}
+    memory: {{default: 128m, max: 8192g}}
+"""
+
+
+def serve(argv):
+    """Up, the busybox test image on the manager, a cubbi-server in swarm
+    mode there (tests/serverproc.py's), ARGV run as serverproc runs the bats
+    suite (remote `test`, CUBBI_REMOTE set); then everything down."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    import serverproc
+
+    s = Swarm()
+    work = tempfile.mkdtemp(prefix="swarm-server-")
+    server = None
+    try:
+        t0 = time.monotonic()
+        s.up()
+        s.load(os.environ.get("CUBBI_TEST_IMAGE") or "cubbi-test/busybox:latest")
+        sys.stderr.write(f"swarmharness: swarm up in {time.monotonic() - t0:.1f} s\n")
+        server = serverproc.ServerProcess(work, config_text=service_config(s)).start()
+        return serverproc._run(server, argv, None)
+    finally:
+        if server is not None:
+            server.stop()
+        s.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _http_ok(addr):
     import http.client
 
@@ -259,5 +315,7 @@ if __name__ == "__main__":
         print(json.dumps(s.describe(), indent=2))
     elif cmd == "down":
         Swarm(sys.argv[2] if len(sys.argv) > 2 else None).down()
+    elif cmd == "serve" and len(sys.argv) > 2:
+        sys.exit(serve(sys.argv[2:]))
     else:
-        sys.exit("usage: swarmharness.py up [WORKDIR] | down [WORKDIR]")
+        sys.exit("usage: swarmharness.py up [WORKDIR] | down [WORKDIR] | serve COMMAND...")

@@ -15,37 +15,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from serverproc import Client, ServerProcess  # noqa: E402
-from swarmharness import NODES, Swarm  # noqa: E402
+from swarmharness import Swarm, service_config  # noqa: E402
 
 TIMINGS = {}
-
-
-def swarm_config(s):
-    return f"""server:
-  heartbeat: 1
-state:
-  database: server.db
-projects:
-  storage:
-    key: ${{TEST_PROJECT_KEY}}
-docker:
-  mode: swarm
-  socket: {s.url(NODES[0])}
-  nodes:
-    tls: {s.certs}
-    port: 2376
-  registry: {s.registry}
-  schedule_timeout: 20
-policy:
-  images:
-    any_local: true
-    build: true
-  # reservations are the limits: small ones, so that twelve fit on three
-  # 2-CPU nodes; a maximum above any node, so that the swarm refuses, not the policy
-  limits:
-    cpus: {{default: 0.25, max: 64}}
-    memory: {{default: 128m, max: 8192g}}
-"""
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +38,7 @@ def swarm(engine, busybox_image):
 @pytest.fixture(scope="session")
 def swarm_server(swarm):
     work = tempfile.mkdtemp(prefix="swarm-server-")
-    server = ServerProcess(work, config_text=swarm_config(swarm))
+    server = ServerProcess(work, config_text=service_config(swarm))
     try:
         server.start()
         yield server
