@@ -226,6 +226,9 @@ class Service:
         from .session import LABEL
 
         req = CreateRequest(**check_create(payload)).check(api=True)  # names the JSON fields
+        if req.constraints and self.swarm is None:
+            raise UsageError('"constraints" place sessions on a swarm\'s nodes: this service '
+                             "runs them on one engine (docker.mode: engine)")
         key, scope = self._scope(user)
         if req.mcp:  # the user's own servers; an unknown name: 404 before anything starts
             store = self._mcp_store(user)
@@ -657,7 +660,7 @@ def project_id(url):
 
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
-          "pids_limit": int, "mcp": list, "ssh_keys": list}
+          "pids_limit": int, "mcp": list, "ssh_keys": list, "constraints": list}
 
 
 def check_mcp(payload):
@@ -765,7 +768,7 @@ def check_create(payload):
     if not out.get("image"):
         raise UsageError('"image" is required')
     refuse_host_paths(image=out["image"], disk=False)  # by its form only: the disk is never read
-    for key in ("networks", "ports"):
+    for key in ("networks", "ports", "constraints"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')
     for key in ("env", "labels"):

@@ -318,7 +318,7 @@ class SwarmEngine(LocalEngine):
             labels[S.L_OWNER] = req.owner
         labels.update(req.labels)
         resources = self._resources(req)
-        constraints = list(self.constraints)
+        constraints = list(self.constraints) + list(req.constraints)  # policy.apply checked these
         self._check_fits(resources, name)
         cname = f"cubbi-{name}"
         if req.scope:

@@ -156,7 +156,7 @@ class CreateRequest:
 
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
-              "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys")
+              "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys", "constraints")
     # set on the service only (service.Service.create, from its policy), never sent
     SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges")
 
@@ -183,6 +183,9 @@ class CreateRequest:
         self.mcp = [str(n) for n in kw.get("mcp") or []]  # MCP server names (cubbi-mcp)
         self.mcp_defs = None        # [(name, definition)] resolved where the session is made
         self.ssh_keys = list(kw.get("ssh_keys") or [])  # the owner's public keys (cubbi-ssh)
+        # Swarm placement constraints (KEY==VALUE, KEY!=VALUE): a service in
+        # swarm mode applies them where policy.constraints allows the key
+        self.constraints = [str(c) for c in kw.get("constraints") or []]
         # the session's log, rotated: the local config's or the service's policy
         self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
         self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES

@@ -261,6 +261,7 @@ policy:
     build: true
   # reservations are the limits: small ones, so that twelve fit on three
   # 2-CPU nodes; a maximum above any node, so that the swarm refuses, not the policy
+  constraints: [node.hostname]   # a request may pick the node by name
   limits:
     cpus: {{default: 0.25, max: 64}}
     memory: {{default: 128m, max: 8192g}}

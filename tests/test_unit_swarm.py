@@ -151,3 +151,21 @@ def test_tls_stream_half_closes_and_still_reads_the_answer(tls_pair):
     t.join(10)
     assert seen["stdin"] == payload
     assert answer == b"got 200000 bytes"
+
+
+def test_a_requests_constraints_are_checked_against_policy_constraints():
+    from cubbi_tools.errors import Forbidden
+    from cubbi_tools.policy import Policy
+
+    policy = Policy({"constraints": ["node.labels.zone"]})
+    ok = CreateRequest(image="x", constraints=["node.labels.zone==eu"])
+    policy.apply(ok, True, 0)
+    assert ok.constraints == ["node.labels.zone==eu"]
+    with pytest.raises(Forbidden, match="policy.constraints does not allow .*node.hostname"):
+        policy.apply(CreateRequest(image="x", constraints=["node.hostname==a"]), True, 0)
+    with pytest.raises(UsageError, match="expected KEY==VALUE"):
+        policy.apply(CreateRequest(image="x", constraints=["node.labels.zone"]), True, 0)
+    with pytest.raises(Forbidden):  # none allowed by default
+        Policy({}).apply(CreateRequest(image="x", constraints=["node.labels.zone==eu"]), True, 0)
+    with pytest.raises(UsageError, match="policy.constraints"):
+        Policy({"constraints": "node.labels.zone"})
