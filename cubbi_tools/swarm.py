@@ -12,11 +12,15 @@ their tasks (SwarmAPI presents each session service as a container-list
 entry whose Id is the service's id), so listing, names, the per-user cap
 and closing are the same code:
 
-- status: the task's state (pending: initializing; running: the init's
-  ready/failed marker in the service's log tail; complete: stopped; failed,
-  rejected or on a node that is down or gone: failed with the reason);
-  each record says which `node` runs it;
-- logs: the service's logs (the manager gathers them from the node);
+- status: the task's state (before its container: initializing;
+  starting, i.e. its health check, the init's ready file, has not passed:
+  the init's ready/failed marker in the container's log on its node;
+  running: running; complete: stopped; failed, rejected or on a node that
+  is down or gone: failed with the reason); each record says which `node`
+  runs it;
+- logs: the service's logs (the manager gathers them from the node); those
+  leave a task out until its health check passes, so a starting task's
+  come from its container on the node;
 - files: the init's files come as one Docker config (a tar the entrypoint
   unpacks), the secrets (the env file and the request's files, i.e. the
   project's credentials) as Docker secrets mounted 0600 for the session

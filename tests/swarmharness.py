@@ -238,9 +238,9 @@ class Swarm:
                 "certs": self.certs, "manager": self.url(NODES[0]), "timings": self.timings}
 
 
-def service_config(s):
+def service_config(s, extra=""):
     """cubbi-service.yaml for a cubbi-server in swarm mode on S's manager."""
-    return f"""server:
+    return extra + f"""server:
   heartbeat: 1
 state:
   database: server.db
@@ -284,7 +284,9 @@ def serve(argv):
         s.up()
         s.load(os.environ.get("CUBBI_TEST_IMAGE") or "cubbi-test/busybox:latest")
         sys.stderr.write(f"swarmharness: swarm up in {time.monotonic() - t0:.1f} s\n")
-        server = serverproc.ServerProcess(work, config_text=service_config(s)).start()
+        # sessions get this user's uid/gid, as serverproc's bats pass does
+        server = serverproc.ServerProcess(work, config_text=service_config(
+            s, f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n")).start()
         return serverproc._run(server, argv, None)
     finally:
         if server is not None:
