@@ -53,7 +53,7 @@ def test_the_harness_is_three_ready_nodes_and_a_registry(swarm):
     assert "not found" in (got.stderr + got.stdout).lower() or "unknown" in got.stderr.lower()
 
 
-def test_twelve_sessions_spread_over_the_three_nodes(swarm_alice):
+def test_twelve_sessions_spread_over_the_three_nodes(swarm, swarm_alice):
     made = []
     for i in range(12):
         status, rec = swarm_alice.call("POST", "/sessions",
@@ -69,6 +69,21 @@ def test_twelve_sessions_spread_over_the_three_nodes(swarm_alice):
     recs = wait_until("twelve running sessions", all_running, timeout=180)
     per_node = {n: sum(r["node"] == n for r in recs) for n in NODES}
     assert all(per_node[n] >= 2 for n in NODES), per_node
+    # one service each: one replica, no restart, the policy's limits as limits
+    # and reservations, NET_RAW dropped, on the user's encrypted overlay network
+    spec = json.loads(swarm.on(NODES[0], "service", "inspect", recs[0]["container_id"]).stdout
+                      )[0]["Spec"]
+    task = spec["TaskTemplate"]
+    assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+    assert task["RestartPolicy"]["Condition"] == "none"
+    assert task["Resources"]["Limits"]["MemoryBytes"] == 128 * 2 ** 20
+    assert task["Resources"]["Reservations"]["NanoCPUs"] == 250_000_000
+    assert "CAP_NET_RAW" in task["ContainerSpec"]["CapabilityDrop"]
+    assert spec["Labels"]["cubbi.owner"] == "alice"
+    (net,) = recs[0]["networks"]
+    info = json.loads(swarm.on(NODES[0], "network", "inspect", net).stdout)[0]
+    assert (info["Driver"], info["Attachable"], "encrypted" in info["Options"]) == (
+        "overlay", True, True)
     for sid in made:
         status, body = swarm_alice.call("DELETE", f"/sessions/{sid}")
         assert status == 200, body
