@@ -24,8 +24,13 @@ and closing are the same code:
 - files: the init's files come as one Docker config (a tar the entrypoint
   unpacks), the secrets (the env file and the request's files, i.e. the
   project's credentials) as Docker secrets mounted 0600 for the session
-  user: never in the service's spec, env, labels or logs; both are removed
-  with the session;
+  user under /run/secrets, copied by the entrypoint to where the init reads
+  them (as engine mode's archive writes them: the init adds to /cubbi/env):
+  never in the service's spec, env, labels or logs; both are removed with
+  the session;
+- tool state: a project's session mounts the named volume cubbi-state-HASH
+  (of the owner and the project) at /cubbi-config, made on the node by the
+  local driver;
 - exec: the container is on the node that runs the task; the service
   reaches that node's engine over mutual TLS (docker.nodes.tls: a CA, the
   service's client certificate and key; the node's address from the
@@ -211,6 +216,31 @@ def service_entry(svc, tasks, nodes):
             "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
 
 
+def boot_script(copies):
+    """The task's command: the init's files from the boot config, the
+    secrets (mounted 0600 for the session user under /run/secrets) copied
+    where the init reads them, as engine mode's archive puts them (the init
+    and the image's hooks add to /cubbi/env, which a secret's read-only
+    mount would refuse), then the init."""
+    import shlex
+
+    q = shlex.quote
+    lines = ["set -e", f"tar -xf {BOOT} -C /", "umask 077"]
+    for src, path, mode, uid, gid in copies:
+        lines += [f"mkdir -p {q(os.path.dirname(path))}", f"cat {q(src)} > {q(path)}",
+                  f"chown {int(uid)}:{int(gid)} {q(path)}", f"chmod {mode:o} {q(path)}"]
+    return "; ".join(lines + ["umask 022", f"exec /bin/sh {INIT_DIR}/init.sh"])
+
+
+def state_volume(req):
+    """The tool-state volume of req's owner (scope) and project: a local
+    volume stays on the node that made it (README, Scaling out)."""
+    import hashlib
+
+    key = "\n".join([*req.scope, req.owner or "", req.project or ""])
+    return "cubbi-state-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 class SwarmEngine(LocalEngine):
     """Sessions as Swarm services (see the module's text).  Settings come
     from service.Service: host the manager, tls the client certificates'
@@ -334,22 +364,22 @@ class SwarmEngine(LocalEngine):
             boot, secret_files = self._parts(req, image_meta)
             cfg = self._make("configs", f"{cname}-{sid}-boot", boot, sid)
             made.append(("configs", cfg))
-            secrets = []
+            secrets, copies = [], []
             for i, (path, (data, mode, uid, gid)) in enumerate(sorted(secret_files.items())):
                 # a secret is never empty (the engine refuses one): an empty env file is a newline
                 ident = self._make("secrets", f"{cname}-{sid}-s{i}", data or b"\n", sid)
                 made.append(("secrets", ident))
-                secrets.append({"File": {"Name": path, "UID": str(uid), "GID": str(gid),
+                secrets.append({"File": {"Name": f"cubbi-{i}", "UID": str(uid), "GID": str(gid),
                                          "Mode": mode},
                                 "SecretID": ident, "SecretName": f"{cname}-{sid}-s{i}"})
+                copies.append((f"/run/secrets/cubbi-{i}", path, mode, uid, gid))
             public_env = {"CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
                           "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
                           "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0"}
             container = {
                 "Image": pushed,
                 "Labels": labels,
-                "Command": ["/bin/sh", "-c",
-                            f"tar -xf {BOOT} -C / && exec /bin/sh {INIT_DIR}/init.sh"],
+                "Command": ["/bin/sh", "-c", boot_script(copies)],
                 "Env": [f"{k}={v}" for k, v in public_env.items()],
                 "User": "0:0",
                 "Hostname": name,
@@ -362,6 +392,12 @@ class SwarmEngine(LocalEngine):
                                 "Interval": HEALTH_INTERVAL_S * 10 ** 9,
                                 "Timeout": 10 * 10 ** 9, "Retries": 1000000},
             }
+            if req.project:  # tool state: a named volume per user and project, on the node
+                container["Mounts"] = [{"Type": "volume", "Source": state_volume(req),
+                                        "Target": "/cubbi-config",
+                                        "VolumeOptions": {"Labels": {
+                                            "cubbi.state": "true", L_PART: sid,
+                                            S.L_OWNER: req.owner or ""}}}]
             if req.hardened:
                 # no-new-privileges is not in the service API of engines before
                 # API 1.46; the capabilities are (API 1.41)

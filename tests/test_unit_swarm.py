@@ -80,6 +80,26 @@ def test_the_env_file_and_the_requests_files_are_secrets_the_rest_a_config():
     assert "cubbi/init.sh" in [n.lstrip("/") for n in names]
 
 
+def test_the_boot_script_copies_each_secret_with_its_owner_and_mode_then_runs_the_init():
+    got = swarm.boot_script([("/run/secrets/cubbi-0", "/cubbi/project/to ken", 0o600, 1000, 1000)])
+    assert got.startswith("set -e; tar -xf /cubbi-boot.tar -C /; umask 077; ")
+    assert ("mkdir -p /cubbi/project; cat /run/secrets/cubbi-0 > '/cubbi/project/to ken'; "
+            "chown 1000:1000 '/cubbi/project/to ken'; chmod 600 '/cubbi/project/to ken'") in got
+    assert got.endswith("umask 022; exec /bin/sh /cubbi/init.sh")
+
+
+def test_the_state_volume_is_per_owner_and_project():
+    a = CreateRequest(image="x", project="github.com/o/r")
+    a.owner, a.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
+    b = CreateRequest(image="y", project="github.com/o/r")
+    b.owner, b.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
+    assert swarm.state_volume(a) == swarm.state_volume(b)
+    b.scope = ["cubbi.owner=alice", "cubbi.served=k2"]  # another service's alice
+    assert swarm.state_volume(a) != swarm.state_volume(b)
+    b.scope, b.project = a.scope, "github.com/o/other"
+    assert swarm.state_volume(a) != swarm.state_volume(b)
+
+
 @pytest.fixture(scope="module")
 def tls_pair(tmp_path_factory):
     """A CA, a server certificate for 127.0.0.1 and a client certificate."""

@@ -157,6 +157,30 @@ def test_the_env_is_a_docker_secret_found_in_no_inspect_log_or_json(swarm, swarm
     assert left == []
 
 
+def test_a_projects_tool_state_is_a_named_volume_per_user_and_project(swarm, swarm_alice):
+    """The busybox image has no git, so the clone fails; the volume was made
+    on the node when the task started, and is the same for the user's next
+    session of that project."""
+    url = "https://git.example.invalid/team/repo"
+    names = []
+    for _ in range(2):
+        status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                             "project": url})
+        assert status in (200, 201), rec
+        failed = wait_until("the clone to fail", lambda: [
+            r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "failed"])
+        assert "git" in failed[0]["reason"], failed
+        spec = json.loads(swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout
+                          )[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+        (mount,) = spec["Mounts"]
+        assert mount["Type"] == "volume" and mount["Target"] == "/cubbi-config"
+        names.append(mount["Source"])
+        vols = swarm.on(rec["node"], "volume", "ls", "-q", "--filter", "label=cubbi.state=true")
+        assert mount["Source"] in vols.stdout.split()
+        assert swarm_alice.call("DELETE", f"/sessions/{rec['id']}")[0] == 200
+    assert names[0] == names[1] and names[0].startswith("cubbi-state-")
+
+
 def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
     status, body = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
                                                           "memory": "4096g"})
