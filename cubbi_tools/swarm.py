@@ -324,6 +324,7 @@ class SwarmEngine(LocalEngine):
 
         req.check()
         if req.ports:
+            # a swarm publishes on every interface of a node: policy.ports.bind cannot hold
             raise UsageError("ports are not published in swarm mode (docker.mode: swarm); "
                              "reach the session through cubbi-connect")
         if req.mcp or req.mcp_defs:
