@@ -57,6 +57,13 @@ def build_request(args, engine=None):
         project, _, project_env, files = engine.project_setup(args.project)
         env.update(project_env)
     servers = _mcp_names(args, defaults)
+    constraints = list(getattr(args, "constraint", None) or [])
+    if constraints:
+        from .. import backend as B
+
+        if not B.remote_name(args):
+            raise UsageError("--constraint places sessions on a swarm's nodes: only through "
+                             "a cubbi-server in swarm mode (-r REMOTE)")
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
                   pids_limit=args.pids_limit, mount=mount).check()  # before reading any file
     return CreateRequest(
@@ -67,7 +74,7 @@ def build_request(args, engine=None):
         pids_limit=args.pids_limit or defaults["pids_limit"],
         hardened=args.hardened or defaults["hardened"],
         log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
-        project=project, files=files, mcp=servers,
+        project=project, files=files, mcp=servers, constraints=constraints,
         ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
     ).check()
@@ -222,6 +229,10 @@ COMMAND = cli.Command(
         cli.Opt("--memory", kind="value", metavar="SIZE", help="memory limit, e.g. 2g (6m at least)"),
         cli.Opt("--pids-limit", kind="value", metavar="N", type=int, help="process count limit"),
         cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
+        cli.Opt("--constraint", kind="multi", metavar="KEY==VALUE",
+                help="place the session on a swarm's nodes (KEY==VALUE or KEY!=VALUE, e.g. "
+                     "node.labels.zone==eu): through a cubbi-server in swarm mode only, "
+                     "where its policy.constraints allows KEY; repeatable"),
         cli.Opt("--run", kind="value", metavar="CMD",
                 help="once ready, run CMD in the session (sh -lc) as the session user; its "
                      "output goes to stderr and its status is cubbi-create's"),

@@ -111,11 +111,17 @@ def test_connect_runs_a_command_on_a_worker_with_its_exit_status(swarm, swarm_se
         swarm_alice.call("DELETE", f"/sessions/{r['id']}")
 
 
-def test_a_requests_constraint_places_it_where_the_policy_allows(swarm_alice):
+def test_a_requests_constraint_places_it_where_the_policy_allows(swarm_server, swarm_alice):
     status, rec = swarm_alice.call("POST", "/sessions", {
         "image": "cubbi-test/busybox:latest", "constraints": [f"node.hostname=={NODES[1]}"]})
     assert status in (200, 201), rec
     assert rec["node"] == NODES[1]
+    got = cli(swarm_server, swarm_alice.token, "cubbi-create", "--image",
+              "cubbi-test/busybox:latest", "--constraint", f"node.hostname=={NODES[2]}",
+              "--no-connect", "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["node"] == NODES[2]
+    assert swarm_alice.call("DELETE", f"/sessions/{json.loads(got.stdout)['id']}")[0] == 200
     status, body = swarm_alice.call("POST", "/sessions", {
         "image": "cubbi-test/busybox:latest", "constraints": ["node.role==manager"]})
     assert status == 403 and "policy.constraints" in body["error"], body
