@@ -352,8 +352,9 @@ class DockerAPI:
     # listing their sessions at once were 32 identical engine requests.
     coalesce = False
 
-    def __init__(self, host=None, timeout=None, verbose=False):
+    def __init__(self, host=None, timeout=None, verbose=False, tls=None):
         self.host = resolve_host(host)
+        self.tls = tls  # a folder of ca.pem, cert.pem, key.pem (mutual TLS); else DOCKER_CERT_PATH
         self._idle = []
         self._flights = None
         self.timeout = default_timeout() if timeout is None else timeout
@@ -369,7 +370,7 @@ class DockerAPI:
             if not hostpart:
                 hostpart, port = rest, "2375"
             self._tcp = (hostpart, int(port))
-            self._tls = self.host.startswith("https://") or os.environ.get(
+            self._tls = self.host.startswith("https://") or bool(tls) or os.environ.get(
                 "DOCKER_TLS_VERIFY", ""
             ) not in ("", "0")
         else:
@@ -384,10 +385,22 @@ class DockerAPI:
             return _UnixConnection(self._path, timeout=timeout)
         host, port = self._tcp
         if self._tls:
+            import http.client
+
+            return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=self._ssl_context())
+        import http.client
+
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _ssl_context(self):
+        """The TLS context: the CA and client certificate of the tls folder
+        (or DOCKER_CERT_PATH), made once."""
+        if getattr(self, "_ctx", None) is None:
             import ssl
 
             ctx = ssl.create_default_context()
-            certs = os.environ.get("DOCKER_CERT_PATH")
+            certs = self.tls or os.environ.get("DOCKER_CERT_PATH")
             if certs:
                 ca = os.path.join(certs, "ca.pem")
                 if os.path.exists(ca):
@@ -395,12 +408,8 @@ class DockerAPI:
                 ctx.load_cert_chain(
                     os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem")
                 )
-            import http.client
-
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
-        import http.client
-
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+            self._ctx = ctx
+        return self._ctx
 
     def _unreachable(self, exc):
         return EngineUnreachable(
@@ -632,8 +641,12 @@ class DockerAPI:
         self._log("POST", f"/exec/{quote(exec_id)}/start")
         conn = self._connection(None)
         try:
-            conn.connect()
-            sock = conn.sock
+            if self._path is None and self._tls:  # half-closable TLS (TLSStream)
+                conn.sock = sock = TLSStream(socket.create_connection(self._tcp),
+                                             self._ssl_context(), self._tcp[0])
+            else:
+                conn.connect()
+                sock = conn.sock
             sock.sendall((f"POST /exec/{quote(exec_id)}/start HTTP/1.1\r\nHost: docker\r\n"
                           "Content-Type: application/json\r\nConnection: Upgrade\r\n"
                           f"Upgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
@@ -689,6 +702,19 @@ class DockerAPI:
                         stream=True, timeout=None if follow else DEFAULT)
         return _frames(resp, self, deadline)
 
+    def service_logs(self, service_id, follow=False, tail=None, since=None, timestamps=True,
+                     deadline=None):
+        """logs() of a Swarm service (its tasks' output, from whichever node
+        runs them), in the same (stream, bytes) frames."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
+                  "timestamps": "1" if timestamps else "0",
+                  "tail": str(tail) if tail is not None else "all"}
+        if since is not None:
+            params["since"] = str(since)
+        resp = self.get(f"/services/{quote(service_id)}/logs", params=params,
+                        stream=True, timeout=None if follow else DEFAULT)
+        return _frames(resp, self, deadline)
+
     def build(self, context, params, headers=None):
         """POST /build with a tar context; return the open progress stream."""
         return self.request("POST", "/build", params=params, body=context,
@@ -715,6 +741,101 @@ class DockerAPI:
 
 
 _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+class TLSStream:
+    """A hijacked exec over TLS, as a socket (recv, sendall, shutdown,
+    settimeout, fileno, close).  ssl.SSLSocket cannot half-close: its
+    shutdown(SHUT_WR) drops TLS and reads the rest as raw bytes, so stdin's
+    EOF would lose the command's output.  Here TLS runs over memory buffers
+    and SHUT_WR sends close_notify, which the engine reads as EOF, while the
+    output is still read through TLS.  One lock around the TLS state: a
+    reader and a writer (greenlets or threads) share it, never across a wait
+    on the socket."""
+
+    def __init__(self, raw, context, hostname):
+        import ssl
+        import threading
+
+        self.raw = raw
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out, server_hostname=hostname)
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        while True:
+            try:
+                with self._lock:
+                    self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._feed():
+                    raise OSError("the engine closed the connection during the TLS handshake")
+        self._flush()
+
+    def _flush(self):
+        with self._send_lock:
+            with self._lock:
+                data = self._out.read()
+            if data:
+                self.raw.sendall(data)
+
+    def _feed(self):
+        data = self.raw.recv(65536)
+        with self._lock:
+            if not data:
+                self._in.write_eof()
+                return False
+            self._in.write(data)
+        return True
+
+    def recv(self, n=65536):
+        import ssl
+
+        while True:
+            try:
+                with self._lock:
+                    data = self._tls.read(n)
+                    while len(data) < n and self._tls.pending():
+                        data += self._tls.read(n - len(data))
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._feed():
+                    return b""
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            self._flush()
+            return data
+
+    def sendall(self, data):
+        with self._lock:
+            self._tls.write(data)
+        self._flush()
+
+    def shutdown(self, how):
+        import ssl
+
+        if how == socket.SHUT_WR:
+            try:
+                with self._lock:
+                    self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # close_notify is written; the engine's answer is not awaited
+            except ssl.SSLError:
+                pass
+            self._flush()
+            return
+        self.raw.shutdown(how)
+
+    def settimeout(self, value):
+        self.raw.settimeout(value)
+
+    def fileno(self):
+        return self.raw.fileno()
+
+    def close(self):
+        self.raw.close()
 
 
 class Hijacked:

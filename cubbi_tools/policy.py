@@ -40,6 +40,9 @@ DEFAULTS = {
     # an egress allowlist (HOST[:PORT]) bounding every session's: a session must
     # then have one within it (or no network); null: sessions reach anything
     "allow_hosts": None,
+    # swarm mode: the keys a request's placement constraints may name
+    # (e.g. node.labels.zone); the operator's own are docker.constraints
+    "constraints": [],
 }
 
 EPHEMERAL = (32768, 60999)  # the engine's own choice of a free host port (Linux default)
@@ -148,6 +151,10 @@ class Policy:
         if not isinstance(nets, list) or not all(isinstance(n, str) and n for n in nets):
             _fail("networks", "expected a list of network names")
         self.networks = set(nets)
+        keys = p["constraints"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            _fail("constraints", "expected a list of constraint keys (e.g. node.labels.zone)")
+        self.constraint_keys = set(keys)
         self.any_local = _bool("images.any_local", p["images"]["any_local"])
         self.build = _bool("images.build", p["images"]["build"])
         from .validate import parse_host_ip
@@ -219,6 +226,15 @@ class Policy:
             if net not in self.networks:
                 raise Forbidden(f"policy.networks does not allow {net!r}")
         self._egress(req)
+        for c in req.constraints:
+            import re
+
+            m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(==|!=)\s*([A-Za-z0-9_.:-]+)\s*", c)
+            if not m:
+                raise UsageError(f'"constraints": {c!r}: expected KEY==VALUE or KEY!=VALUE')
+            if m.group(1) not in self.constraint_keys:
+                raise Forbidden(f"policy.constraints does not allow a constraint on "
+                                f"{m.group(1)!r}")
         req.ports = self._ports(req.ports)
         self._limits(req)
         req.log_max_size, req.log_max_files = self.log_max_size, self.log_max_files

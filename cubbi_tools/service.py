@@ -50,7 +50,7 @@ DEFAULTS = {
                "base_path": "", "origins": [], "browser_lifetime": 12 * 3600,
                "header_timeout": 10, "idle_timeout": 60, "body_timeout": 60,
                "max_connections": 1000, "max_fragments": 1024, "max_execs_per_user": 8},
-    "docker": {"socket": None, "network": "cubbi-network"},
+    "docker": {"socket": None, "network": "cubbi-network", "mode": "engine"},
     "auth": {"provider": "token"},
     "logging": {"providers": []},
     "images": [],
@@ -138,10 +138,18 @@ class Service:
         sock = conf["docker"].get("socket")
         if sock and "://" not in sock:
             sock = "unix://" + sock
+        self.swarm = swarm_settings(conf["docker"])
         # the service config only: never the personal config of the account running it
-        self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
-                                  images={}, image_paths=False,  # an image is never a path
-                                  logging=conf["logging"]["providers"])
+        if self.swarm is not None:
+            from .swarm import SwarmEngine
+
+            self.engine = SwarmEngine(sock or None, network=conf["docker"].get("network") or None,
+                                      images={}, logging=conf["logging"]["providers"],
+                                      **self.swarm)
+        else:
+            self.engine = LocalEngine(sock or None, network=conf["docker"].get("network") or None,
+                                      images={}, image_paths=False,  # an image is never a path
+                                      logging=conf["logging"]["providers"])
         self.engine.api.keep_alive = 64  # GETs reuse idle engine connections (dockerapi)
         self.engine.api.coalesce = True  # concurrent identical lists share one request
         self.state = State(conf["state"]["database"], conf["projects"]["storage"].get("key"))
@@ -238,6 +246,9 @@ class Service:
         from .session import LABEL
 
         req = CreateRequest(**check_create(payload)).check(api=True)  # names the JSON fields
+        if req.constraints and self.swarm is None:
+            raise UsageError('"constraints" place sessions on a swarm\'s nodes: this service '
+                             "runs them on one engine (docker.mode: engine)")
         key, scope = self._scope(user)
         if req.mcp:  # the user's own servers; an unknown name: 404 before anything starts
             store = self._mcp_store(user)
@@ -324,6 +335,8 @@ class Service:
         name = user_network(key)
         icc = "true" if self.policy.user_traffic else "false"
         labels = {"cubbi.network": "true", L_OWNER: user, L_SERVED: key}
+        if self.swarm is not None:  # an overlay network across the nodes (swarm.py)
+            return self.engine.ensure_user_network(name, labels)
         # the host interface is cu-HASH: one firewall rule (-i cu-+) covers every user's
         options = {"com.docker.network.bridge.enable_icc": icc,
                    "com.docker.network.bridge.name": "cu-" + name[len("cubbi-u-"):]}
@@ -385,7 +398,10 @@ class Service:
         rec = self.session(user, ref)
         out = self.engine.close(rec["id"], records=[rec])
         key, scope = self._scope(user)
-        if not self.engine.api.containers(all=True, labels=[f"{LABEL}=true", *scope]):
+        # an overlay network stays (the swarm's pool holds thousands, and its
+        # removal is not done when the call returns): removed with the user
+        if self.swarm is None and not self.engine.api.containers(
+                all=True, labels=[f"{LABEL}=true", *scope]):
             self._drop_network(key)
         return out
 
@@ -624,6 +640,31 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
+def swarm_settings(docker):
+    """The SwarmEngine settings of the docker: section when docker.mode is
+    swarm; None for engine (the default)."""
+    mode = docker.get("mode") or "engine"
+    if mode not in ("engine", "swarm"):
+        raise UsageError(f"docker.mode: {mode!r}: expected engine or swarm")
+    if mode == "engine":
+        return None
+    nodes = docker.get("nodes") or {}
+    constraints = docker.get("constraints") or []
+    if not isinstance(nodes, dict) or not isinstance(constraints, list):
+        raise UsageError("docker.nodes must be a mapping and docker.constraints a list")
+    registry = docker.get("registry") or {}
+    if isinstance(registry, str):
+        registry = {"address": registry}
+    auth = {}
+    if registry.get("username"):
+        auth = {"username": registry["username"], "password": registry.get("password") or "",
+                "serveraddress": registry.get("address")}
+    return {"tls": nodes.get("tls") or docker.get("tls"), "node_port": int(nodes.get("port") or 2376),
+            "registry": registry.get("address"), "registry_auth": auth,
+            "constraints": [str(c) for c in constraints],
+            "schedule_timeout": float(docker.get("schedule_timeout") or 30)}
+
+
 def user_network(key):
     """The name of the session network of the user whose key (in this
     service's database) is KEY: another service's user of the same name has
@@ -643,7 +684,7 @@ def project_id(url):
 _TYPES = {"image": str, "name": str, "env": dict, "networks": list, "ports": list,
           "project": str, "hardened": bool, "files": dict, "labels": dict,
           "pids_limit": int, "mcp": list, "ssh_keys": list, "idle_timeout": str, "disk": str,
-          "allow_hosts": list, "no_network": bool}
+          "allow_hosts": list, "no_network": bool, "constraints": list}
 
 
 def check_mcp(payload):
@@ -751,7 +792,7 @@ def check_create(payload):
     if not out.get("image"):
         raise UsageError('"image" is required')
     refuse_host_paths(image=out["image"], disk=False)  # by its form only: the disk is never read
-    for key in ("networks", "ports", "allow_hosts"):
+    for key in ("networks", "ports", "allow_hosts", "constraints"):
         if not all(isinstance(v, str) for v in out.get(key, [])):
             raise UsageError(f'"{key}" must be a list of strings')
     for key in ("env", "labels"):

@@ -228,7 +228,7 @@ class CreateRequest:
     FIELDS = ("image", "name", "env", "networks", "mount", "volumes", "ports", "cpus",
               "memory", "pids_limit", "project", "uid", "gid", "owner", "hardened",
               "files", "labels", "state_dir", "mount_explicit", "mcp", "ssh_keys",
-              "idle_timeout", "disk", "allow_hosts", "no_network")
+              "idle_timeout", "disk", "allow_hosts", "no_network", "constraints")
     # set on the service only (service.Service.create, from its policy), never sent
     SERVICE_FIELDS = ("network", "scope", "sudo", "cap_drop", "no_new_privileges",
                       "allow_within")
@@ -262,6 +262,9 @@ class CreateRequest:
         # allowlist), or no network at all
         self.allow_hosts = list(kw.get("allow_hosts") or [])
         self.no_network = bool(kw.get("no_network"))
+        # Swarm placement constraints (KEY==VALUE, KEY!=VALUE): a service in
+        # swarm mode applies them where policy.constraints allows the key
+        self.constraints = [str(c) for c in kw.get("constraints") or []]
         # the session's log, rotated: the local config's or the service's policy
         self.log_max_size = kw.get("log_max_size") or LOG_MAX_SIZE
         self.log_max_files = kw.get("log_max_files") or LOG_MAX_FILES

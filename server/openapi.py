@@ -49,18 +49,20 @@ DOCUMENT = {
                         "(man cubbi-ls: SESSION RECORD)", "properties": {
                             k: {} for k in ("id", "name", "image", "status", "reason", "created",
                                             "created_epoch", "container_id", "project", "mount",
-                                            "networks", "ports", "owner", "remote")}},
+                                            "networks", "ports", "owner", "remote",
+                                            "node")}},
             "CreateRequest": {"type": "object", "required": ["image"], "description":
                               "cubbi_tools.engine.CreateRequest.to_dict(); mount, volumes, "
                               "labels and files are refused, uid/gid/owner are set by the "
                               "server, and its policy (cubbi-service.yaml(5)) decides "
                               "networks, images, ports, limits and privileges; ssh_keys "
                               "(OpenSSH public key lines) are the owner's keys that "
-                              "cubbi-ssh may log in with",
+                              "cubbi-ssh may log in with; constraints (KEY==VALUE) place a "
+                              "session on a swarm's nodes where policy.constraints allows",
                               "properties": {k: {} for k in (
                                   "image", "name", "env", "networks", "ports", "cpus", "memory",
                                   "pids_limit", "project", "hardened", "files", "labels",
-                                  "ssh_keys", "allow_hosts", "no_network")}},
+                                  "ssh_keys", "allow_hosts", "no_network", "constraints")}},
             "LogLine": {"type": "object", "properties": {
                 "session": {"type": "string"}, "stream": {"type": "string"},
                 "time": {"type": "string"}, "line": {"type": "string"}}},

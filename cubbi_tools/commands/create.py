@@ -57,6 +57,13 @@ def build_request(args, engine=None):
         project, _, project_env, files = engine.project_setup(args.project)
         env.update(project_env)
     allow = ([] if args.no_network else defaults.get("allow_hosts") or []) + args.allow_host
+    constraints = list(getattr(args, "constraint", None) or [])
+    if constraints:
+        from .. import backend as B
+
+        if not B.remote_name(args):
+            raise UsageError("--constraint places sessions on a swarm's nodes: only through "
+                             "a cubbi-server in swarm mode (-r REMOTE)")
     CreateRequest(image=image, ports=args.port, memory=args.memory, cpus=args.cpus,
                   pids_limit=args.pids_limit, mount=mount, networks=networks,
                   idle_timeout=args.idle_timeout, disk=args.disk,
@@ -73,7 +80,7 @@ def build_request(args, engine=None):
         hardened=args.hardened or defaults["hardened"],
         idle_timeout=args.idle_timeout or defaults["idle_timeout"], disk=args.disk,
         log_max_size=defaults["log_max_size"], log_max_files=defaults["log_max_files"],
-        project=project, files=files, mcp=servers,
+        project=project, files=files, mcp=servers, constraints=constraints,
         allow_hosts=allow, no_network=args.no_network,
         ssh_keys=public_keys(config.value(cfg, "ssh.public_key")),
         state_dir=toolstate.state_dir(project=getattr(args, "project", None), mount=mount),
@@ -245,6 +252,10 @@ COMMAND = cli.Command(
                      "with the reason (exit 1) when the engine's storage driver cannot enforce "
                      "it (see DISK LIMIT)"),
         cli.Opt("--hardened", help="no-new-privileges and a minimal capability set, for untrusted work"),
+        cli.Opt("--constraint", kind="multi", metavar="KEY==VALUE",
+                help="place the session on a swarm's nodes (KEY==VALUE or KEY!=VALUE, e.g. "
+                     "node.labels.zone==eu): through a cubbi-server in swarm mode only, "
+                     "where its policy.constraints allows KEY; repeatable"),
         cli.Opt("--run", kind="value", metavar="CMD",
                 help="once ready, run CMD in the session (sh -lc) as the session user; its "
                      "output goes to stderr and its status is cubbi-create's"),

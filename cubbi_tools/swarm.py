@@ -1,0 +1,604 @@
+"""SwarmEngine: a service's sessions on a Docker Swarm (docker.mode: swarm
+in cubbi-service.yaml), the same interface.Backend as engine.LocalEngine.
+
+(Over 500 lines: one class and the API it reads, the session's life as a
+Swarm service: listing from tasks, create with its secrets, config and
+placement, images pushed, exec on the task's node.)
+
+The service talks to a manager's engine.  A session is a Swarm service with
+one replica and restart condition none, labelled as a session container is.
+What LocalEngine reads from containers it reads here from services and
+their tasks (SwarmAPI presents each session service as a container-list
+entry whose Id is the service's id), so listing, names, the per-user cap
+and closing are the same code:
+
+- status: the task's state (before its container: initializing;
+  starting, i.e. its health check, the init's ready file, has not passed:
+  the init's ready/failed marker in the container's log on its node;
+  running: running; complete: stopped; failed, rejected or on a node that
+  is down or gone: failed with the reason); each record says which `node`
+  runs it;
+- logs: the service's logs (the manager gathers them from the node); those
+  leave a task out until its health check passes, so a starting task's
+  come from its container on the node;
+- files: the init's files come as one Docker config (a tar the entrypoint
+  unpacks), the secrets (the env file and the request's files, i.e. the
+  project's credentials) as Docker secrets mounted 0600 for the session
+  user under /run/secrets, copied by the entrypoint to where the init reads
+  them (as engine mode's archive writes them: the init adds to /cubbi/env):
+  never in the service's spec, env, labels or logs; both are removed with
+  the session;
+- tool state: a project's session mounts the named volume cubbi-state-HASH
+  (of the owner and the project) at /cubbi-config, made on the node by the
+  local driver;
+- exec: the container is on the node that runs the task; the service
+  reaches that node's engine over mutual TLS (docker.nodes.tls: a CA, the
+  service's client certificate and key; the node's address from the
+  swarm, port docker.nodes.port), never through an agent of its own;
+- images: built or found on the manager, pushed to docker.registry, and
+  pulled from there by the node that runs the task;
+- placement: docker.constraints (the operator's) plus a request's
+  constraints where policy.constraints allows them; a session whose
+  reservations no node can hold is refused at once, one that stays
+  unschedulable past docker.schedule_timeout is removed and refused.
+"""
+
+import base64
+import io
+import json
+import os
+import tarfile
+import time
+
+from . import session as S
+from .dockerapi import APIError, DockerAPI, json_stream
+from .engine import INIT_DIR, HEALTH_INTERVAL_S, LocalEngine
+from .errors import CubbiError, NotFound, UsageError
+from .validate import parse_cpus, parse_memory, parse_pids_limit, short_name, valid_session_name
+
+BOOT = "/cubbi-boot.tar"
+L_PART = "cubbi.part-of"  # a secret's or config's session id
+# before the container runs; "starting" is a container whose health check has
+# not passed yet: the init's marker in its log decides, as for "running"
+PENDING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready")
+RUNNING = ("starting", "running")
+FAILED = ("failed", "rejected", "orphaned", "remove")
+
+
+class SwarmAPI(DockerAPI):
+    """The manager's Engine API, where a session is a service: containers()
+    lists the session services as container entries (Id the service's id),
+    logs() and remove() act on the service; an exec's follow-up calls
+    (exit code, resize) go to the node it was started on."""
+
+    def __init__(self, host=None, verbose=False, tls=None, node_port=2376):
+        super().__init__(host, verbose=verbose, tls=tls)
+        self.node_port = node_port
+        self.exec_nodes = {}  # exec id -> that node's DockerAPI
+        self.node_apis = {}
+
+    # -- services as containers ----------------------------------------
+    def services(self, labels=()):
+        filters = {"label": list(labels)} if labels else {}
+        return self.get("/services", params={"filters": json.dumps(filters) if filters else None})
+
+    def tasks(self, service_ids=None):
+        filters = {"service": list(service_ids)} if service_ids else {}
+        return self.get("/tasks", params={"filters": json.dumps(filters) if filters else None})
+
+    def nodes(self):
+        return {n["ID"]: n for n in self.get("/nodes")}
+
+    def containers(self, all=False, labels=(), status=None):
+        services = self.services(labels)
+        if not services:
+            return []
+        tasks, nodes = self.tasks([s["ID"] for s in services]), self.nodes()
+        out = []
+        for svc in services:
+            entry = service_entry(svc, [t for t in tasks if t.get("ServiceID") == svc["ID"]],
+                                  nodes)
+            if status and entry["State"] != status:
+                continue
+            if not all and entry["State"] != "running":
+                continue
+            out.append(entry)
+        return out
+
+    def logs(self, cid, follow=False, tail=None, since=None, timestamps=True, deadline=None):
+        return self.service_logs(cid, follow=follow, tail=tail, since=since,
+                                 timestamps=timestamps, deadline=deadline)
+
+    def remove(self, cid, force=True):
+        """Remove the session service CID, then its secrets and config."""
+        try:
+            svc = self.get(f"/services/{cid}")
+        except APIError as exc:
+            if exc.status == 404:
+                return
+            raise
+        sid = (svc["Spec"].get("Labels") or {}).get(S.L_ID)
+        self.delete(f"/services/{cid}")
+        if sid:
+            self.remove_parts(sid)
+
+    def remove_parts(self, sid):
+        """The secrets and config of session SID.  A secret is in use until
+        the service's task is gone: retried with a deadline."""
+        flt = json.dumps({"label": [f"{L_PART}={sid}"]})
+        deadline = time.monotonic() + 30
+        for kind in ("secrets", "configs"):
+            for obj in self.get(f"/{kind}", params={"filters": flt}) or []:
+                while True:
+                    try:
+                        self.delete(f"/{kind}/{obj['ID']}")
+                        break
+                    except APIError as exc:
+                        if exc.status == 404:
+                            break
+                        if exc.status != 400 or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)  # the engine sends no event when a task lets go
+
+    # -- the node that runs a session --------------------------------------
+    def task_of(self, service_id):
+        """(task, node) of the session service's newest task."""
+        tasks = self.tasks([service_id])
+        if not tasks:
+            raise CubbiError(f"the session's service {service_id[:12]} has no task")
+        task = max(tasks, key=lambda t: t.get("CreatedAt") or "")
+        node = self.nodes().get(task.get("NodeID") or "")
+        return task, node
+
+    def node_api(self, node):
+        addr = ((node or {}).get("Status") or {}).get("Addr")
+        if not addr:
+            raise CubbiError("the session's node has no address in the swarm")
+        if addr not in self.node_apis:
+            # a node that left answers nothing: a short wait, not the client's 60 s
+            self.node_apis[addr] = DockerAPI(f"tcp://{addr}:{self.node_port}", timeout=5,
+                                             verbose=self.verbose, tls=self.tls)
+        return self.node_apis[addr]
+
+    def exec_exit_code(self, exec_id, timeout=5):
+        api = self.exec_nodes.pop(exec_id, None)
+        return (api or super()).exec_exit_code(exec_id, timeout=timeout)
+
+    def exec_resize(self, exec_id, rows, cols):
+        api = self.exec_nodes.get(exec_id)
+        return (api or super()).exec_resize(exec_id, rows, cols)
+
+    def exec_inspect(self, exec_id):
+        api = self.exec_nodes.get(exec_id)
+        return (api or super()).exec_inspect(exec_id)
+
+
+def service_entry(svc, tasks, nodes):
+    """A container-list entry (session.from_entry) for a session service:
+    State/Status from its newest task, and the node's name."""
+    spec = svc.get("Spec") or {}
+    labels = dict(spec.get("Labels") or {})
+    task = max(tasks, key=lambda t: t.get("CreatedAt") or "") if tasks else None
+    state, status, reason, node_name = "created", "", None, None
+    if task:
+        tstate = (task.get("Status") or {}).get("State") or "new"
+        node = nodes.get(task.get("NodeID") or "")
+        node_name = ((node or {}).get("Description") or {}).get("Hostname")
+        node_state = ((node or {}).get("Status") or {}).get("State")
+        err = (task.get("Status") or {}).get("Err") or (task.get("Status") or {}).get("Message")
+        if task.get("NodeID") and (node is None or node_state in ("down", "disconnected")):
+            state, reason = "dead", (f"its node {node_name or task['NodeID'][:12]} left the "
+                                     f"swarm ({node_state or 'removed'})")
+        elif tstate in PENDING:
+            state, status = "running", "Up (health: starting)"
+        elif tstate == "running":  # its health check (the init's ready file) has passed
+            state, status = "running", "Up (healthy)"
+        elif tstate == "starting":
+            state, status = "running", "Up (health: starting)"  # the marker decides
+        elif tstate in ("complete", "shutdown"):
+            state = "exited"
+        else:
+            state, reason = "dead", f"its task {tstate}: {err or 'no reason given'}"
+    created = svc.get("CreatedAt") or ""
+    try:
+        import datetime
+
+        epoch = int(datetime.datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=datetime.timezone.utc).timestamp())
+    except ValueError:
+        epoch = 0
+    nets = (task or {}).get("NetworksAttachments") or []
+    return {"Id": svc["ID"], "Names": ["/" + spec.get("Name", "")], "Labels": labels,
+            "State": state, "Status": status, "Created": epoch, "Image": labels.get(S.L_IMAGE),
+            "NetworkSettings": {"Networks": {(n.get("Network") or {}).get("Spec", {}).get(
+                "Name", ""): {} for n in nets}},
+            "Ports": [], "cubbi_node": node_name, "cubbi_reason": reason,
+            "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
+
+
+def boot_script(copies):
+    """The task's command: the init's files from the boot config, the
+    secrets (mounted 0600 for the session user under /run/secrets) copied
+    where the init reads them, as engine mode's archive puts them (the init
+    and the image's hooks add to /cubbi/env, which a secret's read-only
+    mount would refuse), then the init."""
+    import shlex
+
+    q = shlex.quote
+    lines = ["set -e", f"tar -xf {BOOT} -C /", "umask 077"]
+    for src, path, mode, uid, gid in copies:
+        lines += [f"mkdir -p {q(os.path.dirname(path))}", f"cat {q(src)} > {q(path)}",
+                  f"chown {int(uid)}:{int(gid)} {q(path)}", f"chmod {mode:o} {q(path)}"]
+    return "; ".join(lines + ["umask 022", f"exec /bin/sh {INIT_DIR}/init.sh"])
+
+
+def state_volume(req):
+    """The tool-state volume of req's owner (scope) and project: a local
+    volume stays on the node that made it (README, Scaling out)."""
+    import hashlib
+
+    key = "\n".join([*req.scope, req.owner or "", req.project or ""])
+    return "cubbi-state-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class SwarmEngine(LocalEngine):
+    """Sessions as Swarm services (see the module's text).  Settings come
+    from service.Service: host the manager, tls the client certificates'
+    folder, registry where session images are pushed, constraints the
+    operator's placement constraints, schedule_timeout how long a task may
+    wait for a node."""
+
+    def __init__(self, host=None, network=None, images=None, verbose=False, logging=None,
+                 tls=None, node_port=2376, registry=None, registry_auth=None, constraints=(),
+                 schedule_timeout=30):
+        super().__init__(host, network=network, images=images, image_paths=False,
+                         verbose=verbose, logging=logging)
+        self.api = SwarmAPI(host, verbose=verbose, tls=tls, node_port=node_port)
+        self.registry = registry
+        self.registry_auth = registry_auth or {}
+        self.constraints = list(constraints or ())
+        self.schedule_timeout = schedule_timeout
+        self._pushed = {}
+
+    # -- listing -----------------------------------------------------------
+    def list(self, all=False, filters=None, labels=(), status=True):
+        entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true", *labels])
+        entries.sort(key=S.order_key)
+        records = []
+        for entry in entries:
+            rec = S.from_entry(entry, self.remote)
+            rec["node"] = entry.get("cubbi_node")
+            if entry.get("cubbi_reason"):
+                rec["status"], rec["reason"] = "failed", entry["cubbi_reason"]
+            elif entry.get("cubbi_task_state") in PENDING:
+                rec["status"] = "initializing"
+            records.append((rec, entry))
+        if status:
+            self._init_states([r for r, e in records if e.get("cubbi_task_state") == "starting"
+                               and not e.get("cubbi_reason")])
+        return [r for r, _ in records if S.matches(r, filters)]
+
+    def _init_state(self, service_id):
+        """The init's markers, read from the container's log on its node: a
+        Swarm service's logs include a task only once its health check has
+        passed (the task is "starting" until then), so they cannot tell
+        initializing from failed."""
+        try:
+            engine, rec = self._on_node({"id": service_id[:12], "container_id": service_id})
+            lines = [data.decode(errors="replace") for _, data in
+                     engine.api.logs(rec["container_id"], tail=200, timestamps=False)]
+        except CubbiError:
+            return "initializing", None
+        return S.init_state("".join(lines).splitlines())
+
+    def wait_ready(self, rec, timeout=600):
+        """Wait for the task to have a container, then follow that
+        container's log on its node for the init's marker (LocalEngine's
+        wait on the node's engine)."""
+        if rec["status"] != "initializing":
+            return super().wait_ready(rec, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                engine, node_rec = self._on_node(rec)
+                break
+            except CubbiError:
+                now = self.resolve(rec["id"])
+                if now["status"] != "initializing":
+                    return super().wait_ready(now, timeout)
+                if time.monotonic() > deadline:
+                    raise CubbiError(f"session {rec['id']} is still initializing after "
+                                     f"{timeout:g} s; see cubbi-logs {rec['id']}") from None
+                time.sleep(0.3)  # the scheduler and the image pull: polled with a deadline
+        engine.wait_ready({**node_rec, "status": "initializing"},
+                          timeout=max(1, deadline - time.monotonic()))
+        return self.resolve(rec["id"])
+
+    def sweep_unfinished(self):
+        """Nothing half-made lingers in swarm mode: create() removes what it
+        made when it fails."""
+
+    # -- creating ----------------------------------------------------------
+    def create(self, req, progress=None):
+        from . import images
+
+        req.check()
+        if req.ports:
+            # a swarm publishes on every interface of a node: policy.ports.bind cannot hold
+            raise UsageError("ports are not published in swarm mode (docker.mode: swarm); "
+                             "reach the session through cubbi-connect")
+        if req.mcp or req.mcp_defs:
+            raise UsageError("MCP servers are not available in swarm mode yet")
+        if req.volumes or req.mount or req.state_dir:
+            raise UsageError("host paths mean nothing on a swarm's nodes")
+        image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
+        pushed = self.push(image_ref)
+        image = req.image
+        sid = os.urandom(4).hex()
+        name = req.name or f"{short_name(req.image)}-{sid}"
+        if not valid_session_name(name):
+            raise UsageError(f"invalid session name {name!r}: use letters, digits, '_', '.', '-'")
+        if self.api.services([f"{S.LABEL}=true", f"{S.L_NAME}={name}", *req.scope]):
+            raise CubbiError(f"a session named {name!r} exists; choose another --name "
+                             "or close it first")
+        network = req.network or self.network
+        labels = {
+            S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: image,
+            S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
+            S.L_CREATOR: S.creator(), S.L_NETWORKS: network,
+        }
+        if req.project:
+            labels[S.L_PROJECT] = req.project
+        if req.owner:
+            labels[S.L_OWNER] = req.owner
+        labels.update(req.labels)
+        resources = self._resources(req)
+        constraints = list(self.constraints) + list(req.constraints)  # policy.apply checked these
+        self._check_fits(resources, name)
+        cname = f"cubbi-{name}"
+        if req.scope:
+            import hashlib
+
+            cname += "-" + hashlib.sha256("\n".join(req.scope).encode()).hexdigest()[:12]
+        made = []
+        try:
+            boot, secret_files = self._parts(req, image_meta)
+            cfg = self._make("configs", f"{cname}-{sid}-boot", boot, sid)
+            made.append(("configs", cfg))
+            secrets, copies = [], []
+            for i, (path, (data, mode, uid, gid)) in enumerate(sorted(secret_files.items())):
+                # a secret is never empty (the engine refuses one): an empty env file is a newline
+                ident = self._make("secrets", f"{cname}-{sid}-s{i}", data or b"\n", sid)
+                made.append(("secrets", ident))
+                secrets.append({"File": {"Name": f"cubbi-{i}", "UID": str(uid), "GID": str(gid),
+                                         "Mode": mode},
+                                "SecretID": ident, "SecretName": f"{cname}-{sid}-s{i}"})
+                copies.append((f"/run/secrets/cubbi-{i}", path, mode, uid, gid))
+            public_env = {"CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
+                          "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
+                          "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0"}
+            container = {
+                "Image": pushed,
+                "Labels": labels,
+                "Command": ["/bin/sh", "-c", boot_script(copies)],
+                "Env": [f"{k}={v}" for k, v in public_env.items()],
+                "User": "0:0",
+                "Hostname": name,
+                # closed as a container is (removed with force): no 10 s grace for the init
+                "StopGracePeriod": 10 ** 9,
+                "Secrets": secrets,
+                "Configs": [{"File": {"Name": BOOT, "UID": "0", "GID": "0", "Mode": 0o400},
+                             "ConfigID": cfg, "ConfigName": f"{cname}-{sid}-boot"}],
+                "Healthcheck": {"Test": ["CMD", "/bin/sh", "-c", f"test -f {INIT_DIR}/ready"],
+                                "Interval": HEALTH_INTERVAL_S * 10 ** 9,
+                                "Timeout": 10 * 10 ** 9, "Retries": 1000000},
+            }
+            if req.project:  # tool state: a named volume per user and project, on the node
+                container["Mounts"] = [{"Type": "volume", "Source": state_volume(req),
+                                        "Target": "/cubbi-config",
+                                        "VolumeOptions": {"Labels": {
+                                            "cubbi.state": "true", L_PART: sid,
+                                            S.L_OWNER: req.owner or ""}}}]
+            if req.hardened:
+                # no-new-privileges is not in the service API of engines before
+                # API 1.46; the capabilities are (API 1.41)
+                container["CapabilityDrop"] = ["ALL"]
+                container["CapabilityAdd"] = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+                                              "CAP_SETUID", "CAP_SETGID"]
+            elif req.cap_drop:
+                container["CapabilityDrop"] = ["CAP_" + c.upper().removeprefix("CAP_")
+                                               for c in req.cap_drop]
+            spec = {
+                "Name": cname,
+                "Labels": labels,
+                "TaskTemplate": {
+                    "ContainerSpec": container,
+                    "Resources": resources,
+                    "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+                    "Placement": {"Constraints": constraints},
+                    "Networks": [{"Target": network}],
+                    "LogDriver": {"Name": "json-file",
+                                  "Options": {"max-size": str(req.log_max_size),
+                                              "max-file": str(req.log_max_files)}},
+                },
+                "Mode": {"Replicated": {"Replicas": 1}},
+            }
+            headers = self._auth_header()
+            created = self.api.post("/services/create", body=spec, headers=headers)
+            made.append(("services", created["ID"]))
+            self._wait_scheduled(created["ID"], name)
+        except BaseException:
+            for kind, ident in reversed(made):
+                try:
+                    if kind == "services":
+                        self.api.delete(f"/services/{ident}")
+                    else:
+                        self.api.remove_parts(sid)
+                except CubbiError:
+                    pass
+            raise
+        (rec,) = self.list(all=True, labels=[f"{S.L_ID}={sid}"], status=False) or [None]
+        if rec is None:
+            raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
+        return rec
+
+    def _resources(self, req):
+        limits, reserve = {}, {}
+        if req.cpus:
+            limits["NanoCPUs"] = reserve["NanoCPUs"] = int(parse_cpus(req.cpus) * 1e9)
+        if req.memory:
+            limits["MemoryBytes"] = reserve["MemoryBytes"] = parse_memory(req.memory)
+        if req.pids_limit:
+            limits["Pids"] = parse_pids_limit(req.pids_limit)
+        return {"Limits": limits, "Reservations": reserve}
+
+    def _check_fits(self, resources, name):
+        """Refuse at once what no node could hold (its whole capacity)."""
+        want = resources["Reservations"]
+        if not want:
+            return
+        nodes = [n for n in self.api.nodes().values()
+                 if (n.get("Status") or {}).get("State") == "ready"
+                 and (n.get("Spec") or {}).get("Availability") == "active"]
+        for node in nodes:
+            have = (node.get("Description") or {}).get("Resources") or {}
+            if all(want.get(k, 0) <= (have.get(k) or 0) for k in ("NanoCPUs", "MemoryBytes")):
+                return
+        biggest = max((((n.get("Description") or {}).get("Resources") or {}) for n in nodes),
+                      key=lambda r: r.get("MemoryBytes") or 0, default={})
+        raise UsageError(
+            f"session {name!r} does not fit on any node of the swarm: it asks for "
+            f"{want.get('NanoCPUs', 0) / 1e9:g} CPUs and {want.get('MemoryBytes', 0)} bytes of "
+            f"memory, the largest node has {(biggest.get('NanoCPUs') or 0) / 1e9:g} CPUs and "
+            f"{biggest.get('MemoryBytes') or 0} bytes; ask for less (--cpus, --memory)")
+
+    def _wait_scheduled(self, service_id, name):
+        """Wait until the task has a node, or refuse: a task the scheduler
+        cannot place (no node fits, constraints match none) stays pending
+        with the reason, which is what the refusal says."""
+        deadline = time.monotonic() + self.schedule_timeout
+        err = None
+        while time.monotonic() < deadline:
+            tasks = self.api.tasks([service_id])
+            for task in tasks:
+                st = task.get("Status") or {}
+                if task.get("NodeID") and st.get("State") not in ("new", "pending"):
+                    return
+                err = st.get("Err") or err
+            time.sleep(0.2)  # the scheduler's decision: polled with a deadline
+        raise CubbiError(f"session {name!r} cannot be placed on any node of the swarm "
+                         f"({err or 'no node was chosen'} after {self.schedule_timeout:g} s); "
+                         "ask for less, or check the placement constraints")
+
+    def _parts(self, req, image_meta):
+        """(the boot tar without secrets, {path: (bytes, mode, uid, gid)} of
+        the secret files): the env file and the request's files."""
+        whole = tarfile.open(fileobj=io.BytesIO(self._archive(req, image_meta)))
+        secret_paths = {f"{INIT_DIR}/env"} | {p for p in req.files}
+        secrets, out = {}, io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as boot:
+            for member in whole.getmembers():
+                path = "/" + member.name.lstrip("/")
+                data = whole.extractfile(member).read() if member.isfile() else None
+                if path in secret_paths and data is not None:
+                    secrets[path] = (data, member.mode, member.uid, member.gid)
+                    continue
+                boot.addfile(member, io.BytesIO(data) if data is not None else None)
+        return out.getvalue(), secrets
+
+    def _make(self, kind, name, data, sid):
+        body = {"Name": name, "Labels": {L_PART: sid, S.LABEL: "true"},
+                "Data": base64.b64encode(data).decode()}
+        return self.api.post(f"/{kind}/create", body=body)["ID"]
+
+    # -- images: pushed to the registry the nodes pull from -------------------
+    def _auth_header(self):
+        auth = base64.urlsafe_b64encode(json.dumps(self.registry_auth).encode()).decode()
+        return {"X-Registry-Auth": auth}
+
+    def push(self, image_ref):
+        """The registry's name for image_ref, pushed there once per image id."""
+        if not self.registry:
+            return image_ref
+        ident = self.api.inspect_image(image_ref)["Id"]
+        if ident in self._pushed:
+            return self._pushed[ident]
+        repo = f"{self.registry}/{image_ref.rsplit(':', 1)[0].split('/', 1)[-1] if '/' in image_ref else image_ref.rsplit(':', 1)[0]}"
+        tag = ident.split(":")[-1][:16]
+        self.api.post(f"/images/{image_ref}/tag", params={"repo": repo, "tag": tag})
+        resp = self.api.request("POST", f"/images/{repo}/push", params={"tag": tag},
+                                headers=self._auth_header(), stream=True, timeout=None)
+        for item in json_stream(resp):
+            if item.get("error"):
+                raise CubbiError(f"pushing {image_ref} to {self.registry}: {item['error']}")
+        self._pushed[ident] = f"{repo}:{tag}"
+        return self._pushed[ident]
+
+    # -- exec on the session's node ------------------------------------------
+    def _on_node(self, rec):
+        """A LocalEngine on the engine of the node that runs rec's task, and
+        rec with the container's id there."""
+        task, node = self.api.task_of(rec["container_id"])
+        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not cid or (task.get("Status") or {}).get("State") not in RUNNING:
+            raise CubbiError(f"session {rec['id']} is not running on any node")
+        engine = LocalEngine(None)  # its api replaced before any request
+        engine.api = self.api.node_api(node)
+        return engine, {**rec, "container_id": cid,
+                        "task_state": (task.get("Status") or {}).get("State")}
+
+    def logs(self, rec, follow=False, tail=None, since=None, deadline=None):
+        """The service's logs; while the task is "starting" (its health
+        check has not passed, and the service's logs leave it out) the
+        container's log on its node."""
+        try:
+            engine, node_rec = self._on_node(rec)
+        except CubbiError:
+            engine = None
+        if engine is not None and node_rec["task_state"] == "starting":
+            return engine.logs(node_rec, follow=follow, tail=tail, since=since,
+                               deadline=deadline)
+        return super().logs(rec, follow=follow, tail=tail, since=since, deadline=deadline)
+
+    def exec_open(self, rec, command=None, tty=False, env=None, prefix=()):
+        engine, rec = self._on_node(rec)
+        eid, conn = engine.exec_open(rec, command, tty=tty, env=env, prefix=prefix)
+        self.api.exec_nodes[eid] = engine.api
+        return eid, conn
+
+    def exec_marked(self, rec, command=None, tty=False, env=None):
+        engine, node_rec = self._on_node(rec)
+        eid, conn, (cid, mark) = engine.exec_marked(node_rec, command, tty=tty, env=env)
+        self.api.exec_nodes[eid] = engine.api
+        return eid, conn, (rec["container_id"], mark)
+
+    def exec_stop(self, handle):
+        service_id, mark = handle
+        engine, rec = self._on_node({"id": service_id[:12], "container_id": service_id})
+        engine.exec_stop((rec["container_id"], mark))
+
+    def connect(self, rec, command=None, tty=False, use_stdin=True, stdout=None):
+        if tty:
+            raise UsageError("a terminal into a swarm session goes through cubbi-server")
+        return super().connect(rec, command, tty=False, use_stdin=use_stdin, stdout=stdout)
+
+    def events(self, since=None, until=None, filters=None, labels=()):
+        raise UsageError("cubbi-events is not available in swarm mode yet")
+
+    def ensure_user_network(self, name, labels):
+        """The user's overlay network: attachable, encrypted (IPsec between
+        nodes).  Returns name."""
+        try:
+            self.api.network(name)
+            return name
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+        try:
+            self.api.post("/networks/create", body={
+                "Name": name, "CheckDuplicate": True, "Driver": "overlay", "Attachable": True,
+                "Labels": labels, "Options": {"encrypted": ""}})
+        except APIError as exc:
+            if exc.status != 409:
+                raise
+        return name

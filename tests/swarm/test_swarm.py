@@ -1,0 +1,230 @@
+"""cubbi-server on a three-node Docker Swarm (docker.mode: swarm): sessions
+are Swarm services placed across the nodes, exec reaches the node that runs
+one, secrets are Docker secrets, and faults say what happened.  The tests
+share one swarm and one server and run in this order; the last one stops a
+worker."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from swarmharness import NODES
+
+from serverproc import BIN, _env
+
+CANARY = "swarm-canary-" + os.urandom(6).hex()
+
+
+def wait_until(what, probe, timeout=120, show=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s" + (f"; {show()}" if show else ""))
+        time.sleep(0.5)  # the swarm's state, polled with a deadline
+
+
+def sessions(client):
+    status, body = client.call("GET", "/sessions?all=1")
+    assert status == 200, body
+    return body["sessions"]
+
+
+def cli(server, token, *argv, input=None):
+    cfg = os.path.join(server.workdir, "client-config")
+    os.makedirs(cfg, exist_ok=True)
+    env = _env({"CUBBI_CONFIG_DIR": cfg, "CUBBI_REMOTE_URL": server.url,
+                "CUBBI_REMOTE_TOKEN": token, "CUBBI_REMOTE": ""})
+    env.pop("CUBBI_REMOTE")
+    return subprocess.run([os.path.join(BIN, argv[0]), *argv[1:]], capture_output=True,
+                          text=True, env=env, input=input, timeout=120)
+
+
+def test_the_harness_is_three_ready_nodes_and_a_registry(swarm):
+    nodes = swarm.on(NODES[0], "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout
+    assert sorted(nodes.split("\n")[:3]) == [f"{n} Ready" for n in NODES]
+    # the registry is reachable from a worker, as the nodes pull from it
+    got = swarm.on(NODES[1], "pull", f"{swarm.registry}/nothing-here:x", check=False)
+    assert "not found" in (got.stderr + got.stdout).lower() or "unknown" in got.stderr.lower()
+
+
+def test_twelve_sessions_spread_over_the_three_nodes(swarm, swarm_alice):
+    made = []
+    for i in range(12):
+        status, rec = swarm_alice.call("POST", "/sessions",
+                                       {"image": "cubbi-test/busybox:latest", "name": f"s{i}"})
+        assert status in (200, 201), rec
+        assert rec["node"] in NODES
+        made.append(rec["id"])
+
+    def all_running():
+        recs = [r for r in sessions(swarm_alice) if r["id"] in made]
+        return recs if all(r["status"] == "running" for r in recs) and len(recs) == 12 else None
+
+    recs = wait_until("twelve running sessions", all_running, timeout=180)
+    per_node = {n: sum(r["node"] == n for r in recs) for n in NODES}
+    assert all(per_node[n] >= 2 for n in NODES), per_node
+    # one service each: one replica, no restart, the policy's limits as limits
+    # and reservations, NET_RAW dropped, on the user's encrypted overlay network
+    spec = json.loads(swarm.on(NODES[0], "service", "inspect", recs[0]["container_id"]).stdout
+                      )[0]["Spec"]
+    task = spec["TaskTemplate"]
+    assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+    assert task["RestartPolicy"]["Condition"] == "none"
+    assert task["Resources"]["Limits"]["MemoryBytes"] == 128 * 2 ** 20
+    assert task["Resources"]["Reservations"]["NanoCPUs"] == 250_000_000
+    assert "CAP_NET_RAW" in task["ContainerSpec"]["CapabilityDrop"]
+    assert spec["Labels"]["cubbi.owner"] == "alice"
+    (net,) = recs[0]["networks"]
+    info = json.loads(swarm.on(NODES[0], "network", "inspect", net).stdout)[0]
+    assert (info["Driver"], info["Attachable"], "encrypted" in info["Options"]) == (
+        "overlay", True, True)
+    for sid in made:
+        status, body = swarm_alice.call("DELETE", f"/sessions/{sid}")
+        assert status == 200, body
+    assert not [r for r in sessions(swarm_alice) if r["id"] in made]
+
+
+def test_connect_runs_a_command_on_a_worker_with_its_exit_status(swarm, swarm_server,
+                                                                 swarm_alice):
+    token = swarm_alice.token
+    for i in range(6):  # spread placement: a worker has one within three
+        status, rec = swarm_alice.call("POST", "/sessions",
+                                       {"image": "cubbi-test/busybox:latest", "name": f"w{i}"})
+        assert status in (200, 201), rec
+        if rec["node"] != NODES[0]:
+            break
+    assert rec["node"] != NODES[0]
+    got = cli(swarm_server, token, "cubbi-connect", rec["id"], "--", "sh", "-c",
+              'read x; echo "out $x on $(hostname)"; echo err >&2; exit 7', input="in\n")
+    assert got.returncode == 7, got.stderr
+    assert got.stdout == f"out in on {rec['name']}\n"
+    assert "err" in got.stderr
+    # the container is on that worker's engine, not the manager's
+    assert rec["name"] in swarm.on(rec["node"], "ps", "--format", "{{.Names}}").stdout
+    for r in sessions(swarm_alice):
+        swarm_alice.call("DELETE", f"/sessions/{r['id']}")
+
+
+def test_a_requests_constraint_places_it_where_the_policy_allows(swarm_server, swarm_alice):
+    status, rec = swarm_alice.call("POST", "/sessions", {
+        "image": "cubbi-test/busybox:latest", "constraints": [f"node.hostname=={NODES[1]}"]})
+    assert status in (200, 201), rec
+    assert rec["node"] == NODES[1]
+    got = cli(swarm_server, swarm_alice.token, "cubbi-create", "--image",
+              "cubbi-test/busybox:latest", "--constraint", f"node.hostname=={NODES[2]}",
+              "--no-connect", "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["node"] == NODES[2]
+    assert swarm_alice.call("DELETE", f"/sessions/{json.loads(got.stdout)['id']}")[0] == 200
+    status, body = swarm_alice.call("POST", "/sessions", {
+        "image": "cubbi-test/busybox:latest", "constraints": ["node.role==manager"]})
+    assert status == 403 and "policy.constraints" in body["error"], body
+    assert swarm_alice.call("DELETE", f"/sessions/{rec['id']}")[0] == 200
+
+
+def test_the_env_is_a_docker_secret_found_in_no_inspect_log_or_json(swarm, swarm_server,
+                                                                    swarm_alice):
+    status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                         "env": {"CANARY": CANARY}})
+    assert status in (200, 201), rec
+    wait_until("the session ready", lambda: [r for r in sessions(swarm_alice)
+                                             if r["id"] == rec["id"] and r["status"] == "running"])
+    token = swarm_alice.token
+    got = cli(swarm_server, token, "cubbi-connect", rec["id"], "--", "sh", "-c",
+              'echo "$CANARY"; stat -c "%a %u" /cubbi/env')
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == f"{CANARY}\n600 1000\n"
+    # the service's logs have the task once its health check passed (15 s)
+    logs = wait_until("the service's logs", lambda: (lambda p: p if "cubbi-init: ready" in (
+        p.stdout + p.stderr) else None)(swarm.on(NODES[0], "service", "logs",
+                                                 rec["container_id"])), timeout=60)
+    seen = [swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout,
+            logs.stdout + logs.stderr,
+            swarm.on(rec["node"], "inspect", swarm.on(rec["node"], "ps", "-q").stdout.split()[0]
+                     ).stdout,
+            cli(swarm_server, token, "cubbi-ls", "--json", "--all").stdout,
+            cli(swarm_server, token, "cubbi-logs", rec["id"]).stdout,
+            json.dumps(sessions(swarm_alice))]
+    assert rec["id"] in seen[0] and "cubbi-init: ready" in seen[1]  # the right things were read
+    assert [i for i, s in enumerate(seen) if CANARY in s] == []
+    secrets = swarm.on(NODES[0], "secret", "ls", "--filter", f"label=cubbi.part-of={rec['id']}",
+                       "-q").stdout.split()
+    assert secrets  # the env file is one
+    status, _ = swarm_alice.call("DELETE", f"/sessions/{rec['id']}")
+    assert status == 200
+    left = swarm.on(NODES[0], "secret", "ls", "--filter", f"label=cubbi.part-of={rec['id']}",
+                    "-q").stdout.split()
+    assert left == []
+
+
+def test_a_projects_tool_state_is_a_named_volume_per_user_and_project(swarm, swarm_alice):
+    """The busybox image has no git, so the clone fails; the volume was made
+    on the node when the task started, and is the same for the user's next
+    session of that project."""
+    url = "https://git.example.invalid/team/repo"
+    names = []
+    for _ in range(2):
+        status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                             "project": url})
+        assert status in (200, 201), rec
+        failed = wait_until("the clone to fail", lambda: [
+            r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "failed"])
+        assert "git" in failed[0]["reason"], failed
+        spec = json.loads(swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout
+                          )[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+        (mount,) = spec["Mounts"]
+        assert mount["Type"] == "volume" and mount["Target"] == "/cubbi-config"
+        names.append(mount["Source"])
+        vols = swarm.on(rec["node"], "volume", "ls", "-q", "--filter", "label=cubbi.state=true")
+        assert mount["Source"] in vols.stdout.split()
+        assert swarm_alice.call("DELETE", f"/sessions/{rec['id']}")[0] == 200
+    assert names[0] == names[1] and names[0].startswith("cubbi-state-")
+
+
+def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
+    status, body = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                          "memory": "4096g"})
+    assert 400 <= status < 500, body
+    assert "does not fit on any node" in body["error"], body
+    assert not sessions(swarm_alice)
+
+
+def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_alice):
+    made = []
+    for i in range(6):
+        status, rec = swarm_alice.call("POST", "/sessions",
+                                       {"image": "cubbi-test/busybox:latest", "name": f"f{i}"})
+        assert status in (200, 201), rec
+        made.append(rec)
+    ids = {r["id"] for r in made}
+    wait_until("six running sessions", lambda: sum(
+        r["status"] == "running" for r in sessions(swarm_alice) if r["id"] in ids) == 6,
+        show=lambda: [(r["name"], r["node"], r["status"], r["reason"])
+                      for r in sessions(swarm_alice)])
+    victim = NODES[2]
+    on_victim = [r["id"] for r in made if r["node"] == victim]
+    assert on_victim, [r["node"] for r in made]
+    swarm.stop_node(victim)
+
+    def failed():
+        recs = {r["id"]: r for r in sessions(swarm_alice)}
+        if all(recs[i]["status"] == "failed" for i in on_victim):
+            return recs
+        return None
+
+    recs = wait_until(f"the sessions of {victim} failed", failed, timeout=120,
+                      show=lambda: [(r["name"], r["node"], r["status"], r["reason"])
+                                    for r in sessions(swarm_alice)])
+    for sid in on_victim:
+        assert f"its node {victim} left the swarm" in recs[sid]["reason"]
+    others = [r["id"] for r in made if r["node"] != victim]
+    assert all(recs[i]["status"] == "running" for i in others), recs
+    for r in made:  # closing works for both
+        status, body = swarm_alice.call("DELETE", f"/sessions/{r['id']}")
+        assert status == 200, body

@@ -1,0 +1,191 @@
+"""docker.mode: swarm without a swarm: the service config's swarm settings,
+a session service's status from its task and node, the split of the init's
+files into a config and secrets, and the half-closable TLS stream that
+carries an exec's stdin EOF to a node's engine.  The swarm itself is
+tests/swarm/ (tests/run --swarm)."""
+
+import io
+import os
+import socket
+import ssl
+import subprocess
+import tarfile
+import threading
+
+import pytest
+
+from cubbi_tools import service, swarm
+from cubbi_tools.errors import UsageError
+from cubbi_tools.validate import CreateRequest
+
+
+def test_swarm_settings_default_to_engine_and_name_a_bad_mode():
+    assert service.swarm_settings({}) is None
+    assert service.swarm_settings({"mode": "engine"}) is None
+    with pytest.raises(UsageError, match="docker.mode: 'k8s'"):
+        service.swarm_settings({"mode": "k8s"})
+    got = service.swarm_settings({"mode": "swarm", "registry": "r:5000",
+                                  "nodes": {"tls": "/t", "port": 2377},
+                                  "constraints": ["node.labels.cubbi==true"]})
+    assert got["registry"] == "r:5000" and got["node_port"] == 2377 and got["tls"] == "/t"
+    assert got["constraints"] == ["node.labels.cubbi==true"] and got["registry_auth"] == {}
+    auth = service.swarm_settings({"mode": "swarm", "registry": {
+        "address": "r:5000", "username": "u", "password": "p"}})["registry_auth"]
+    assert auth == {"username": "u", "password": "p", "serveraddress": "r:5000"}
+
+
+NODES = {"n1": {"ID": "n1", "Description": {"Hostname": "node-a"},
+                "Status": {"State": "ready", "Addr": "10.0.0.1"}},
+         "n2": {"ID": "n2", "Description": {"Hostname": "node-b"},
+                "Status": {"State": "down", "Addr": "10.0.0.2"}}}
+
+
+def entry(state, node="n1", err=None):
+    svc = {"ID": "svc1", "CreatedAt": "2026-11-30T16:00:00.5Z",
+           "Spec": {"Name": "cubbi-x", "Labels": {"cubbi.session": "true", "cubbi.id": "abcd"}}}
+    task = {"ServiceID": "svc1", "NodeID": node, "CreatedAt": "1",
+            "Status": {"State": state, "Err": err}}
+    return swarm.service_entry(svc, [task], NODES)
+
+
+@pytest.mark.parametrize("state,want", [("pending", ("running", None)),
+                                        ("starting", ("running", None)),
+                                        ("running", ("running", None)),
+                                        ("complete", ("exited", None))])
+def test_a_task_state_gives_the_entry_state(state, want):
+    e = entry(state)
+    assert (e["State"], e["cubbi_reason"]) == want
+    assert e["cubbi_node"] == "node-a" and e["Id"] == "svc1" and e["Created"] > 0
+
+
+def test_a_failed_task_and_a_node_that_left_say_why():
+    e = entry("rejected", err="No such image: x")
+    assert e["State"] == "dead" and e["cubbi_reason"] == "its task rejected: No such image: x"
+    e = entry("running", node="n2")
+    assert e["cubbi_reason"] == "its node node-b left the swarm (down)"
+    e = entry("running", node="gone")
+    assert e["cubbi_reason"] == "its node gone left the swarm (removed)"
+
+
+def test_the_env_file_and_the_requests_files_are_secrets_the_rest_a_config():
+    eng = swarm.SwarmEngine("tcp://127.0.0.1:1", registry="r:5000")  # never contacted
+    req = CreateRequest(image="x", env={"TOKEN": "canary-1"},
+                        files={"/home/cubbi/.ssh/id": ("key-canary", 0o600)}, uid=1000, gid=1000)
+    boot, secrets = eng._parts(req, {})
+    assert set(secrets) == {"/cubbi/env", "/home/cubbi/.ssh/id"}
+    data, mode, uid, gid = secrets["/cubbi/env"]
+    assert b"canary-1" in data and (mode, uid, gid) == (0o600, 1000, 1000)
+    assert b"canary" not in boot
+    names = tarfile.open(fileobj=io.BytesIO(boot)).getnames()
+    assert "cubbi/init.sh" in [n.lstrip("/") for n in names]
+
+
+def test_the_boot_script_copies_each_secret_with_its_owner_and_mode_then_runs_the_init():
+    got = swarm.boot_script([("/run/secrets/cubbi-0", "/cubbi/project/to ken", 0o600, 1000, 1000)])
+    assert got.startswith("set -e; tar -xf /cubbi-boot.tar -C /; umask 077; ")
+    assert ("mkdir -p /cubbi/project; cat /run/secrets/cubbi-0 > '/cubbi/project/to ken'; "
+            "chown 1000:1000 '/cubbi/project/to ken'; chmod 600 '/cubbi/project/to ken'") in got
+    assert got.endswith("umask 022; exec /bin/sh /cubbi/init.sh")
+
+
+def test_the_state_volume_is_per_owner_and_project():
+    a = CreateRequest(image="x", project="github.com/o/r")
+    a.owner, a.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
+    b = CreateRequest(image="y", project="github.com/o/r")
+    b.owner, b.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
+    assert swarm.state_volume(a) == swarm.state_volume(b)
+    b.scope = ["cubbi.owner=alice", "cubbi.served=k2"]  # another service's alice
+    assert swarm.state_volume(a) != swarm.state_volume(b)
+    b.scope, b.project = a.scope, "github.com/o/other"
+    assert swarm.state_volume(a) != swarm.state_volume(b)
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    d = str(tmp_path_factory.mktemp("tls"))
+
+    def ssl_(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+    ssl_("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+         "-keyout", f"{d}/ca-key.pem", "-out", f"{d}/ca.pem")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"),
+                      ("cert", "extendedKeyUsage=clientAuth")):
+        with open(f"{d}/{name}.ext", "w") as fh:
+            fh.write(ext + "\n")
+        keyname = "key" if name == "cert" else "server-key"
+        ssl_("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{d}/{keyname}.pem", "-out", f"{d}/{name}.csr")
+        ssl_("x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.pem", "-CAkey",
+             f"{d}/ca-key.pem", "-CAcreateserial", "-days", "1", "-extfile", f"{d}/{name}.ext",
+             "-out", f"{d}/{name}.pem")
+    return d
+
+
+def test_tls_stream_half_closes_and_still_reads_the_answer(tls_pair):
+    """The engine's side of an exec: read stdin until EOF (close_notify),
+    then answer; ssl.SSLSocket's shutdown would lose the answer."""
+    d = tls_pair
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(f"{d}/server.pem", f"{d}/server-key.pem")
+    sctx.load_verify_locations(f"{d}/ca.pem")
+    sctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as --tlsverify
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    seen = {}
+
+    def serve():
+        conn, _ = lsock.accept()
+        with sctx.wrap_socket(conn, server_side=True) as tls:
+            data = b""
+            while True:
+                try:
+                    chunk = tls.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    chunk = b""
+                if not chunk:
+                    break
+                data += chunk
+            seen["stdin"] = data
+            tls.sendall(b"got %d bytes" % len(data))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    from cubbi_tools.dockerapi import TLSStream
+
+    cctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+    cctx.load_cert_chain(f"{d}/cert.pem", f"{d}/key.pem")
+    stream = TLSStream(socket.create_connection(lsock.getsockname()), cctx, "127.0.0.1")
+    payload = os.urandom(200_000)
+    stream.sendall(payload)
+    stream.shutdown(socket.SHUT_WR)
+    answer = b""
+    while True:
+        chunk = stream.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    stream.close()
+    t.join(10)
+    assert seen["stdin"] == payload
+    assert answer == b"got 200000 bytes"
+
+
+def test_a_requests_constraints_are_checked_against_policy_constraints():
+    from cubbi_tools.errors import Forbidden
+    from cubbi_tools.policy import Policy
+
+    policy = Policy({"constraints": ["node.labels.zone"]})
+    ok = CreateRequest(image="x", constraints=["node.labels.zone==eu"])
+    policy.apply(ok, True, 0)
+    assert ok.constraints == ["node.labels.zone==eu"]
+    with pytest.raises(Forbidden, match="policy.constraints does not allow .*node.hostname"):
+        policy.apply(CreateRequest(image="x", constraints=["node.hostname==a"]), True, 0)
+    with pytest.raises(UsageError, match="expected KEY==VALUE"):
+        policy.apply(CreateRequest(image="x", constraints=["node.labels.zone"]), True, 0)
+    with pytest.raises(Forbidden):  # none allowed by default
+        Policy({}).apply(CreateRequest(image="x", constraints=["node.labels.zone==eu"]), True, 0)
+    with pytest.raises(UsageError, match="policy.constraints"):
+        Policy({"constraints": "node.labels.zone"})
