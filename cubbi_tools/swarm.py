@@ -331,6 +331,15 @@ class SwarmEngine(LocalEngine):
             raise UsageError("MCP servers are not available in swarm mode yet")
         if req.volumes or req.mount or req.state_dir:
             raise UsageError("host paths mean nothing on a swarm's nodes")
+        # not built for swarm mode yet: refused, never silently dropped (an
+        # allowlist ignored would leave the session unfenced)
+        for asked, what in ((req.allow_hosts or req.no_network, "egress allowlists and "
+                             "--no-network (policy.allow_hosts)"),
+                            (req.idle_timeout, "idle timeouts (policy.idle_timeout)"),
+                            (req.disk, "disk limits")):
+            if asked:
+                raise UsageError(f"{what} are not available in swarm mode (docker.mode: "
+                                 "swarm) yet")
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         pushed = self.push(image_ref)
         image = req.image

@@ -189,3 +189,17 @@ def test_a_requests_constraints_are_checked_against_policy_constraints():
         Policy({}).apply(CreateRequest(image="x", constraints=["node.labels.zone==eu"]), True, 0)
     with pytest.raises(UsageError, match="policy.constraints"):
         Policy({"constraints": "node.labels.zone"})
+
+
+@pytest.mark.parametrize("ask,what", [
+    ({"allow_hosts": ["api.example.com"]}, "egress allowlists"),
+    ({"no_network": True}, "egress allowlists"),
+    ({"idle_timeout": 600}, "idle timeouts"),
+    ({"disk": "1g"}, "disk limits"),
+])
+def test_what_swarm_mode_does_not_do_yet_is_refused_not_dropped(ask, what):
+    """An allowlist dropped in swarm mode would leave the session unfenced:
+    refused before the engine (nowhere here) is asked anything."""
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    with pytest.raises(UsageError, match=f"{what} .*not available in swarm mode"):
+        eng.create(CreateRequest(image="x", **ask))
