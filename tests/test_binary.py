@@ -68,7 +68,7 @@ def test_the_binary_runs_on_a_debian_without_python(binary, debian_image, busybo
     out = r.stdout
     assert "no-python\n" in out and "cubbi 0.1.0\n" in out, out
     assert "/opt/cubbi/cubbi\n" in out, out  # cubbi-ls is a link to the one executable
-    assert "ls mcp project remote ssh ssh-config" in out and " server " not in out, out
+    assert "ls mcp project prune remote ssh ssh-config" in out and " server " not in out, out
     assert "aider base claude-code codex goose opencode" in out, (out, r.stderr)  # inside
     lines = out.splitlines()
     sid = lines[lines.index("hi") - 2]  # cubbi ls -q, then the --json line, then cat's echo

@@ -231,10 +231,11 @@ def test_remote_connect_exit_codes_match_local(cubbi, remote_env, busybox_image,
     from conftest import cubbi_env
 
     env = cubbi_env({**remote_env, "CUBBI_CONFIG_DIR": str(cubbi.config_dir)})
-    p = subprocess.Popen(["cubbi-connect", sid, "--", "sh", "-c", "sleep 30; exit 3"], env=env,
+    # sleep 29: the init's own idle watch sleeps 30 s at a time
+    p = subprocess.Popen(["cubbi-connect", sid, "--", "sh", "-c", "sleep 29; exit 3"], env=env,
                          stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert _wait_procs(engine, cid, "sleep 30", True)
+    assert _wait_procs(engine, cid, "sleep 29", True)
     p.send_signal(signal.SIGINT)
     assert p.wait(10) == 130
-    assert _wait_procs(engine, cid, "sleep 30", False, timeout=0)
+    assert _wait_procs(engine, cid, "sleep 29", False, timeout=0)
