@@ -13,7 +13,12 @@ HTTP(S)_PROXY point at it.  Raw IPs, other hosts, DNS and UDP get nowhere.
 
 One proxy per session: its allowlist is the session's, its log is the
 session's egress log (egress_log: what it refused), and it goes with the
-session (LocalEngine.close).  Nothing secret is in its config, labels or
+session: LocalEngine.close removes it and its network; a session that ends
+by itself (--idle-timeout: the engine removes it) is watched by its proxy
+(WATCH: once it has seen the session's alias SESSION_ALIAS resolve on the
+internal network, MISSES lookups in a row that find nothing end tinyproxy,
+and the engine removes the proxy, made with AutoRemove); the network left
+is swept by the next create (reaper.sweep_helpers) or a server's sweep.  Nothing secret is in its config, labels or
 environment: host names only.
 """
 
@@ -35,6 +40,30 @@ DIR = "/cubbi-egress"
 READY = "Reloading config file finished"  # tinyproxy read its config and the filter
 START_TIMEOUT = float(os.environ.get("CUBBI_EGRESS_START_TIMEOUT") or 30)
 NO_PROXY = "localhost,127.0.0.1,::1"
+SESSION_ALIAS = "cubbi-session"  # the session's name on its own internal network
+WATCH_EVERY, MISSES = 2, 3
+# the proxy's entry: tinyproxy, ended once its session is gone (the engine's DNS
+# no longer knows the session's alias on the network they share)
+WATCH = f"""\
+tinyproxy -d -c {DIR}/tinyproxy.conf &
+pid=$!
+trap 'kill $pid 2>/dev/null' TERM INT HUP
+seen=0 miss=0
+while kill -0 $pid 2>/dev/null; do
+    if timeout 3 getent hosts {SESSION_ALIAS} >/dev/null 2>&1; then
+        seen=1 miss=0
+    elif [ $seen = 1 ]; then
+        miss=$((miss + 1))
+        if [ $miss -ge {MISSES} ]; then
+            echo "cubbi-egress: the session is gone; stopping" >&2
+            kill $pid
+            break
+        fi
+    fi
+    sleep {WATCH_EVERY} & wait $!
+done
+wait $pid
+"""
 
 CONFIG = f"""\
 # cubbi: a session's egress proxy (cubbi_tools/egress.py); tinyproxy.conf(5)
@@ -115,8 +144,10 @@ def start(engine, sid, hosts, outward, owner=None, progress=None, timeout=None):
             "Labels": dict(labels, **{L_ROLE: "network"})})
         cid = api.create_container(n["proxy"], {
             "Image": tag, "User": "65534:65534", "Labels": dict(labels, **{L_ROLE: "proxy"}),
-            "Cmd": ["tinyproxy", "-d", "-c", f"{DIR}/tinyproxy.conf"],
+            "Cmd": ["/bin/sh", f"{DIR}/run.sh"],
+            # it ends itself when its session is gone (WATCH): the engine removes it then
             "HostConfig": {"NetworkMode": n["network"], "RestartPolicy": {"Name": "no"},
+                           "AutoRemove": True,
                            "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges"],
                            "Memory": 128 * 1024 ** 2, "PidsLimit": 256,
                            "LogConfig": {"Type": "json-file",
@@ -131,6 +162,7 @@ def start(engine, sid, hosts, outward, owner=None, progress=None, timeout=None):
         config = CONFIG + "".join(f"Allow {s}\n" for s in subnets if s)
         api.put_archive(cid, "/", tar_bytes({
             f"{DIR}/tinyproxy.conf": (config.encode(), 0o644, 0, 0),
+            f"{DIR}/run.sh": (WATCH.encode(), 0o644, 0, 0),
             f"{DIR}/filter": (filter_rules(hosts).encode(), 0o644, 0, 0)}))
         try:
             api.connect_network(outward, cid)
@@ -185,18 +217,19 @@ def _wait(api, cid, timeout):
 
     deadline = time.monotonic() + timeout
     reason = f"it did not read its configuration within {timeout:g} s"
+    seen = b""  # what it printed: an exited proxy is removed by the engine (AutoRemove)
     try:
-        pending = b""
         for _, data in api.logs(cid, follow=True, timestamps=False, deadline=deadline):
-            pending += data
-            if READY.encode() in pending:
+            seen = (seen + data)[-4000:]
+            if READY.encode() in seen:
                 return
-            pending = pending[-200:]
         reason = "it exited"
     except Deadline:
         pass
+    printed = " | ".join(ln.strip() for ln in seen.decode(errors="replace").splitlines()
+                         if ln.strip())
     raise CubbiError(f"the egress proxy failed to start: {reason}; its last log lines: "
-                     f"{last_lines(api, cid) or 'no output'}")
+                     f"{last_lines(api, cid) or printed[-1000:] or 'no output'}")
 
 
 def stop(api, sid):
@@ -206,7 +239,8 @@ def stop(api, sid):
         try:
             call(what)
         except APIError as exc:
-            if exc.status != 404:
+            # 409 on the proxy: the engine is removing it already (it ended itself)
+            if exc.status != 404 and not (exc.status == 409 and call == api.remove):
                 raise
 
 

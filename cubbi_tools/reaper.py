@@ -19,7 +19,10 @@ Orphans, coordinated through labels only (no other module's names):
     but such orphan helpers (they are removed first); the engine's session
     network (cubbi-network) is shared and kept.
 A helper container or network younger than GRACE_S is left alone: it may
-be the first step of a create running now.
+be the first step of a create running now.  Every create on an engine
+sweeps the helpers of sessions that no longer exist (helpers_only: e.g. the
+network of a fenced session that closed itself when idle, whose proxy ended
+itself), cubbi-prune and a server (at start and every minute) all orphans.
 """
 
 import calendar
@@ -89,13 +92,15 @@ def _epoch(text):
         return None
 
 
-def orphans(engine, now=None):
+def orphans(engine, now=None, helpers_only=False):
     """[{kind, id, name, reason}] of what no session uses (see the module
-    docstring), found with a few list requests."""
+    docstring), found with a few list requests.  helpers_only: only the
+    helper containers and networks of sessions that no longer exist (what
+    every create sweeps: sweep_helpers)."""
     api = engine.api
     now = time.time() if now is None else now
     out = []
-    for entry in engine.unfinished():
+    for entry in [] if helpers_only else engine.unfinished():
         labels = entry.get("Labels") or {}
         out.append({"kind": "container", "id": entry["Id"][:12],
                     "name": (entry.get("Names") or ["/?"])[0].lstrip("/"),
@@ -115,7 +120,7 @@ def orphans(engine, now=None):
             continue  # removed first (sweep's order), so its networks count as unused
         used.update(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys())
     seen = set()
-    for label in NETWORK_LABELS:
+    for label in HELPER_LABELS if helpers_only else NETWORK_LABELS:
         for net in api.networks(labels=[label]) or []:
             name = net.get("Name")
             if not name or name in used or name in seen or net.get("Containers") \
@@ -124,12 +129,13 @@ def orphans(engine, now=None):
             created = _epoch(net.get("Created"))
             if created is None or now - created < GRACE_S:
                 continue
-            seen.add(name)
             labels = net.get("Labels") or {}
+            of = next((labels[k] for k in HELPER_LABELS if labels.get(k)), None)
+            if helpers_only and (not of or of in sessions):
+                continue
+            seen.add(name)
             out.append({"kind": "network", "id": (net.get("Id") or "")[:12], "name": name,
-                        "session": next((labels[k] for k in HELPER_LABELS if labels.get(k)),
-                                        None),
-                        "reason": "a network of cubbi's that no container uses"})
+                        "session": of, "reason": "a network of cubbi's that no container uses"})
     return out
 
 
@@ -146,11 +152,12 @@ def remove_orphan(api, item):
         return False
 
 
-def sweep(engine, dry_run=False):
+def sweep(engine, dry_run=False, helpers_only=False):
     """The orphans found, each removed unless dry_run: [item, ...] of what
-    was (or would be) removed.  What the server runs at start."""
+    was (or would be) removed.  What the server runs at start and every
+    minute; helpers_only (orphans()) is what LocalEngine.create runs."""
     done = []
-    for item in orphans(engine):
+    for item in orphans(engine, helpers_only=helpers_only):
         if dry_run or remove_orphan(engine.api, item):
             done.append(item)
     return done

@@ -198,7 +198,7 @@ class Service:
         return [dict(r) for r in records if matches(r, filters)]
 
     def sweep(self, log=None):
-        """At server start and every ten minutes: remove the orphans that
+        """At server start and every minute: remove the orphans that
         nothing uses (reaper.sweep: sessions whose create broke off, helper
         containers of closed sessions, cubbi's networks without containers,
         e.g. the bridge of a user whose last session closed itself when

@@ -64,13 +64,15 @@ COMMAND = cli.Command(
                 "cubbi-create is gone, helper containers (labelled cubbi.session.of or "
                 "cubbi.egress.session: a session's egress proxy) of sessions that no longer "
                 "exist, and networks carrying cubbi's labels that no other container uses (left alone in their first minute: a create may be "
-                "making them). Prints what it closed or removed: one JSON object per line "
+                "making them). Orphans belong to no one: every orphan of cubbi's on the engine "
+                "is removed, whoever made it; every cubbi-create also removes the helpers "
+                "and networks of sessions that no longer exist. Prints what it closed or removed: one JSON object per line "
                 "with --json (a session's record as cubbi-ls --json prints it, plus kind "
                 "\"session\", reason, and idle, its seconds unused, with --idle; an orphan "
                 "as {kind, id, name, session, reason, status \"orphan\"}). With --dry-run it "
                 "closes and removes nothing and prints what it would, the same lines. With a "
-                "remote only your own sessions are considered (the service sweeps its "
-                "orphans itself, when it starts and every ten minutes).",
+                "remote only your own sessions are considered and no orphan is (the service "
+                "sweeps its engine's orphans itself, when it starts and every minute).",
     options=[
         cli.REMOTE,
         cli.Opt("--failed", help="sessions that no longer run: status failed (the init "

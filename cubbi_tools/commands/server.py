@@ -25,7 +25,7 @@ def _conf(args):
     return conf
 
 
-SWEEP_EVERY = 600  # e.g. the bridge of a user whose last session closed itself when idle
+SWEEP_EVERY = 60  # e.g. the bridge of a user whose last session closed itself when idle
 
 
 def serve(args, conf):
@@ -212,8 +212,9 @@ COMMAND = cli.Command(
                 "projects unless --yes, then closes the sessions and deletes the projects "
                 "and their credentials with the user and their tokens. The service also "
                 "serves a web page at / for the signed-in user's sessions, logs and "
-                "terminals (cubbi-service.yaml(5): WEB PAGE). When it starts, and every ten "
-                "minutes, it removes the orphans nothing uses, one stderr line each (see "
+                "terminals (cubbi-service.yaml(5): WEB PAGE). When it starts, and every "
+                "minute, it removes the orphans nothing uses on its engine, whoever made "
+                "them, one stderr line each (see "
                 "cubbi-prune(1)); policy.idle_timeout decides the sessions' idle timeout. "
                 "SIGUSR1 prints where each request waits (every greenlet's stack: files, "
                 "lines and functions) on the server's log.",
