@@ -319,7 +319,10 @@ class CreateRequest:
         mode = "--no-network" if self.no_network else "an egress allowlist (--allow-host)"
         if self.allow_hosts and self.no_network:
             raise UsageError("--allow-host and --no-network exclude each other")
-        for items, name in ((self.networks, "--network (or defaults.networks)"),
+        if self.no_network and self.project:
+            raise UsageError("--project cannot be used with --no-network: the repository "
+                             "is cloned inside the session, over the network")
+        for items, name in ((self.networks, "--network"),
                             (self.ports, "--port"), (self.mcp, "--mcp (or defaults.mcp; "
                                                               "--no-mcp leaves them out)")):
             if items:

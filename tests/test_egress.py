@@ -82,11 +82,29 @@ def test_refusals_are_read_from_tinyproxy_lines():
     (["--no-network", "-p", "8000"], ["--port", "--no-network"]),
     (["--allow-host", "web1", "--mcp", "x"], ["--mcp", "--allow-host"]),
     (["--allow-host", "http://web1/"], ["--allow-host", "HOST:PORT"]),
+    (["--no-network", "--project", "https://git.example.com/a/b.git"],
+     ["--project", "--no-network"]),
 ])
 def test_create_refuses_what_would_bypass_the_allowlist(cubbi, argv, words):
     r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "x", *argv,
               env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     one_line_error(r, 2, *words)
+
+
+def test_default_networks_are_left_out_of_a_fenced_session(cubbi):
+    """defaults.networks (cubbi-config network add) joins plain sessions to
+    a network; a fenced one is kept off it, not refused (only an explicit
+    --network is): past the checks, the create goes on to the engine (4)."""
+    r = cubbi("cubbi-config", "network", "add", "extra-net")
+    assert r.exit_code == 0, r
+    nowhere = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    for argv in (["--allow-host", "web1"], ["--no-network"]):
+        r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "x", *argv,
+                  env=nowhere)
+        one_line_error(r, 4, "Docker engine")
+        r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "x", *argv,
+                  "--network", "extra-net", env=nowhere)
+        one_line_error(r, 2, "--network")
 
 
 def test_config_default_allow_hosts(cubbi):

@@ -46,17 +46,14 @@ def build_request(args, engine=None):
         raise UsageError("--name: give a name, or leave the switch out for IMAGE-ID")
     if any(not n.strip() for n in args.network):
         raise UsageError("--network: give a Docker network name (see docker network ls)")
-    networks = list(dict.fromkeys((defaults.get("networks") or []) + args.network))
+    allow = ([] if args.no_network else defaults.get("allow_hosts") or []) + args.allow_host
+    # an allowlist or --no-network keeps the session off shared networks: the
+    # defaults are left out then, an explicit --network is refused (check_egress)
+    fenced = bool(allow) or args.no_network
+    networks = list(dict.fromkeys(([] if fenced else defaults.get("networks") or [])
+                                  + args.network))
     env = envs.session_env(args.env, args.env_file,
                            config_env=lambda skip: config.session_env(cfg, skip))
-    project, files = None, {}
-    if getattr(args, "project", None):
-        if args.mount:
-            raise UsageError("--project and --mount exclude each other: the repository is /app")
-        engine = engine or backend.get(args)
-        project, _, project_env, files = engine.project_setup(args.project)
-        env.update(project_env)
-    allow = ([] if args.no_network else defaults.get("allow_hosts") or []) + args.allow_host
     constraints = list(getattr(args, "constraint", None) or [])
     if constraints:
         from .. import backend as B
@@ -68,8 +65,16 @@ def build_request(args, engine=None):
                   pids_limit=args.pids_limit, mount=mount, networks=networks,
                   idle_timeout=args.idle_timeout, disk=args.disk,
                   allow_hosts=allow, no_network=args.no_network,
+                  project=getattr(args, "project", None),
                   mcp=[] if args.no_mcp else args.mcp or defaults.get("mcp") or [],
-                  ).check()  # before reading any file
+                  ).check()  # before reading any file or asking for the project
+    project, files = None, {}
+    if getattr(args, "project", None):
+        if args.mount:
+            raise UsageError("--project and --mount exclude each other: the repository is /app")
+        engine = engine or backend.get(args)
+        project, _, project_env, files = engine.project_setup(args.project)
+        env.update(project_env)
     servers = _mcp_names(args, defaults)
     return CreateRequest(
         image=image, name=args.name, env=env, networks=networks, mount=mount,
@@ -319,7 +324,9 @@ COMMAND = cli.Command(
                "is removed by the next cubbi-create on that engine (once a minute old) or a "
                "server's sweep. --network, "
                "--port and --mcp are refused with an allowlist or --no-network, which would "
-               "join the session to a shared network. A --project repository is cloned "
+               "join the session to a shared network; defaults.networks is left out then "
+               "(as --no-network leaves out defaults.allow_hosts). --project is refused with "
+               "--no-network (the repository is cloned over the network). A --project repository is cloned "
                "inside the session, through the proxy: allow its host, and store an HTTPS "
                "token for it rather than an SSH key (SSH does not pass an HTTP proxy). "
                "On a remote the service's "
