@@ -165,7 +165,9 @@ COMMAND = cli.Command(
                 help="only lines since WHEN: a duration (10m), epoch seconds or ISO-8601"),
         cli.Opt("--egress", help="instead, the requests the session's egress proxy refused "
                                  "(cubbi-create --allow-host), oldest first: TIME NAME refused "
-                                 "HOST:PORT URL; with --json {session, time, host, port, url}"),
+                                 "HOST:PORT URL; with --json {session, time, host, port, url}. "
+                                 "It takes no -f, -n/--tail or --since (exit 2); a session "
+                                 "without an egress proxy is exit 3"),
         cli.Opt("--json", help="one JSON object per log line: {session, stream, time, line}"),
     ],
     args=[cli.Arg("ids", "sessions (id, prefix or name); none: read them from stdin",
@@ -175,6 +177,12 @@ COMMAND = cli.Command(
               ("cubbi-ls -q --filter image=aider | cubbi-logs -f --json",
                "follow every aider session, one JSON line per log line"),
               ("cubbi-logs --egress 3fa1", "what a session's allowlist refused")],
+    sections=[
+        ("EXIT STATUS",
+         "3 also when a session named with --egress has no egress proxy (it was made "
+         "without --allow-host): nothing of it is filtered. 2 when --egress is given with "
+         "-f, --tail or --since."),
+    ],
     see_also=["cubbi-ls", "cubbi-connect"],
 )
 
