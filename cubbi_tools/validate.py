@@ -50,7 +50,9 @@ def parse_duration(text, what="--idle-timeout", zero=False):
     return n
 
 
-def parse_memory(text, what="--memory"):
+def parse_memory(text, what="--memory", kind="memory"):
+    """A size in bytes: N, Nk, Nm, Ng or Nt (6m at least); KIND names it in
+    the error (memory, disk)."""
     if text is None:
         return None
     units = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
@@ -61,8 +63,8 @@ def parse_memory(text, what="--memory"):
             raise ValueError
         return int(size)
     except (ValueError, IndexError):
-        raise UsageError(f"{what}: invalid memory size {text!r}: use e.g. 512m or 2g "
-                         "(6m at least)") from None
+        raise UsageError(f"{what}: invalid {kind} size {text!r}: use e.g. "
+                         f"{'10g' if kind == 'disk' else '512m or 2g'} (6m at least)") from None
 
 
 LOG_MAX_SIZE, LOG_MAX_FILES = "10m", 3  # a session's log: json-file, rotated at this size
@@ -299,7 +301,7 @@ class CreateRequest:
         if self.idle_timeout is not None:
             parse_duration(self.idle_timeout, name("--idle-timeout"))
         if self.disk is not None:
-            parse_memory(self.disk, name("--disk"))
+            parse_memory(self.disk, name("--disk"), kind="disk")
         check_ssh_keys(self.ssh_keys)
         self.check_egress(api)
         if self.mount and ":" in self.mount:

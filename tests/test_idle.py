@@ -388,3 +388,20 @@ def test_which_storage_drivers_take_a_disk_limit(driver, backing, ok):
         with pytest.raises(CubbiError) as exc:
             storage.check(info, "10g")
         assert exc.value.code == 1 and driver in str(exc.value) and "cannot enforce" in str(exc.value)
+
+
+def test_a_bad_disk_size_is_called_a_disk_size(cubbi):
+    """Not "invalid memory size": the CLI's message and the API's ("disk")."""
+    from cubbi_tools.errors import UsageError
+    from cubbi_tools.validate import CreateRequest
+
+    r = cubbi("cubbi-create", "--no-connect", "--no-mount", "--image", "x", "--disk", "0",
+              env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    one_line_error(r, 2, "--disk", "invalid disk size '0'")
+    assert "memory" not in r.stderr, r
+    with pytest.raises(UsageError) as exc:
+        CreateRequest(image="x", disk="0").check(api=True)
+    assert str(exc.value).startswith('"disk": invalid disk size'), exc.value
+    with pytest.raises(UsageError) as exc:
+        CreateRequest(image="x", memory="0").check(api=True)
+    assert "invalid memory size" in str(exc.value), exc.value
