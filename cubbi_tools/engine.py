@@ -16,7 +16,7 @@ from .validate import (CreateRequest, check_image_ref, looks_like_path, parse_cp
                        parse_duration, parse_pids_limit, parse_port, short_name, valid_session_name)
 
 NETWORK = "cubbi-network"
-L_ALLOW = "cubbi.egress.allow"  # a session's egress allowlist (host names, nothing secret)
+L_ALLOW = S.L_ALLOW  # a session's egress allowlist (host names, nothing secret)
 INIT_DIR = "/cubbi"
 HEALTH_INTERVAL_S = 15
 # the ids of the sessions this process is making now (create() to its start):

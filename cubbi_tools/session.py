@@ -18,6 +18,8 @@ Docker is the source of truth: a session is a container labelled
   ports         published ports                             [{container, host, host_ip, protocol}]
   owner         user who created it                         string|null
   remote        the remote serving it, null when local      string|null
+  allow_hosts   its egress allowlist (HOST[:PORT]), or null  [string]|null
+  idle_timeout  seconds unused after which it closes itself, or null   integer|null
 """
 
 import functools
@@ -36,13 +38,15 @@ L_UID = "cubbi.uid"
 L_GID = "cubbi.gid"
 L_STATE = "cubbi.state"  # host directory of the project's persistent tool state
 L_IDLE = "cubbi.idle_timeout"  # seconds: the init closes the session when unused that long
+L_ALLOW = "cubbi.egress.allow"  # its egress allowlist, comma-separated (host names, nothing secret)
 L_CREATED = "cubbi.created"  # creation time in nanoseconds: orders sessions made in one second
 # the process that made the container, BOOT:PIDNS:PID:START (see creator()): a
 # container never started whose maker has ended is debris of a broken create
 L_CREATOR = "cubbi.creator"
 
 FIELDS = ["id", "name", "image", "status", "reason", "created", "created_epoch",
-          "container_id", "project", "mount", "networks", "ports", "owner", "remote"]
+          "container_id", "project", "mount", "networks", "ports", "owner", "remote",
+          "allow_hosts", "idle_timeout"]
 
 TABLE_COLUMNS = [("id", "ID"), ("name", "NAME"), ("image", "IMAGE"), ("status", "STATUS"),
                  ("created_short", "CREATED"), ("ports_short", "PORTS"), ("project", "PROJECT")]
@@ -170,6 +174,7 @@ def from_entry(entry, remote=None):
     status, _ = status_of(entry)
     nets = sorted(((entry.get("NetworkSettings") or {}).get("Networks") or {}).keys())
     created = int(entry.get("Created") or 0)
+    idle = labels.get(L_IDLE) or ""
     return {
         "id": sid,
         "name": name,
@@ -185,6 +190,8 @@ def from_entry(entry, remote=None):
         "ports": ports_of(entry),
         "owner": labels.get(L_OWNER) or None,
         "remote": remote,
+        "allow_hosts": [h for h in (labels.get(L_ALLOW) or "").split(",") if h] or None,
+        "idle_timeout": int(idle) if idle.isdigit() else None,
     }
 
 

@@ -50,7 +50,7 @@ DOCUMENT = {
                             k: {} for k in ("id", "name", "image", "status", "reason", "created",
                                             "created_epoch", "container_id", "project", "mount",
                                             "networks", "ports", "owner", "remote",
-                                            "node")}},
+                                            "allow_hosts", "idle_timeout", "node")}},
             "CreateRequest": {"type": "object", "required": ["image"], "description":
                               "cubbi_tools.engine.CreateRequest.to_dict(); mount, volumes, "
                               "labels and files are refused, uid/gid/owner are set by the "

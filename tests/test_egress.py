@@ -260,6 +260,7 @@ def test_allowed_host_over_http_and_https_connect(egress_cubbi, fenced, engine):
     info = engine.get(f"/containers/{fenced['container_id']}/json")
     (net,) = info["NetworkSettings"]["Networks"]
     assert net == f"cubbi-egress-{fenced['id']}" and fenced["networks"] == [net]
+    assert fenced["allow_hosts"] == ["web1"] and fenced["idle_timeout"] is None
     assert engine.get(f"/networks/{net}")["Internal"] is True
     proxy = engine.get(f"/containers/cubbi-egress-{fenced['id']}/json")
     assert proxy["Config"]["User"] == "65534:65534"
@@ -484,6 +485,7 @@ def test_a_fenced_session_that_closes_itself_takes_its_proxy_and_network(
     assert r.exit_code == 0, r
     (rec,) = r.json()
     sid = rec["id"]
+    assert rec["allow_hosts"] == ["web1"] and rec["idle_timeout"] == 5, rec
     try:
         for what in (rec["container_id"], f"cubbi-egress-{sid}"):  # the session, then its proxy
             try:

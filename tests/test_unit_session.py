@@ -215,6 +215,11 @@ def test_record_from_a_list_entry():
     assert rec["networks"] == ["cubbi-network", "extra"] and rec["mount"] == "/src"
     assert rec["ports"] == [{"container": 80, "host": 32768, "host_ip": "127.0.0.1", "protocol": "tcp"}]
     assert rec["project"] is None and rec["remote"] is None and rec["owner"] == "ann"
+    assert rec["allow_hosts"] is None and rec["idle_timeout"] is None
+    entry["Labels"].update({"cubbi.egress.allow": "web1,api.io:8443",
+                            "cubbi.idle_timeout": "300"})
+    rec = S.from_entry(entry)
+    assert rec["allow_hosts"] == ["web1", "api.io:8443"] and rec["idle_timeout"] == 300
 
 
 def test_record_of_a_session_made_elsewhere():
