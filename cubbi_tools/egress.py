@@ -18,8 +18,9 @@ by itself (--idle-timeout: the engine removes it) is watched by its proxy
 (WATCH: once it has seen the session's alias SESSION_ALIAS resolve on the
 internal network, MISSES lookups in a row that find nothing end tinyproxy,
 and the engine removes the proxy, made with AutoRemove); the network left
-is swept by the next create (reaper.sweep, helpers_only) or a server's sweep.  Nothing secret is in its config, labels or
-environment: host names only.
+is swept by the next create (reaper.sweep, helpers_only) or a server's
+sweep.  Nothing secret is in its config, labels or environment: host names
+only.
 """
 
 import os
