@@ -657,7 +657,14 @@ def swarm_settings(docker):
         registry = {"address": registry}
     auth = {}
     if registry.get("username"):
-        auth = {"username": registry["username"], "password": registry.get("password") or "",
+        from .expand import resolve, secret_ref
+
+        password = registry.get("password") or ""
+        if secret_ref("docker.registry.password", password) is not None:
+            # secret:NAME: from the secret store of the account the service runs
+            # as (cubbi-config set services.registry.password -), not the file
+            password = resolve("docker.registry.password", password)
+        auth = {"username": registry["username"], "password": password,
                 "serveraddress": registry.get("address")}
     return {"tls": nodes.get("tls") or docker.get("tls"), "node_port": int(nodes.get("port") or 2376),
             "registry": registry.get("address"), "registry_auth": auth,

@@ -34,6 +34,18 @@ def test_swarm_settings_default_to_engine_and_name_a_bad_mode():
     assert auth == {"username": "u", "password": "p", "serveraddress": "r:5000"}
 
 
+def test_the_registry_password_may_come_from_the_secret_store():
+    from cubbi_tools import secrets
+    from cubbi_tools.errors import CubbiError
+
+    conf = {"mode": "swarm", "registry": {"address": "r:5000", "username": "u",
+                                          "password": "secret:services.registry.password"}}
+    with pytest.raises(CubbiError, match="services.registry.password.*not in"):
+        service.swarm_settings(conf)
+    secrets.put("services.registry.password", "from-the-store")
+    assert service.swarm_settings(conf)["registry_auth"]["password"] == "from-the-store"
+
+
 NODES = {"n1": {"ID": "n1", "Description": {"Hostname": "node-a"},
                 "Status": {"State": "ready", "Addr": "10.0.0.1"}},
          "n2": {"ID": "n2", "Description": {"Hostname": "node-b"},
