@@ -351,10 +351,13 @@ class SwarmEngine(LocalEngine):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
         network = req.network or self.network
+        extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
+        for net in extra_nets:
+            self._check_swarm_network(net)
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: image,
             S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
-            S.L_CREATOR: S.creator(), S.L_NETWORKS: network,
+            S.L_CREATOR: S.creator(), S.L_NETWORKS: ",".join([network] + extra_nets),
         }
         if req.project:
             labels[S.L_PROJECT] = req.project
@@ -425,7 +428,7 @@ class SwarmEngine(LocalEngine):
                     "Resources": resources,
                     "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
                     "Placement": {"Constraints": constraints},
-                    "Networks": [{"Target": network}],
+                    "Networks": [{"Target": n} for n in [network] + extra_nets],
                     "LogDriver": {"Name": "json-file",
                                   "Options": {"max-size": str(req.log_max_size),
                                               "max-file": str(req.log_max_files)}},
@@ -450,6 +453,22 @@ class SwarmEngine(LocalEngine):
         if rec is None:
             raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
         return rec
+
+    def _check_swarm_network(self, name):
+        """A network a request names (--network, where policy.networks allows
+        it) must span the swarm: a task on another node could not join a
+        node's own bridge."""
+        try:
+            net = self.api.network(name)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            raise NotFound(f"no Docker network {name!r} on the swarm; create it on a manager "
+                           f"with 'docker network create -d overlay --attachable {name}'") from None
+        if net.get("Scope") != "swarm":
+            raise UsageError(f"the Docker network {name!r} is {net.get('Scope') or 'local'} to "
+                             "one engine: a swarm session joins only overlay networks "
+                             f"('docker network create -d overlay --attachable {name}')")
 
     def _resources(self, req):
         limits, reserve = {}, {}

@@ -203,3 +203,27 @@ def test_what_swarm_mode_does_not_do_yet_is_refused_not_dropped(ask, what):
     eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
     with pytest.raises(UsageError, match=f"{what} .*not available in swarm mode"):
         eng.create(CreateRequest(image="x", **ask))
+
+
+def test_a_requested_network_must_span_the_swarm():
+    """--network (where policy.networks allows it) joins the session to an
+    overlay network; a node's own bridge, or none, is refused by name."""
+    from cubbi_tools.dockerapi import APIError
+    from cubbi_tools.errors import NotFound
+
+    nets = {"shared": {"Name": "shared", "Scope": "swarm"},
+            "bridge-only": {"Name": "bridge-only", "Scope": "local"}}
+
+    class API:
+        def network(self, name):
+            if name not in nets:
+                raise APIError(404, f"network {name} not found")
+            return nets[name]
+
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    eng.api = API()
+    eng._check_swarm_network("shared")
+    with pytest.raises(UsageError, match="'bridge-only' is local to one engine.*overlay"):
+        eng._check_swarm_network("bridge-only")
+    with pytest.raises(NotFound, match="no Docker network 'gone' on the swarm"):
+        eng._check_swarm_network("gone")
