@@ -35,6 +35,9 @@ and closing are the same code:
   reaches that node's engine over mutual TLS (docker.nodes.tls: a CA, the
   service's client certificate and key; the node's address from the
   swarm, port docker.nodes.port), never through an agent of its own;
+- no-new-privileges: the node's engine's default (dockerd
+  --no-new-privileges), which the task checks before anything else
+  (boot_script): the service spec cannot ask for it before API 1.46;
 - images: built or found on the manager, pushed to docker.registry, and
   pulled from there by the node that runs the task;
 - placement: docker.constraints (the operator's) plus a request's
@@ -216,16 +219,32 @@ def service_entry(svc, tasks, nodes):
             "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
 
 
-def boot_script(copies):
+NNP_MISSING = ("no-new-privileges is not set: in swarm mode it comes from the node's engine "
+               "(dockerd --no-new-privileges, or \"no-new-privileges\": true in daemon.json), "
+               "which this node's does not set")
+
+
+def boot_script(copies, no_new_privileges=False):
     """The task's command: the init's files from the boot config, the
     secrets (mounted 0600 for the session user under /run/secrets) copied
     where the init reads them, as engine mode's archive puts them (the init
     and the image's hooks add to /cubbi/env, which a secret's read-only
-    mount would refuse), then the init."""
+    mount would refuse), then the init.
+
+    no_new_privileges: a service spec cannot ask for it before API 1.46
+    (Docker 20.10 speaks 1.41), so it comes from the node's engine
+    (dockerd --no-new-privileges: every container it runs, and each exec
+    into one, which takes the container's process settings).  The task
+    checks its own flag first and fails, saying so, on a node that does not
+    set it: never a session that runs without what the policy asked."""
     import shlex
 
     q = shlex.quote
-    lines = ["set -e", f"tar -xf {BOOT} -C /", "umask 077"]
+    lines = ["set -e"]
+    if no_new_privileges:
+        lines.append("grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status || "
+                     f"{{ echo {q(S.FAILED_MARK + NNP_MISSING)} >&2; exit 1; }}")
+    lines += [f"tar -xf {BOOT} -C /", "umask 077"]
     for src, path, mode, uid, gid in copies:
         lines += [f"mkdir -p {q(os.path.dirname(path))}", f"cat {q(src)} > {q(path)}",
                   f"chown {int(uid)}:{int(gid)} {q(path)}", f"chmod {mode:o} {q(path)}"]
@@ -392,7 +411,7 @@ class SwarmEngine(LocalEngine):
             container = {
                 "Image": pushed,
                 "Labels": labels,
-                "Command": ["/bin/sh", "-c", boot_script(copies)],
+                "Command": ["/bin/sh", "-c", boot_script(copies, req.no_new_privileges)],
                 "Env": [f"{k}={v}" for k, v in public_env.items()],
                 "User": "0:0",
                 "Hostname": name,
@@ -412,8 +431,8 @@ class SwarmEngine(LocalEngine):
                                             "cubbi.state": "true", L_PART: sid,
                                             S.L_OWNER: req.owner or ""}}}]
             if req.hardened:
-                # no-new-privileges is not in the service API of engines before
-                # API 1.46; the capabilities are (API 1.41)
+                # the capabilities are in the service API (1.41); no-new-privileges
+                # is not before 1.46: the node's engine sets it (boot_script checks)
                 container["CapabilityDrop"] = ["ALL"]
                 container["CapabilityAdd"] = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
                                               "CAP_SETUID", "CAP_SETGID"]

@@ -10,7 +10,9 @@ Debian's registry (distribution) on port 5000, which every node trusts as an
 insecure registry on the harness's own network (swarm-net).  `--privileged`
 fails on these machines: the nodes get every capability but SYS_RESOURCE,
 no seccomp or AppArmor profile, and the host's cgroup tree; dockerd runs with
-the vfs storage driver (no overlay inside overlay), so images stay small.
+the vfs storage driver (no overlay inside overlay), so images stay small,
+and --no-new-privileges (every container and exec on a node gets it: the
+service spec of Docker 20.10 cannot ask for it; the README's Scaling out).
 
 Each node's dockerd also listens on tcp://NODE:2376 with mutual TLS
 (--tlsverify): a CA made here (openssl) signs one server certificate per
@@ -60,7 +62,7 @@ while [ ! -f /certs/ready ]; do sleep 0.1; done
 exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock \\
   -H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem \\
   --tlscert=/certs/server-cert.pem --tlskey=/certs/server-key.pem \\
-  --insecure-registry "$1" --iptables=true
+  --insecure-registry "$1" --iptables=true --no-new-privileges
 """
 REGISTRY_CONFIG = """version: 0.1
 storage:

@@ -88,6 +88,25 @@ def test_the_boot_script_copies_each_secret_with_its_owner_and_mode_then_runs_th
     assert got.endswith("umask 022; exec /bin/sh /cubbi/init.sh")
 
 
+def test_the_boot_script_fails_saying_so_where_no_new_privileges_is_not_set():
+    """The node's engine sets no-new-privileges (the service spec cannot):
+    the task checks its own flag before anything else.  Run here with the
+    host's sh, without the flag and under setpriv --no-new-privs."""
+    assert "NoNewPrivs" not in swarm.boot_script([])
+    check = swarm.boot_script([], no_new_privileges=True).split("; tar -xf")[0] + "; echo passed"
+    with open("/proc/self/status") as fh:  # this process's own (a CI runner may set it)
+        own = "NoNewPrivs:\t1" in fh.read()
+    bare = subprocess.run(["sh", "-c", check], capture_output=True, text=True)
+    if own:
+        assert bare.returncode == 0 and bare.stdout == "passed\n"
+    else:
+        assert bare.returncode == 1 and bare.stdout == ""
+        assert bare.stderr == f"cubbi-init: failed: {swarm.NNP_MISSING}\n"
+    nnp = subprocess.run(["setpriv", "--no-new-privs", "sh", "-c", check], capture_output=True,
+                         text=True)
+    assert (nnp.returncode, nnp.stdout, nnp.stderr) == (0, "passed\n", "")
+
+
 def test_the_state_volume_is_per_owner_and_project():
     a = CreateRequest(image="x", project="github.com/o/r")
     a.owner, a.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
