@@ -313,25 +313,30 @@ class SwarmEngine(LocalEngine):
     def wait_ready(self, rec, timeout=600):
         """Wait for the task to have a container, then follow that
         container's log on its node for the init's marker (LocalEngine's
-        wait on the node's engine)."""
+        wait on the node's engine).  When that wait ends without the
+        marker, the swarm's record decides: a task is "starting" from just
+        before its container starts, whose log then ends at once (the node
+        would call it "created"), so a session still initializing is
+        waited on again, within the deadline."""
         if rec["status"] != "initializing":
             return super().wait_ready(rec, timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 engine, node_rec = self._on_node(rec)
-                break
-            except CubbiError:
+                engine.wait_ready({**node_rec, "status": "initializing"},
+                                  timeout=max(1, deadline - time.monotonic()))
+                return self.resolve(rec["id"])
+            except CubbiError as exc:
                 now = self.resolve(rec["id"])
                 if now["status"] != "initializing":
-                    return super().wait_ready(now, timeout)
+                    return super().wait_ready(now, timeout)  # running, or why it is not
                 if time.monotonic() > deadline:
+                    if "still initializing" in str(exc):
+                        raise
                     raise CubbiError(f"session {rec['id']} is still initializing after "
                                      f"{timeout:g} s; see cubbi-logs {rec['id']}") from None
-                time.sleep(0.3)  # the scheduler and the image pull: polled with a deadline
-        engine.wait_ready({**node_rec, "status": "initializing"},
-                          timeout=max(1, deadline - time.monotonic()))
-        return self.resolve(rec["id"])
+                time.sleep(0.3)  # the scheduler, the image pull, the start: polled with a deadline
 
     def sweep_unfinished(self):
         """Nothing half-made lingers in swarm mode: create() removes what it

@@ -246,3 +246,32 @@ def test_a_requested_network_must_span_the_swarm():
         eng._check_swarm_network("bridge-only")
     with pytest.raises(NotFound, match="no Docker network 'gone' on the swarm"):
         eng._check_swarm_network("gone")
+
+
+def test_wait_ready_waits_again_when_the_nodes_container_had_not_started():
+    """A task is "starting" just before its container starts: the node's
+    log follow ends at once and its engine calls the container "created".
+    The swarm's record (still initializing) decides: waited on again; a
+    failure is still said with its reason."""
+    from cubbi_tools.errors import CubbiError
+
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    node_says = [CubbiError("session ab is created; create a new one with cubbi-create"), None]
+    swarm_says = {"status": "initializing"}
+
+    class Node:
+        def wait_ready(self, rec, timeout):
+            err = node_says.pop(0)
+            if err:
+                raise err
+            swarm_says["status"] = "running"  # the init's marker came
+
+    eng._on_node = lambda rec: (Node(), {**rec, "container_id": "c1"})
+    eng.resolve = lambda ref: {"id": ref, "reason": None, **swarm_says}
+    got = eng.wait_ready({"id": "ab", "status": "initializing", "container_id": "svc"}, timeout=5)
+    assert got["status"] == "running" and node_says == []
+
+    node_says[:] = [CubbiError("session ab failed: boom; see cubbi-logs ab")]
+    eng.resolve = lambda ref: {"id": ref, "status": "failed", "reason": "boom"}
+    with pytest.raises(CubbiError, match="session ab failed: boom"):
+        eng.wait_ready({"id": "ab", "status": "initializing", "container_id": "svc"}, timeout=5)
