@@ -35,6 +35,9 @@ and closing are the same code:
   reaches that node's engine over mutual TLS (docker.nodes.tls: a CA, the
   service's client certificate and key; the node's address from the
   swarm, port docker.nodes.port), never through an agent of its own;
+- no-new-privileges: the node's engine's default (dockerd
+  --no-new-privileges), which the task checks before anything else
+  (boot_script): the service spec cannot ask for it before API 1.46;
 - images: built or found on the manager, pushed to docker.registry, and
   pulled from there by the node that runs the task;
 - placement: docker.constraints (the operator's) plus a request's
@@ -216,16 +219,32 @@ def service_entry(svc, tasks, nodes):
             "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
 
 
-def boot_script(copies):
+NNP_MISSING = ("no-new-privileges is not set: in swarm mode it comes from the node's engine "
+               "(dockerd --no-new-privileges, or \"no-new-privileges\": true in daemon.json), "
+               "which this node's does not set")
+
+
+def boot_script(copies, no_new_privileges=False):
     """The task's command: the init's files from the boot config, the
     secrets (mounted 0600 for the session user under /run/secrets) copied
     where the init reads them, as engine mode's archive puts them (the init
     and the image's hooks add to /cubbi/env, which a secret's read-only
-    mount would refuse), then the init."""
+    mount would refuse), then the init.
+
+    no_new_privileges: a service spec cannot ask for it before API 1.46
+    (Docker 20.10 speaks 1.41), so it comes from the node's engine
+    (dockerd --no-new-privileges: every container it runs, and each exec
+    into one, which takes the container's process settings).  The task
+    checks its own flag first and fails, saying so, on a node that does not
+    set it: never a session that runs without what the policy asked."""
     import shlex
 
     q = shlex.quote
-    lines = ["set -e", f"tar -xf {BOOT} -C /", "umask 077"]
+    lines = ["set -e"]
+    if no_new_privileges:
+        lines.append("grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status || "
+                     f"{{ echo {q(S.FAILED_MARK + NNP_MISSING)} >&2; exit 1; }}")
+    lines += [f"tar -xf {BOOT} -C /", "umask 077"]
     for src, path, mode, uid, gid in copies:
         lines += [f"mkdir -p {q(os.path.dirname(path))}", f"cat {q(src)} > {q(path)}",
                   f"chown {int(uid)}:{int(gid)} {q(path)}", f"chmod {mode:o} {q(path)}"]
@@ -294,25 +313,30 @@ class SwarmEngine(LocalEngine):
     def wait_ready(self, rec, timeout=600):
         """Wait for the task to have a container, then follow that
         container's log on its node for the init's marker (LocalEngine's
-        wait on the node's engine)."""
+        wait on the node's engine).  When that wait ends without the
+        marker, the swarm's record decides: a task is "starting" from just
+        before its container starts, whose log then ends at once (the node
+        would call it "created"), so a session still initializing is
+        waited on again, within the deadline."""
         if rec["status"] != "initializing":
             return super().wait_ready(rec, timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 engine, node_rec = self._on_node(rec)
-                break
-            except CubbiError:
+                engine.wait_ready({**node_rec, "status": "initializing"},
+                                  timeout=max(1, deadline - time.monotonic()))
+                return self.resolve(rec["id"])
+            except CubbiError as exc:
                 now = self.resolve(rec["id"])
                 if now["status"] != "initializing":
-                    return super().wait_ready(now, timeout)
+                    return super().wait_ready(now, timeout)  # running, or why it is not
                 if time.monotonic() > deadline:
+                    if "still initializing" in str(exc):
+                        raise
                     raise CubbiError(f"session {rec['id']} is still initializing after "
                                      f"{timeout:g} s; see cubbi-logs {rec['id']}") from None
-                time.sleep(0.3)  # the scheduler and the image pull: polled with a deadline
-        engine.wait_ready({**node_rec, "status": "initializing"},
-                          timeout=max(1, deadline - time.monotonic()))
-        return self.resolve(rec["id"])
+                time.sleep(0.3)  # the scheduler, the image pull, the start: polled with a deadline
 
     def sweep_unfinished(self):
         """Nothing half-made lingers in swarm mode: create() removes what it
@@ -351,10 +375,13 @@ class SwarmEngine(LocalEngine):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
         network = req.network or self.network
+        extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
+        for net in extra_nets:
+            self._check_swarm_network(net)
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: image,
             S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
-            S.L_CREATOR: S.creator(), S.L_NETWORKS: network,
+            S.L_CREATOR: S.creator(), S.L_NETWORKS: ",".join([network] + extra_nets),
         }
         if req.project:
             labels[S.L_PROJECT] = req.project
@@ -389,7 +416,7 @@ class SwarmEngine(LocalEngine):
             container = {
                 "Image": pushed,
                 "Labels": labels,
-                "Command": ["/bin/sh", "-c", boot_script(copies)],
+                "Command": ["/bin/sh", "-c", boot_script(copies, req.no_new_privileges)],
                 "Env": [f"{k}={v}" for k, v in public_env.items()],
                 "User": "0:0",
                 "Hostname": name,
@@ -409,8 +436,8 @@ class SwarmEngine(LocalEngine):
                                             "cubbi.state": "true", L_PART: sid,
                                             S.L_OWNER: req.owner or ""}}}]
             if req.hardened:
-                # no-new-privileges is not in the service API of engines before
-                # API 1.46; the capabilities are (API 1.41)
+                # the capabilities are in the service API (1.41); no-new-privileges
+                # is not before 1.46: the node's engine sets it (boot_script checks)
                 container["CapabilityDrop"] = ["ALL"]
                 container["CapabilityAdd"] = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
                                               "CAP_SETUID", "CAP_SETGID"]
@@ -425,7 +452,7 @@ class SwarmEngine(LocalEngine):
                     "Resources": resources,
                     "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
                     "Placement": {"Constraints": constraints},
-                    "Networks": [{"Target": network}],
+                    "Networks": [{"Target": n} for n in [network] + extra_nets],
                     "LogDriver": {"Name": "json-file",
                                   "Options": {"max-size": str(req.log_max_size),
                                               "max-file": str(req.log_max_files)}},
@@ -450,6 +477,22 @@ class SwarmEngine(LocalEngine):
         if rec is None:
             raise NotFound(f"session {sid} was removed as it started; see cubbi-ls --all")
         return rec
+
+    def _check_swarm_network(self, name):
+        """A network a request names (--network, where policy.networks allows
+        it) must span the swarm: a task on another node could not join a
+        node's own bridge."""
+        try:
+            net = self.api.network(name)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            raise NotFound(f"no Docker network {name!r} on the swarm; create it on a manager "
+                           f"with 'docker network create -d overlay --attachable {name}'") from None
+        if net.get("Scope") != "swarm":
+            raise UsageError(f"the Docker network {name!r} is {net.get('Scope') or 'local'} to "
+                             "one engine: a swarm session joins only overlay networks "
+                             f"('docker network create -d overlay --attachable {name}')")
 
     def _resources(self, req):
         limits, reserve = {}, {}

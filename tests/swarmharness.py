@@ -10,7 +10,9 @@ Debian's registry (distribution) on port 5000, which every node trusts as an
 insecure registry on the harness's own network (swarm-net).  `--privileged`
 fails on these machines: the nodes get every capability but SYS_RESOURCE,
 no seccomp or AppArmor profile, and the host's cgroup tree; dockerd runs with
-the vfs storage driver (no overlay inside overlay), so images stay small.
+the vfs storage driver (no overlay inside overlay), so images stay small,
+and --no-new-privileges (every container and exec on a node gets it: the
+service spec of Docker 20.10 cannot ask for it; the README's Scaling out).
 
 Each node's dockerd also listens on tcp://NODE:2376 with mutual TLS
 (--tlsverify): a CA made here (openssl) signs one server certificate per
@@ -22,7 +24,9 @@ Every object is named swarm-*; down() removes them all, also after a
 half-finished up().  As a script: `up` (prints the environment as JSON and
 leaves the swarm running), `down`, and `serve COMMAND...` (up, a cubbi-server
 in swarm mode on the manager, COMMAND run against it as tests/serverproc.py
-runs the bats suite, down: the bats remote pass of `tests/run --swarm`).
+runs the bats suite, down: the bats remote pass of `tests/run --swarm`;
+it also puts the project tests' git servers on swarm-net and an overlay
+cubbi-network on the swarm, and exports CUBBI_TEST_SWARM=1).
 """
 
 import json
@@ -39,6 +43,8 @@ NETWORK = "swarm-net"
 NODES = ("swarm-node-1", "swarm-node-2", "swarm-node-3")
 REGISTRY = "swarm-registry"
 TLS_PORT = 2376
+SHARED_NET = "cubbi-network"  # the bats project tests' sessions name it (--network)
+GITSERVER_LABEL = "cubbi.test.gitserver"
 LABEL = "cubbi.swarm-harness=true"
 DIND_FLAGS = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
               "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -56,7 +62,7 @@ while [ ! -f /certs/ready ]; do sleep 0.1; done
 exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock \\
   -H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem \\
   --tlscert=/certs/server-cert.pem --tlskey=/certs/server-key.pem \\
-  --insecure-registry "$1" --iptables=true
+  --insecure-registry "$1" --iptables=true --no-new-privileges
 """
 REGISTRY_CONFIG = """version: 0.1
 storage:
@@ -226,6 +232,9 @@ class Swarm:
 
     def down(self, quiet=False):
         names = [c for c in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()]
+        # git servers a bats run left on the swarm's network (serve)
+        names += docker("ps", "-aq", "--filter", f"label={GITSERVER_LABEL}", "--filter",
+                        f"network={NETWORK}").stdout.split()
         if names:
             docker("rm", "-f", "-v", *names, check=not quiet)
         if docker("network", "inspect", NETWORK, check=False).returncode == 0:
@@ -262,6 +271,7 @@ policy:
   # reservations are the limits: small ones, so that twelve fit on three
   # 2-CPU nodes; a maximum above any node, so that the swarm refuses, not the policy
   constraints: [node.hostname]   # a request may pick the node by name
+  networks: [{SHARED_NET}]   # an overlay across the nodes (serve makes it)
   limits:
     cpus: {{default: 0.25, max: 64}}
     memory: {{default: 128m, max: 8192g}}
@@ -276,6 +286,9 @@ def serve(argv):
     sys.path.insert(0, here)
     import serverproc
 
+    sys.path.insert(0, os.path.join(here, "fixtures", "gitservers"))
+    import gitservers
+
     s = Swarm()
     work = tempfile.mkdtemp(prefix="swarm-server-")
     server = None
@@ -283,10 +296,21 @@ def serve(argv):
         t0 = time.monotonic()
         s.up()
         s.load(os.environ.get("CUBBI_TEST_IMAGE") or "cubbi-test/busybox:latest")
+        # the project tests: their session image (with git) on the manager,
+        # where the service pushes it from; their git servers on the
+        # swarm's network beside the registry (gitservers.py's
+        # CUBBI_TEST_GITSERVERS_NETWORK), reached from a session through
+        # its node; the overlay network those sessions name with --network
+        client, _ = gitservers.build_images(gitservers.api())
+        s.load(client)
+        s.on(NODES[0], "network", "create", "-d", "overlay", "--attachable",
+             "--label", LABEL, SHARED_NET)
         sys.stderr.write(f"swarmharness: swarm up in {time.monotonic() - t0:.1f} s\n")
         # sessions get this user's uid/gid, as serverproc's bats pass does
         server = serverproc.ServerProcess(work, config_text=service_config(
             s, f"sessions:\n  uid: {os.getuid()}\n  gid: {os.getgid()}\n")).start()
+        # the bats suite's is_swarm: what swarm mode refuses on purpose (--port)
+        os.environ.update({"CUBBI_TEST_SWARM": "1", "CUBBI_TEST_GITSERVERS_NETWORK": NETWORK})
         return serverproc._run(server, argv, None)
     finally:
         if server is not None:

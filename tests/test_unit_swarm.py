@@ -100,6 +100,25 @@ def test_the_boot_script_copies_each_secret_with_its_owner_and_mode_then_runs_th
     assert got.endswith("umask 022; exec /bin/sh /cubbi/init.sh")
 
 
+def test_the_boot_script_fails_saying_so_where_no_new_privileges_is_not_set():
+    """The node's engine sets no-new-privileges (the service spec cannot):
+    the task checks its own flag before anything else.  Run here with the
+    host's sh, without the flag and under setpriv --no-new-privs."""
+    assert "NoNewPrivs" not in swarm.boot_script([])
+    check = swarm.boot_script([], no_new_privileges=True).split("; tar -xf")[0] + "; echo passed"
+    with open("/proc/self/status") as fh:  # this process's own (a CI runner may set it)
+        own = "NoNewPrivs:\t1" in fh.read()
+    bare = subprocess.run(["sh", "-c", check], capture_output=True, text=True)
+    if own:
+        assert bare.returncode == 0 and bare.stdout == "passed\n"
+    else:
+        assert bare.returncode == 1 and bare.stdout == ""
+        assert bare.stderr == f"cubbi-init: failed: {swarm.NNP_MISSING}\n"
+    nnp = subprocess.run(["setpriv", "--no-new-privs", "sh", "-c", check], capture_output=True,
+                         text=True)
+    assert (nnp.returncode, nnp.stdout, nnp.stderr) == (0, "passed\n", "")
+
+
 def test_the_state_volume_is_per_owner_and_project():
     a = CreateRequest(image="x", project="github.com/o/r")
     a.owner, a.scope = "alice", ["cubbi.owner=alice", "cubbi.served=k1"]
@@ -215,3 +234,56 @@ def test_what_swarm_mode_does_not_do_yet_is_refused_not_dropped(ask, what):
     eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
     with pytest.raises(UsageError, match=f"{what} .*not available in swarm mode"):
         eng.create(CreateRequest(image="x", **ask))
+
+
+def test_a_requested_network_must_span_the_swarm():
+    """--network (where policy.networks allows it) joins the session to an
+    overlay network; a node's own bridge, or none, is refused by name."""
+    from cubbi_tools.dockerapi import APIError
+    from cubbi_tools.errors import NotFound
+
+    nets = {"shared": {"Name": "shared", "Scope": "swarm"},
+            "bridge-only": {"Name": "bridge-only", "Scope": "local"}}
+
+    class API:
+        def network(self, name):
+            if name not in nets:
+                raise APIError(404, f"network {name} not found")
+            return nets[name]
+
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    eng.api = API()
+    eng._check_swarm_network("shared")
+    with pytest.raises(UsageError, match="'bridge-only' is local to one engine.*overlay"):
+        eng._check_swarm_network("bridge-only")
+    with pytest.raises(NotFound, match="no Docker network 'gone' on the swarm"):
+        eng._check_swarm_network("gone")
+
+
+def test_wait_ready_waits_again_when_the_nodes_container_had_not_started():
+    """A task is "starting" just before its container starts: the node's
+    log follow ends at once and its engine calls the container "created".
+    The swarm's record (still initializing) decides: waited on again; a
+    failure is still said with its reason."""
+    from cubbi_tools.errors import CubbiError
+
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    node_says = [CubbiError("session ab is created; create a new one with cubbi-create"), None]
+    swarm_says = {"status": "initializing"}
+
+    class Node:
+        def wait_ready(self, rec, timeout):
+            err = node_says.pop(0)
+            if err:
+                raise err
+            swarm_says["status"] = "running"  # the init's marker came
+
+    eng._on_node = lambda rec: (Node(), {**rec, "container_id": "c1"})
+    eng.resolve = lambda ref: {"id": ref, "reason": None, **swarm_says}
+    got = eng.wait_ready({"id": "ab", "status": "initializing", "container_id": "svc"}, timeout=5)
+    assert got["status"] == "running" and node_says == []
+
+    node_says[:] = [CubbiError("session ab failed: boom; see cubbi-logs ab")]
+    eng.resolve = lambda ref: {"id": ref, "status": "failed", "reason": "boom"}
+    with pytest.raises(CubbiError, match="session ab failed: boom"):
+        eng.wait_ready({"id": "ab", "status": "initializing", "container_id": "svc"}, timeout=5)

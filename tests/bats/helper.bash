@@ -31,6 +31,10 @@ skip_if_remote() {
 
 is_remote() { [ -n "${CUBBI_REMOTE:-}" ]; }
 
+# is_swarm: the server is in docker.mode: swarm (tests/swarmharness.py
+# serve says so), for what swarm mode refuses on purpose
+is_swarm() { [ -n "${CUBBI_TEST_SWARM:-}" ]; }
+
 # ensure_test_image: the tiny busybox image the sessions run (no registry:
 # made from the host's static busybox).  Test-machine setup, not a test: the
 # server a remote run talks to uses this machine's engine too.

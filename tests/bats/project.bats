@@ -5,6 +5,9 @@
 # cubbi-network made by tests/fixtures/gitservers/gitservers.py).  Sessions
 # name that network with --network: through a server, a session joins only
 # its user's own network and those the policy allows (tests/serverproc.py's).
+# Through a swarm-mode server (tests/swarmharness.py serve) the servers sit
+# on the swarm's network instead, named by address, and cubbi-network is an
+# overlay across the nodes.
 
 load helper
 

@@ -105,6 +105,12 @@ def test_connect_runs_a_command_on_a_worker_with_its_exit_status(swarm, swarm_se
     assert got.returncode == 7, got.stderr
     assert got.stdout == f"out in on {rec['name']}\n"
     assert "err" in got.stderr
+    # no-new-privileges (the policy's default) from the node's engine: for
+    # the init, and for an exec, which does not descend from it
+    got = cli(swarm_server, token, "cubbi-connect", rec["id"], "--", "grep", "NoNewPrivs",
+              "/proc/1/status", "/proc/self/status")
+    assert got.stdout.split() == ["/proc/1/status:NoNewPrivs:", "1",
+                                  "/proc/self/status:NoNewPrivs:", "1"], got.stderr
     # the container is on that worker's engine, not the manager's
     assert rec["name"] in swarm.on(rec["node"], "ps", "--format", "{{.Names}}").stdout
     for r in sessions(swarm_alice):
