@@ -34,9 +34,14 @@ def test_swarm_settings_default_to_engine_and_name_a_bad_mode():
     assert auth == {"username": "u", "password": "p", "serveraddress": "r:5000"}
 
 
-def test_the_registry_password_may_come_from_the_secret_store():
+def test_the_registry_password_may_come_from_the_secret_store(tmp_path, monkeypatch):
     from cubbi_tools import secrets
     from cubbi_tools.errors import CubbiError
+
+    monkeypatch.setenv("CUBBI_CONFIG_DIR", str(tmp_path / "cfg"))  # a store of its own
+    monkeypatch.setenv("CUBBI_SECRETS", "file")
+    secrets._store.clear()
+    monkeypatch.setattr(secrets, "_store", {})  # and no cached one left behind
 
     conf = {"mode": "swarm", "registry": {"address": "r:5000", "username": "u",
                                           "password": "secret:services.registry.password"}}
