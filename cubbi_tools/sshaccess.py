@@ -34,6 +34,10 @@ class NoSshd(CubbiError):
     pass
 
 
+class NoKey(CubbiError):
+    """The session was made without an SSH key: nobody can sign in."""
+
+
 def no_sshd(rec):
     return NoSshd(f"session {rec['name']} ({rec['id']}): this image has no sshd "
                   "(install openssh-server in it, or use a built-in image; a built-in image "
@@ -145,7 +149,7 @@ def fetch(backend, rec):
     if not user or len(key) < 2 or not key[0].startswith(KEY_TYPES):
         raise CubbiError(f"session {rec['id']}: its SSH host key is malformed")
     if len(lines) > 2 and lines[2].strip() == "0":
-        raise CubbiError(f"session {rec['name']} ({rec['id']}) allows no SSH key: it was created "
+        raise NoKey(f"session {rec['name']} ({rec['id']}) allows no SSH key: it was created "
                          "without one (set ssh.public_key, or make one with ssh-keygen, then "
                          "create the session again)")
     return user, f"{key[0]} {key[1]}"

@@ -218,6 +218,13 @@ def test_install_keeps_an_included_file_current(cubbi, user_key, sshd_image, pre
     assert cubbi("cubbi-close", sid).exit_code == 0
     r = cubbi("cubbi-ssh-config", "--install", sid, env={"HOME": str(home)})
     assert r.exit_code == 3
+    # a running session made without a key (no ~/.ssh/*.pub) is left out, as one
+    # without sshd is: the fresh-Debian run had the README's first session so
+    keyless_home = tmp_path / "keyless"
+    keyless_home.mkdir()
+    r = cubbi("cubbi-create", "--image", sshd_image, "--name", f"{prefix}-nokey", "--no-mount",
+              "--no-connect", "--wait", "-q", env={"HOME": str(keyless_home)})
+    assert r.exit_code == 0, r
     r = cubbi("cubbi-ssh-config", "--install", env={"HOME": str(home)})
     assert r.exit_code == 0, r
     written = (tmp_path / "cubbi-config" / "ssh" / "config.d" / "local").read_text()

@@ -25,9 +25,9 @@ def run(args):
                 rec = engine.wait_ready(rec)
             user, _ = sshaccess.ensure(engine, rec)
         except Exception as exc:  # noqa: BLE001 - reported (Tally), the others carry on
-            if not args.ids and (isinstance(exc, sshaccess.NoSshd)
+            if not args.ids and (isinstance(exc, (sshaccess.NoSshd, sshaccess.NoKey))
                                  or getattr(exc, "code", None) == NOT_FOUND):
-                continue  # without IDs: no sshd, or closed meanwhile: left out
+                continue  # without IDs: no sshd, no key, or closed meanwhile: left out
             tally.failed(rec["id"], exc)
             continue
         blocks.append(sshaccess.config_block(rec, user, engine.remote, key))
@@ -56,8 +56,9 @@ COMMAND = cli.Command(
                 "With --install the blocks go to $CUBBI_CONFIG_DIR/ssh/config.d/BACKEND "
                 "(local, or the remote's name) instead, and ~/.ssh/config gets an Include "
                 "of that folder at its top once; run it again after creating or closing "
-                "sessions to keep the file current. A named session without sshd is an "
-                "error (exit 1); with no ID such sessions are left out.",
+                "sessions to keep the file current. A named session without sshd, or made "
+                "without an SSH key, is an error (exit 1); with no ID such sessions are "
+                "left out.",
     options=[
         cli.REMOTE,
         cli.Opt("--install", help="write the blocks to cubbi's Include'd ssh config file "
