@@ -318,6 +318,10 @@ class LocalEngine:
             # the engine's DNS answers no outside name on an internal network: fail a
             # lookup in about a second instead of glibc's 4 x 5 s
             host_config["DnsOptions"] = ["timeout:1", "attempts:1"]
+            # the engine's DNS forwards no outside name to an address with no route
+            # from here: engines before 26.0/25.0.5/23.0.11 forwarded an internal
+            # network's queries to a loopback resolver on the host (CVE-2024-29018)
+            host_config["Dns"] = ["192.0.2.1"]
         if idle:  # the init ends it when unused that long; the engine removes it then
             host_config["AutoRemove"] = True
             labels[S.L_IDLE] = str(idle)

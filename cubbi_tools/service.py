@@ -652,6 +652,12 @@ def swarm_settings(docker):
     constraints = docker.get("constraints") or []
     if not isinstance(nodes, dict) or not isinstance(constraints, list):
         raise UsageError("docker.nodes must be a mapping and docker.constraints a list")
+    if not (nodes.get("tls") or docker.get("tls")):
+        # exec and terminals reach the nodes' engines: never in clear, never
+        # to an engine that takes anyone (a node's API is root on it)
+        raise UsageError("docker.mode: swarm needs docker.nodes.tls (a folder with ca.pem, "
+                         "cert.pem and key.pem for the nodes' engines on TLS; see "
+                         "cubbi-service.yaml(5))")
     registry = docker.get("registry") or {}
     if isinstance(registry, str):
         registry = {"address": registry}

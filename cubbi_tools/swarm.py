@@ -338,6 +338,11 @@ class SwarmEngine(LocalEngine):
                                      f"{timeout:g} s; see cubbi-logs {rec['id']}") from None
                 time.sleep(0.3)  # the scheduler, the image pull, the start: polled with a deadline
 
+    def unfinished(self):
+        """None in swarm mode: a service with no task yet is a create in
+        flight, not debris (the orphan sweep must not take it)."""
+        return []
+
     def sweep_unfinished(self):
         """Nothing half-made lingers in swarm mode: create() removes what it
         made when it fails."""

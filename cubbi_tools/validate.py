@@ -194,7 +194,9 @@ def allow_covers(outer, inner):
     oh, op = parse_allow_host(outer)
     ih, ip = parse_allow_host(inner)
     if oh.startswith("*."):
-        host_ok = (ih[2:] if ih.startswith("*.") else ih).endswith(oh[1:])
+        # '*.a.b' covers 'x.a.b' and '*.x.a.b', and '*.a.b' itself ('.a.b' ends
+        # with '.a.b'); never the bare 'a.b'
+        host_ok = (ih[1:] if ih.startswith("*.") else ih).endswith(oh[1:])
     else:
         host_ok = oh == ih
     oports = {80, 443} if op is None else {op}

@@ -40,6 +40,9 @@ def test_allow_host_entries_are_checked():
     assert allow_covers("example.com", "example.com:80")
     assert not allow_covers("example.com:443", "example.com")  # 80 too
     assert not allow_covers("*.example.com", "example.com")
+    assert allow_covers("*.example.com", "*.example.com")  # the policy's own entry
+    assert allow_covers("*.example.com", "*.a.example.com")
+    assert not allow_covers("*.a.example.com", "*.example.com")
     assert not allow_covers("example.com", "evil-example.com")
 
 
@@ -262,6 +265,8 @@ def test_allowed_host_over_http_and_https_connect(egress_cubbi, fenced, engine):
     assert net == f"cubbi-egress-{fenced['id']}" and fenced["networks"] == [net]
     assert fenced["allow_hosts"] == ["web1"] and fenced["idle_timeout"] is None
     assert engine.get(f"/networks/{net}")["Internal"] is True
+    # outside names are forwarded nowhere (CVE-2024-29018: a host's loopback resolver)
+    assert info["HostConfig"]["Dns"] == ["192.0.2.1"]
     proxy = engine.get(f"/containers/cubbi-egress-{fenced['id']}/json")
     assert proxy["Config"]["User"] == "65534:65534"
     assert not any(w in e.upper() for e in proxy["Config"]["Env"] or []

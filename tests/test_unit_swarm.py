@@ -29,7 +29,9 @@ def test_swarm_settings_default_to_engine_and_name_a_bad_mode():
                                   "constraints": ["node.labels.cubbi==true"]})
     assert got["registry"] == "r:5000" and got["node_port"] == 2377 and got["tls"] == "/t"
     assert got["constraints"] == ["node.labels.cubbi==true"] and got["registry_auth"] == {}
-    auth = service.swarm_settings({"mode": "swarm", "registry": {
+    with pytest.raises(UsageError, match="needs docker.nodes.tls"):  # never in clear
+        service.swarm_settings({"mode": "swarm", "registry": "r:5000"})
+    auth = service.swarm_settings({"mode": "swarm", "nodes": {"tls": "/t"}, "registry": {
         "address": "r:5000", "username": "u", "password": "p"}})["registry_auth"]
     assert auth == {"username": "u", "password": "p", "serveraddress": "r:5000"}
 
@@ -43,7 +45,8 @@ def test_the_registry_password_may_come_from_the_secret_store(tmp_path, monkeypa
     secrets._store.clear()
     monkeypatch.setattr(secrets, "_store", {})  # and no cached one left behind
 
-    conf = {"mode": "swarm", "registry": {"address": "r:5000", "username": "u",
+    conf = {"mode": "swarm", "nodes": {"tls": "/t"},
+            "registry": {"address": "r:5000", "username": "u",
                                           "password": "secret:services.registry.password"}}
     with pytest.raises(CubbiError, match="services.registry.password.*not in"):
         service.swarm_settings(conf)
@@ -292,3 +295,10 @@ def test_wait_ready_waits_again_when_the_nodes_container_had_not_started():
     eng.resolve = lambda ref: {"id": ref, "status": "failed", "reason": "boom"}
     with pytest.raises(CubbiError, match="session ab failed: boom"):
         eng.wait_ready({"id": "ab", "status": "initializing", "container_id": "svc"}, timeout=5)
+
+
+def test_a_create_in_flight_is_never_an_orphan_in_swarm_mode():
+    """A service with no task yet looks like a never-started container: the
+    server's sweep (every minute) must not take it."""
+    eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
+    assert eng.unfinished() == []
