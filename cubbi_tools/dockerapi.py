@@ -693,26 +693,23 @@ class DockerAPI:
         'stdout' or 'stderr'; with follow=True until the container stops,
         with no read timeout, or until deadline (time.monotonic()), past
         which a silent stream raises Deadline."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
-                  "timestamps": "1" if timestamps else "0",
-                  "tail": str(tail) if tail is not None else "all"}
-        if since is not None:
-            params["since"] = str(since)
-        resp = self.get(f"/containers/{quote(cid)}/logs", params=params,
-                        stream=True, timeout=None if follow else DEFAULT)
-        return _frames(resp, self, deadline)
+        return self._log_frames(f"/containers/{quote(cid)}/logs", follow, tail, since,
+                                timestamps, deadline)
 
     def service_logs(self, service_id, follow=False, tail=None, since=None, timestamps=True,
                      deadline=None):
         """logs() of a Swarm service (its tasks' output, from whichever node
         runs them), in the same (stream, bytes) frames."""
+        return self._log_frames(f"/services/{quote(service_id)}/logs", follow, tail, since,
+                                timestamps, deadline)
+
+    def _log_frames(self, path, follow, tail, since, timestamps, deadline):
         params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
                   "timestamps": "1" if timestamps else "0",
                   "tail": str(tail) if tail is not None else "all"}
         if since is not None:
             params["since"] = str(since)
-        resp = self.get(f"/services/{quote(service_id)}/logs", params=params,
-                        stream=True, timeout=None if follow else DEFAULT)
+        resp = self.get(path, params=params, stream=True, timeout=None if follow else DEFAULT)
         return _frames(resp, self, deadline)
 
     def build(self, context, params, headers=None):
