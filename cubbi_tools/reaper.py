@@ -105,7 +105,8 @@ def orphans(engine, now=None, helpers_only=False):
         out.append({"kind": "container", "id": entry["Id"][:12],
                     "name": (entry.get("Names") or ["/?"])[0].lstrip("/"),
                     "session": labels.get(S.L_ID),
-                    "reason": "a session container whose init never started; its maker is gone"})
+                    "reason": entry.get("cubbi_orphan_reason") or
+                    "a session container whose init never started; its maker is gone"})
     every = api.containers(all=True)
     sessions = {(c.get("Labels") or {}).get(S.L_ID) for c in every
                 if (c.get("Labels") or {}).get(S.LABEL) == "true"}

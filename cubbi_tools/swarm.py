@@ -56,8 +56,9 @@ import time
 from . import session as S
 from .dockerapi import APIError, DockerAPI, json_stream
 from .engine import INIT_DIR, HEALTH_INTERVAL_S, LocalEngine
-from .errors import CubbiError, NotFound, UsageError
-from .validate import parse_cpus, parse_memory, parse_pids_limit, short_name, valid_session_name
+from .errors import CubbiError, EngineUnreachable, NotFound, UsageError
+from .validate import (parse_cpus, parse_duration, parse_memory, parse_pids_limit, short_name,
+                       valid_session_name)
 
 BOOT = "/cubbi-boot.tar"
 L_PART = "cubbi.part-of"  # a secret's or config's session id
@@ -219,6 +220,14 @@ def service_entry(svc, tasks, nodes):
             "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
 
 
+def closed_itself(entry):
+    """True for a session service whose init ended it when unused past its
+    idle timeout (its task complete, exit 0): engine mode's AutoRemove
+    removes such a container; here list() and the orphan sweep do."""
+    return bool((entry.get("Labels") or {}).get(S.L_IDLE)) and \
+        entry.get("cubbi_task_state") == "complete"
+
+
 NNP_MISSING = ("no-new-privileges is not set: in swarm mode it comes from the node's engine "
                "(dockerd --no-new-privileges, or \"no-new-privileges\": true in daemon.json), "
                "which this node's does not set")
@@ -278,13 +287,19 @@ class SwarmEngine(LocalEngine):
         self.constraints = list(constraints or ())
         self.schedule_timeout = schedule_timeout
         self._pushed = {}
+        self._removing = set()  # service ids being removed (_remove_later)
 
     # -- listing -----------------------------------------------------------
     def list(self, all=False, filters=None, labels=(), status=True):
         entries = self.api.containers(all=all, labels=[f"{S.LABEL}=true", *labels])
         entries.sort(key=S.order_key)
         records = []
+        ended = [e for e in entries if closed_itself(e)]
+        if ended:  # as the engine's AutoRemove: gone once its init ended it
+            self._remove_later(ended)
         for entry in entries:
+            if closed_itself(entry):
+                continue
             rec = S.from_entry(entry, self.remote)
             rec["node"] = entry.get("cubbi_node")
             if entry.get("cubbi_reason"):
@@ -339,9 +354,40 @@ class SwarmEngine(LocalEngine):
                 time.sleep(0.3)  # the scheduler, the image pull, the start: polled with a deadline
 
     def unfinished(self):
-        """None in swarm mode: a service with no task yet is a create in
-        flight, not debris (the orphan sweep must not take it)."""
-        return []
+        """What the orphan sweep removes of the sessions: only those whose
+        init ended them when idle (closed_itself), which list() removes too
+        when it sees them.  A service with no task yet is a create in
+        flight, not debris: never taken."""
+        return [{**e, "cubbi_orphan_reason": "a session that closed itself when idle"}
+                for e in self.api.containers(all=True, labels=[f"{S.LABEL}=true", S.L_IDLE])
+                if closed_itself(e)]
+
+    def _remove_later(self, entries):
+        """Remove the services of entries (and their secrets and config,
+        which wait for the task to let go) in a thread, off the caller's way."""
+        import threading
+
+        def run():
+            for entry in entries:
+                if entry["Id"] in self._removing:
+                    continue
+                self._removing.add(entry["Id"])
+                try:
+                    self.api.remove(entry["Id"])
+                except CubbiError:
+                    pass  # removed meanwhile, or the manager is going: the sweep tries again
+                finally:
+                    self._removing.discard(entry["Id"])
+
+        threading.Thread(target=run, daemon=True, name="cubbi-swarm-remove").start()
+
+    def keep_active(self, rec):
+        """LocalEngine.keep_active on the engine of the session's node."""
+        try:
+            engine, node_rec = self._on_node(rec)
+        except CubbiError:
+            return None
+        return engine.keep_active(node_rec)
 
     def sweep_unfinished(self):
         """Nothing half-made lingers in swarm mode: create() removes what it
@@ -364,7 +410,6 @@ class SwarmEngine(LocalEngine):
         # allowlist ignored would leave the session unfenced)
         for asked, what in ((req.allow_hosts or req.no_network, "egress allowlists and "
                              "--no-network (policy.allow_hosts)"),
-                            (req.idle_timeout, "idle timeouts (policy.idle_timeout)"),
                             (req.disk, "disk limits")):
             if asked:
                 raise UsageError(f"{what} are not available in swarm mode (docker.mode: "
@@ -393,6 +438,9 @@ class SwarmEngine(LocalEngine):
         if req.owner:
             labels[S.L_OWNER] = req.owner
         labels.update(req.labels)
+        idle = parse_duration(req.idle_timeout) if req.idle_timeout else 0
+        if idle:  # the init ends the task when unused that long; list() removes it then
+            labels[S.L_IDLE] = str(idle)
         resources = self._resources(req)
         constraints = list(self.constraints) + list(req.constraints)  # policy.apply checked these
         self._check_fits(resources, name)
@@ -418,6 +466,8 @@ class SwarmEngine(LocalEngine):
             public_env = {"CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
                           "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
                           "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0"}
+            if idle:
+                public_env["CUBBI_IDLE_TIMEOUT"] = str(idle)
             container = {
                 "Image": pushed,
                 "Labels": labels,
@@ -640,7 +690,111 @@ class SwarmEngine(LocalEngine):
         return super().connect(rec, command, tty=False, use_stdin=use_stdin, stdout=stdout)
 
     def events(self, since=None, until=None, filters=None, labels=()):
-        raise UsageError("cubbi-events is not available in swarm mode yet")
+        """Lifecycle event records as LocalEngine.events gives them: a
+        session's container events happen on the node that runs its task,
+        so each node's engine is followed (events.follow, over the same
+        mutual TLS as exec) and the streams are merged; a node that joins
+        is followed from then on.  A node that leaves tells nothing more:
+        the manager's node events say so, and each of the sessions it ran
+        gets a `failed` event with the reason cubbi-ls gives."""
+        import queue
+        import threading
+
+        from . import events
+
+        q = queue.Queue()
+        followed = {}  # node id -> its reader thread
+        resp = self.api.events(since=since, until=until, filters={"type": ["node"]})
+
+        def read_node(node):
+            try:
+                for ev in events.follow(self.api.node_api(node), since=since, until=until,
+                                        filters=filters, labels=labels, remote=self.remote):
+                    q.put(("event", ev))
+            except CubbiError:
+                pass  # the node left, or its engine went: the manager's node events tell
+            finally:
+                q.put(("node done", node["ID"]))
+
+        def follow_node(node):
+            if node["ID"] in followed or (node.get("Status") or {}).get("State") != "ready":
+                return
+            followed[node["ID"]] = t = threading.Thread(target=read_node, args=(node,),
+                                                        daemon=True, name="cubbi-node-events")
+            t.start()
+
+        def read_manager():
+            from .dockerapi import json_stream
+
+            try:
+                for ev in json_stream(resp):
+                    q.put(("node", ev))
+            except (CubbiError, OSError, ValueError) as exc:
+                q.put(("error", exc))
+            finally:
+                q.put(("manager done", None))
+
+        for node in self.api.nodes().values():
+            follow_node(node)
+        threading.Thread(target=read_manager, daemon=True, name="cubbi-swarm-events").start()
+        told_failed = set()
+        manager_done = False
+        try:
+            while True:
+                if manager_done and until is not None and not any(
+                        t.is_alive() for t in followed.values()) and q.empty():
+                    return
+                try:
+                    kind, item = q.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if kind == "event":
+                    if item["event"] == "failed":
+                        told_failed.add(item["id"])
+                    yield item
+                elif kind == "error":
+                    if isinstance(item, CubbiError):
+                        raise item
+                    raise EngineUnreachable(f"lost the swarm manager's event stream: {item}")
+                elif kind == "manager done":
+                    manager_done = True
+                    if until is None:
+                        raise EngineUnreachable("lost the swarm manager's event stream; "
+                                                "is its engine running?")
+                elif kind == "node":
+                    attrs = (item.get("Actor") or {}).get("Attributes") or {}
+                    node_id = (item.get("Actor") or {}).get("ID") or ""
+                    if until is None and item.get("Action") in ("create", "update") and \
+                            attrs.get("state.new", "ready") == "ready":
+                        node = self.api.nodes().get(node_id)
+                        if node and not (node_id in followed and followed[node_id].is_alive()):
+                            followed.pop(node_id, None)  # back, or new: followed from now
+                            follow_node(node)
+                    if attrs.get("state.new") in ("down", "disconnected") or \
+                            item.get("Action") == "remove":
+                        nano = item.get("timeNano") or int(item.get("time", 0)) * 10 ** 9
+                        for ev in self._node_left(labels, filters, nano, told_failed):
+                            yield ev
+        finally:
+            resp.close()
+            conn = getattr(resp, "_cubbi_conn", None)
+            if conn is not None:
+                conn.close()
+
+    def _node_left(self, labels, filters, nano, told):
+        """`failed` event records of the sessions that a node's leaving has
+        failed (list() gives each the reason), each told once."""
+        for rec in self.list(all=True, labels=labels, status=False):
+            if rec["status"] != "failed" or rec["id"] in told or "left the swarm" not in \
+                    (rec.get("reason") or ""):
+                continue
+            told.add(rec["id"])
+            attrs = {S.L_ID: rec["id"], S.L_NAME: rec["name"], S.L_IMAGE: rec.get("image"),
+                     S.L_PROJECT: rec.get("project"), S.L_OWNER: rec.get("owner")}
+            ev = S.event_record("failed", attrs, nano, remote=self.remote,
+                                reason=rec["reason"])
+            if S.event_matches(ev, filters):
+                yield ev
 
     def ensure_user_network(self, name, labels):
         """The user's overlay network: attachable, encrypted (IPsec between

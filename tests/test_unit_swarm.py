@@ -233,7 +233,6 @@ def test_a_requests_constraints_are_checked_against_policy_constraints():
 @pytest.mark.parametrize("ask,what", [
     ({"allow_hosts": ["api.example.com"]}, "egress allowlists"),
     ({"no_network": True}, "egress allowlists"),
-    ({"idle_timeout": 600}, "idle timeouts"),
     ({"disk": "1g"}, "disk limits"),
 ])
 def test_what_swarm_mode_does_not_do_yet_is_refused_not_dropped(ask, what):
@@ -299,6 +298,31 @@ def test_wait_ready_waits_again_when_the_nodes_container_had_not_started():
 
 def test_a_create_in_flight_is_never_an_orphan_in_swarm_mode():
     """A service with no task yet looks like a never-started container: the
-    server's sweep (every minute) must not take it."""
+    server's sweep (every minute) must not take it.  What it takes is a
+    session whose init ended it when idle (engine mode's AutoRemove), which
+    list() also hides and removes."""
+    from cubbi_tools import session as S
+
+    def entry(ident, task_state, idle="60"):
+        return {"Id": ident, "Names": [f"/cubbi-{ident}"], "State": "exited",
+                "Labels": {S.LABEL: "true", S.L_ID: ident, **({S.L_IDLE: idle} if idle else {})},
+                "cubbi_task_state": task_state}
+
+    entries = [entry("inflight", None), entry("pending", "pending"),
+               entry("crashed", "failed"), entry("plain", "complete", idle=None),
+               entry("idled", "complete")]
+    removed = []
+
+    class API:
+        def containers(self, all=False, labels=(), status=None):
+            return [e for e in entries if not [
+                lab for lab in labels if lab.split("=")[0] not in e["Labels"]]]
+
+        def remove(self, ident):
+            removed.append(ident)
+
     eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
-    assert eng.unfinished() == []
+    eng.api = API()
+    assert [e["Id"] for e in eng.unfinished()] == ["idled"]
+    assert "idle" in eng.unfinished()[0]["cubbi_orphan_reason"]
+    assert [swarm.closed_itself(e) for e in entries] == [False, False, False, False, True]

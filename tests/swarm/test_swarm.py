@@ -45,6 +45,47 @@ def cli(server, token, *argv, input=None):
                           text=True, env=env, input=input, timeout=120)
 
 
+class Events:
+    """cubbi-events --json through the server, read as it goes (a thread
+    puts each record on a queue)."""
+
+    def __init__(self, server, token, *argv):
+        import queue
+        import threading
+
+        cfg = os.path.join(server.workdir, "client-config")
+        os.makedirs(cfg, exist_ok=True)
+        env = _env({"CUBBI_CONFIG_DIR": cfg, "CUBBI_REMOTE_URL": server.url,
+                    "CUBBI_REMOTE_TOKEN": token, "CUBBI_REMOTE": ""})
+        env.pop("CUBBI_REMOTE")
+        self.proc = subprocess.Popen([os.path.join(BIN, "cubbi-events"), "--json", *argv],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        self.q, self.seen = queue.Queue(), []
+        threading.Thread(target=lambda: [self.q.put(json.loads(line))
+                                         for line in self.proc.stdout], daemon=True).start()
+
+    def wait(self, what, pred, timeout=120):
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while not pred(self.seen):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                pytest.fail(f"events: {what} not within {timeout} s; saw "
+                            f"{[(e['event'], e['name']) for e in self.seen]}; "
+                            f"exit {self.proc.poll()}")
+            try:
+                self.seen.append(self.q.get(timeout=min(left, 1)))
+            except queue.Empty:
+                pass
+        return self.seen
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def test_the_harness_is_three_ready_nodes_and_a_registry(swarm):
     nodes = swarm.on(NODES[0], "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout
     assert sorted(nodes.split("\n")[:3]) == [f"{n} Ready" for n in NODES]
@@ -193,6 +234,63 @@ def test_a_projects_tool_state_is_a_named_volume_per_user_and_project(swarm, swa
     assert names[0] == names[1] and names[0].startswith("cubbi-state-")
 
 
+def test_events_follow_sessions_on_every_node(swarm_server, swarm_alice):
+    """cubbi-events in swarm mode: each session's container events come
+    from the node that runs it, merged into one stream, as on one engine."""
+    events = Events(swarm_server, swarm_alice.token)
+    try:
+        made = {}
+        for node in NODES:
+            status, rec = swarm_alice.call("POST", "/sessions", {
+                "image": "cubbi-test/busybox:latest", "name": f"ev-{node}",
+                "constraints": [f"node.hostname=={node}"]})
+            assert status in (200, 201), rec
+            assert rec["node"] == node
+            made[rec["id"]] = rec
+
+        def told(kind):
+            return lambda seen: {e["id"] for e in seen if e["event"] == kind} >= set(made)
+
+        events.wait("created, initializing and running on each node",
+                    lambda seen: all(told(k)(seen) for k in
+                                     ("created", "initializing", "running")))
+        for sid in made:
+            assert swarm_alice.call("DELETE", f"/sessions/{sid}")[0] == 200
+        seen = events.wait("closed on each node", told("closed"))
+        for sid, rec in made.items():
+            mine = [e["event"] for e in seen if e["id"] == sid]
+            assert mine[:2] == ["created", "initializing"] and mine[-1] == "closed", mine
+            assert {e["name"] for e in seen if e["id"] == sid} == {rec["name"]}
+            assert {e["owner"] for e in seen if e["id"] == sid} == {"alice"}
+    finally:
+        events.close()
+    # a replay: what happened, then the end (--until in whole seconds: one
+    # in the future, as the closes were less than a second ago)
+    got = cli(swarm_server, swarm_alice.token, "cubbi-events", "--json", "--since", "10m",
+              "--until", str(int(time.time()) + 2))
+    assert got.returncode == 0, got.stderr
+    replay = [json.loads(line) for line in got.stdout.splitlines()]
+    assert {e["id"] for e in replay if e["event"] == "closed"} >= set(made), got.stdout[-2000:]
+
+
+def test_a_session_unused_past_its_idle_timeout_closes_itself(swarm, swarm_alice):
+    """The init ends the task; the service, its secrets and its config go,
+    as engine mode's AutoRemove takes the container."""
+    status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                         "idle_timeout": "5s"})
+    assert status in (200, 201), rec
+    assert rec["idle_timeout"] == 5
+    spec = json.loads(swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout
+                      )[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert "CUBBI_IDLE_TIMEOUT=5" in spec["Env"]
+    wait_until("the idle session gone", lambda: rec["id"] not in
+               [r["id"] for r in sessions(swarm_alice)], timeout=90)
+    wait_until("its service, secrets and config removed", lambda: not any(
+        swarm.on(NODES[0], kind, "ls", "-q", "--filter", f"label=cubbi.part-of={rec['id']}"
+                 ).stdout.strip() for kind in ("secret", "config")) and rec["container_id"][:12]
+        not in swarm.on(NODES[0], "service", "ls", "-q").stdout, timeout=60)
+
+
 def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
     status, body = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
                                                           "memory": "4096g"})
@@ -201,7 +299,8 @@ def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
     assert not sessions(swarm_alice)
 
 
-def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_alice):
+def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_server, swarm_alice):
+    events = Events(swarm_server, swarm_alice.token)
     made = []
     for i in range(6):
         status, rec = swarm_alice.call("POST", "/sessions",
@@ -216,7 +315,18 @@ def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_alice):
     victim = NODES[2]
     on_victim = [r["id"] for r in made if r["node"] == victim]
     assert on_victim, [r["node"] for r in made]
+    # the stream told them running: it is open before the node goes
+    events.wait("the six running", lambda seen: {
+        e["id"] for e in seen if e["event"] == "running"} >= ids)
     swarm.stop_node(victim)
+    try:
+        seen = events.wait("a failed event for each session of the node", lambda seen: {
+            e["id"] for e in seen if e["event"] == "failed"} >= set(on_victim))
+    finally:
+        events.close()
+    for e in seen:
+        if e["event"] == "failed":
+            assert e["id"] in on_victim and f"its node {victim} left the swarm" in e["reason"], e
 
     def failed():
         recs = {r["id"]: r for r in sessions(swarm_alice)}
