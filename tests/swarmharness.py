@@ -20,7 +20,7 @@ node (its IP and name) and one client certificate, the service's.  That is
 how the service reaches the manager, and how it execs into a session on
 whichever node runs it (docker.nodes in cubbi-service.yaml).
 
-Every object is named swarm-*; down() removes them all, also after a
+Every object is named swarm-* (CUBBI_SWARM_PREFIX-* when set); down() removes them all, also after a
 half-finished up().  As a script: `up` (prints the environment as JSON and
 leaves the swarm running), `down`, and `serve COMMAND...` (up, a cubbi-server
 in swarm mode on the manager, COMMAND run against it as tests/serverproc.py
@@ -39,13 +39,16 @@ import time
 
 NODE_IMAGE = "swarm-node:bookworm"
 BASE_IMAGE = "cubbi/base-os:bookworm"
-NETWORK = "swarm-net"
-NODES = ("swarm-node-1", "swarm-node-2", "swarm-node-3")
-REGISTRY = "swarm-registry"
+# CUBBI_SWARM_PREFIX=NAME names everything NAME-* instead of swarm-*: two
+# swarms side by side on one machine (e.g. two worktrees' suites)
+PREFIX = os.environ.get("CUBBI_SWARM_PREFIX") or "swarm"
+NETWORK = f"{PREFIX}-net"
+NODES = tuple(f"{PREFIX}-node-{i}" for i in (1, 2, 3))
+REGISTRY = f"{PREFIX}-registry"
 TLS_PORT = 2376
 SHARED_NET = "cubbi-network"  # the bats project tests' sessions name it (--network)
 GITSERVER_LABEL = "cubbi.test.gitserver"
-LABEL = "cubbi.swarm-harness=true"
+LABEL = f"cubbi.swarm-harness={PREFIX}"
 DIND_FLAGS = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
               "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
               "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
