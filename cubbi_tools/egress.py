@@ -195,7 +195,7 @@ class Starting:
     def _run(self, api, sid, cid, timeout):
         try:
             api.start(cid)
-            _wait(api, cid, timeout)
+            wait_ready(api, cid, timeout)
         except BaseException as exc:  # re-raised by wait() in the caller's thread
             self.error = exc
             try:
@@ -212,7 +212,7 @@ class Starting:
             raise self.error
 
 
-def _wait(api, cid, timeout):
+def wait_ready(api, cid, timeout):
     from .dockerapi import Deadline
     from .mcpserve import last_lines
 
@@ -240,8 +240,10 @@ def stop(api, sid):
         try:
             call(what)
         except APIError as exc:
-            # 409 on the proxy: the engine is removing it already (it ended itself)
-            if exc.status != 404 and not (exc.status == 409 and call == api.remove):
+            # 409 on the proxy: the engine is removing it already (it ended itself);
+            # a swarm's network removed meanwhile answers 500 "not found"
+            if exc.status != 404 and not (exc.status == 409 and call == api.remove) \
+                    and "not found" not in str(exc):
                 raise
 
 

@@ -124,7 +124,36 @@ class SwarmAPI(DockerAPI):
         sid = (svc["Spec"].get("Labels") or {}).get(S.L_ID)
         self.delete(f"/services/{cid}")
         if sid:
+            from . import egress
+
+            nets = ((svc["Spec"].get("Labels") or {}).get(S.L_NETWORKS) or "").split(",")
+            if egress.names(sid)["network"] in nets:  # --allow-host, --no-network
+                self.remove_egress(sid)
             self.remove_parts(sid)
+
+    def remove_egress(self, sid):
+        """Session SID's egress proxy service, then its network (in use until
+        the tasks on it are gone: retried with a deadline); the proxy's
+        configs go with the session's (remove_parts)."""
+        from . import egress
+
+        n = egress.names(sid)
+        try:
+            self.delete(f"/services/{n['proxy']}")
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.remove_network(n["network"])
+                return
+            except APIError as exc:
+                if exc.status == 404 or "not found" in str(exc):  # gone meanwhile
+                    return
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the engine sends no event when a task lets go
 
     def remove_parts(self, sid):
         """The secrets and config of session SID.  A secret is in use until
@@ -406,14 +435,9 @@ class SwarmEngine(LocalEngine):
             raise UsageError("MCP servers are not available in swarm mode yet")
         if req.volumes or req.mount or req.state_dir:
             raise UsageError("host paths mean nothing on a swarm's nodes")
-        # not built for swarm mode yet: refused, never silently dropped (an
-        # allowlist ignored would leave the session unfenced)
-        for asked, what in ((req.allow_hosts or req.no_network, "egress allowlists and "
-                             "--no-network (policy.allow_hosts)"),
-                            (req.disk, "disk limits")):
-            if asked:
-                raise UsageError(f"{what} are not available in swarm mode (docker.mode: "
-                                 "swarm) yet")
+        if req.disk:  # a service's container spec has no storage options
+            raise UsageError("disk limits are not available in swarm mode (docker.mode: "
+                             "swarm): a Swarm service cannot ask its node's engine for one")
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         pushed = self.push(image_ref)
         image = req.image
@@ -428,6 +452,20 @@ class SwarmEngine(LocalEngine):
         extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
         for net in extra_nets:
             self._check_swarm_network(net)
+        hosts = self._egress_hosts(req, image_meta, progress)
+        egress_env, outward = {}, network
+        if req.no_network:
+            # a Swarm service cannot use the engine's `none` network: alone on an
+            # internal overlay of its own, with no proxy (connect and exec go
+            # through the node's engine)
+            from . import egress
+
+            network, extra_nets = egress.names(sid)["network"], []
+        elif hosts:  # alone on an internal overlay whose way out is the proxy (made below)
+            from . import egress
+
+            network = egress.names(sid)["network"]
+            egress_env = egress.session_env()
         labels = {
             S.LABEL: "true", S.L_ID: sid, S.L_NAME: name, S.L_IMAGE: image,
             S.L_UID: str(req.uid), S.L_GID: str(req.gid), S.L_CREATED: str(time.time_ns()),
@@ -437,6 +475,8 @@ class SwarmEngine(LocalEngine):
             labels[S.L_PROJECT] = req.project
         if req.owner:
             labels[S.L_OWNER] = req.owner
+        if hosts and not req.no_network:
+            labels[S.L_ALLOW] = ",".join(hosts)
         labels.update(req.labels)
         idle = parse_duration(req.idle_timeout) if req.idle_timeout else 0
         if idle:  # the init ends the task when unused that long; list() removes it then
@@ -451,7 +491,12 @@ class SwarmEngine(LocalEngine):
             cname += "-" + hashlib.sha256("\n".join(req.scope).encode()).hexdigest()[:12]
         made = []
         try:
-            boot, secret_files = self._parts(req, image_meta)
+            fenced = bool(hosts) and not req.no_network
+            if fenced or req.no_network:
+                made.append(("egress", sid))
+                proxy_image = self._egress_network(sid, outward, req.owner, progress,
+                                                   proxy=fenced)
+            boot, secret_files = self._parts(req, image_meta, egress_env)
             cfg = self._make("configs", f"{cname}-{sid}-boot", boot, sid)
             made.append(("configs", cfg))
             secrets, copies = [], []
@@ -465,7 +510,8 @@ class SwarmEngine(LocalEngine):
                 copies.append((f"/run/secrets/cubbi-{i}", path, mode, uid, gid))
             public_env = {"CUBBI_SESSION_ID": sid, "CUBBI_SESSION_NAME": name,
                           "CUBBI_UID": str(req.uid), "CUBBI_GID": str(req.gid),
-                          "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0"}
+                          "CUBBI_IMAGE": image, "CUBBI_SUDO": "1" if req.sudo else "0",
+                          **egress_env}
             if idle:
                 public_env["CUBBI_IDLE_TIMEOUT"] = str(idle)
             container = {
@@ -484,6 +530,13 @@ class SwarmEngine(LocalEngine):
                                 "Interval": HEALTH_INTERVAL_S * 10 ** 9,
                                 "Timeout": 10 * 10 ** 9, "Retries": 1000000},
             }
+            if fenced or req.no_network:
+                # the engine's DNS answers no outside name on an internal network:
+                # fail a lookup at once, and forward none to an address with a route
+                # (engines before 26.0 sent an internal network's queries to a
+                # resolver on the node's loopback, CVE-2024-29018)
+                container["DNSConfig"] = {"Nameservers": ["192.0.2.1"],
+                                          "Options": ["timeout:1", "attempts:1"]}
             if req.project:  # tool state: a named volume per user and project, on the node
                 container["Mounts"] = [{"Type": "volume", "Source": state_volume(req),
                                         "Target": "/cubbi-config",
@@ -507,7 +560,7 @@ class SwarmEngine(LocalEngine):
                     "Resources": resources,
                     "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
                     "Placement": {"Constraints": constraints},
-                    "Networks": [{"Target": n} for n in [network] + extra_nets],
+                    "Networks": self._task_networks(network, extra_nets, fenced),
                     "LogDriver": {"Name": "json-file",
                                   "Options": {"max-size": str(req.log_max_size),
                                               "max-file": str(req.log_max_files)}},
@@ -517,12 +570,18 @@ class SwarmEngine(LocalEngine):
             headers = self._auth_header()
             created = self.api.post("/services/create", body=spec, headers=headers)
             made.append(("services", created["ID"]))
-            self._wait_scheduled(created["ID"], name)
+            node_id = self._wait_scheduled(created["ID"], name)
+            if fenced:  # its proxy on its node: see _egress_proxy
+                self._egress_wait(self._egress_proxy(sid, hosts, outward, req.owner, node_id,
+                                                     proxy_image))
         except BaseException:
             for kind, ident in reversed(made):
                 try:
                     if kind == "services":
                         self.api.delete(f"/services/{ident}")
+                    elif kind == "egress":
+                        self.api.remove_egress(sid)
+                        self.api.remove_parts(sid)  # its configs
                     else:
                         self.api.remove_parts(sid)
                 except CubbiError:
@@ -548,6 +607,113 @@ class SwarmEngine(LocalEngine):
             raise UsageError(f"the Docker network {name!r} is {net.get('Scope') or 'local'} to "
                              "one engine: a swarm session joins only overlay networks "
                              f"('docker network create -d overlay --attachable {name}')")
+
+    def _task_networks(self, network, extra_nets, fenced):
+        """The session task's networks: its own internal overlay (under the
+        alias its proxy watches it by), or the user's network and those the
+        request names."""
+        if fenced:
+            from . import egress
+
+            return [{"Target": network, "Aliases": [egress.SESSION_ALIAS]}]
+        return [{"Target": n} for n in [network] + extra_nets]
+
+    def _egress_network(self, sid, outward, owner, progress, proxy=True):
+        """Session SID's egress network, as egress.start makes it on one
+        engine: an internal overlay (no node has an address on an overlay,
+        and an internal one has no way out), encrypted.  The proxy image is
+        pushed first (returned: _egress_proxy starts it once the session has
+        a node).
+        SwarmAPI.remove_egress removes both (the caller, on failure)."""
+        from . import egress
+
+        image = None
+        if proxy:  # else --no-network: the network alone
+            image = self.push(egress.proxy_image(self, progress))
+            self._check_swarm_network(outward)
+        self.api.post("/networks/create", body={
+            "Name": egress.names(sid)["network"], "CheckDuplicate": True, "Driver": "overlay",
+            "Internal": True, "Attachable": False, "Options": {"encrypted": ""},
+            "Labels": dict(self._egress_labels(sid, owner), **{egress.L_ROLE: "network"})})
+        return image
+
+    @staticmethod
+    def _egress_labels(sid, owner):
+        from . import egress
+
+        labels = {egress.LABEL: "true", egress.L_SESSION: sid, L_PART: sid}
+        if owner:
+            labels[egress.L_OWNER] = owner
+        return labels
+
+    def _egress_proxy(self, sid, hosts, outward, owner, node_id, image):
+        """Session SID's egress proxy: a Swarm service on the session's
+        internal network (alias cubbi-egress) and on OUTWARD, its files as
+        Docker configs (host names only).  It runs on the session's node
+        (NODE_ID): their traffic never crosses between nodes (no IPsec
+        needed), and the session's name resolves to its task (endpoint mode
+        dnsrr: no IPVS needed on the nodes).  Returns the service's id."""
+        from . import egress
+
+        n = egress.names(sid)
+        labels = self._egress_labels(sid, owner)
+        # only the session's network may use it (not the outward one's tasks)
+        subnets = [c.get("Subnet") for c in
+                   (self.api.network(n["network"]).get("IPAM") or {}).get("Config") or []]
+        files = {"tinyproxy.conf": egress.CONFIG + "".join(f"Allow {s}\n" for s in subnets if s),
+                 "run.sh": egress.WATCH, "filter": egress.filter_rules(hosts)}
+        configs = []
+        for i, (fname, text) in enumerate(sorted(files.items())):
+            cname = f"{n['proxy']}-{i}"
+            configs.append({"File": {"Name": f"{egress.DIR}/{fname}", "UID": "0", "GID": "0",
+                                     "Mode": 0o444},
+                            "ConfigID": self._make("configs", cname, text.encode(), sid),
+                            "ConfigName": cname})
+        spec = {
+            "Name": n["proxy"], "Labels": dict(labels, **{egress.L_ROLE: "proxy"}),
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": image, "User": "65534:65534",
+                                  "Command": ["/bin/sh", f"{egress.DIR}/run.sh"],
+                                  "Labels": dict(labels, **{egress.L_ROLE: "proxy"}),
+                                  "CapabilityDrop": ["ALL"], "Configs": configs,
+                                  "StopGracePeriod": 10 ** 9},
+                "Resources": {"Limits": {"MemoryBytes": 128 * 1024 ** 2, "Pids": 256}},
+                "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+                "Placement": {"Constraints": [f"node.id=={node_id}"]},
+                "Networks": [{"Target": n["network"], "Aliases": [egress.ALIAS]},
+                             {"Target": outward}],
+                "LogDriver": {"Name": "json-file",
+                              "Options": {"max-size": "10m", "max-file": "2"}},
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "EndpointSpec": {"Mode": "dnsrr"},
+        }
+        created = self.api.post("/services/create", body=spec, headers=self._auth_header())
+        return created["ID"]
+
+    def _egress_wait(self, proxy_id, timeout=None):
+        """Wait until the proxy's task runs, then for its readiness line in
+        its container's log on its node (egress._wait)."""
+        from . import egress
+
+        timeout = timeout or egress.START_TIMEOUT
+        deadline = time.monotonic() + timeout
+        self._wait_scheduled(proxy_id, "its egress proxy")
+        while True:
+            try:
+                engine, rec = self._on_node({"id": proxy_id[:12], "container_id": proxy_id})
+                break
+            except CubbiError:
+                task, _ = self.api.task_of(proxy_id)
+                st = task.get("Status") or {}
+                if st.get("State") in FAILED + ("complete", "shutdown") or \
+                        time.monotonic() > deadline:
+                    raise CubbiError("the egress proxy failed to start: its task is "
+                                     f"{st.get('State')}: {st.get('Err') or 'no reason given'}"
+                                     ) from None
+                time.sleep(0.2)  # the task's start on its node: polled with a deadline
+        egress.wait_ready(engine.api, rec["container_id"],
+                          max(1.0, deadline - time.monotonic()))
 
     def _resources(self, req):
         limits, reserve = {}, {}
@@ -590,17 +756,18 @@ class SwarmEngine(LocalEngine):
             for task in tasks:
                 st = task.get("Status") or {}
                 if task.get("NodeID") and st.get("State") not in ("new", "pending"):
-                    return
+                    return task["NodeID"]
                 err = st.get("Err") or err
             time.sleep(0.2)  # the scheduler's decision: polled with a deadline
         raise CubbiError(f"session {name!r} cannot be placed on any node of the swarm "
                          f"({err or 'no node was chosen'} after {self.schedule_timeout:g} s); "
                          "ask for less, or check the placement constraints")
 
-    def _parts(self, req, image_meta):
+    def _parts(self, req, image_meta, egress_env=None):
         """(the boot tar without secrets, {path: (bytes, mode, uid, gid)} of
         the secret files): the env file and the request's files."""
-        whole = tarfile.open(fileobj=io.BytesIO(self._archive(req, image_meta)))
+        whole = tarfile.open(fileobj=io.BytesIO(self._archive(req, image_meta,
+                                                              egress_env=egress_env)))
         secret_paths = {f"{INIT_DIR}/env"} | {p for p in req.files}
         secrets, out = {}, io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as boot:

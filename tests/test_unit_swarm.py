@@ -230,17 +230,12 @@ def test_a_requests_constraints_are_checked_against_policy_constraints():
         Policy({"constraints": "node.labels.zone"})
 
 
-@pytest.mark.parametrize("ask,what", [
-    ({"allow_hosts": ["api.example.com"]}, "egress allowlists"),
-    ({"no_network": True}, "egress allowlists"),
-    ({"disk": "1g"}, "disk limits"),
-])
-def test_what_swarm_mode_does_not_do_yet_is_refused_not_dropped(ask, what):
-    """An allowlist dropped in swarm mode would leave the session unfenced:
-    refused before the engine (nowhere here) is asked anything."""
+def test_a_disk_limit_is_refused_in_swarm_mode_not_dropped():
+    """A service's container spec has no storage options: a --disk limit
+    is refused before the engine (nowhere here) is asked anything."""
     eng = swarm.SwarmEngine("unix:///nonexistent/cubbi-swarm-unit.sock", network="n")
-    with pytest.raises(UsageError, match=f"{what} .*not available in swarm mode"):
-        eng.create(CreateRequest(image="x", **ask))
+    with pytest.raises(UsageError, match="disk limits are not available in swarm mode"):
+        eng.create(CreateRequest(image="x", disk="1g"))
 
 
 def test_a_requested_network_must_span_the_swarm():

@@ -53,6 +53,41 @@ def swarm_alice(swarm_server):
     return Client(swarm_server.url, swarm_server.token("alice"))
 
 
+@pytest.fixture(scope="session")
+def tools_image(swarm, debian_image):
+    """tests/test_egress.py's tools image (Debian with curl and python3;
+    busybox's static wget cannot resolve names), built once per host and
+    loaded into the manager, where the service pushes it from."""
+    import hashlib
+    import subprocess
+
+    fixture = os.path.join(os.path.dirname(HERE), "fixtures", "egress")
+    tag = "egress-test/tools:" + hashlib.sha256(
+        open(os.path.join(fixture, "Dockerfile"), "rb").read()
+        + debian_image.encode()).hexdigest()[:12]
+    if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode:
+        subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={debian_image}",
+                        "-t", tag, "-f", os.path.join(fixture, "Dockerfile"), fixture],
+                       check=True, capture_output=True, timeout=900)
+    swarm.load(tag)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def egress_proxy_image(swarm, debian_image):
+    """cubbi's egress proxy image, built on this host's engine (as
+    tests/test_egress.py builds it) and loaded into the manager: the service
+    would build it there on first use, which needs the base image there
+    (README, Scaling out)."""
+    from cubbi_tools import egress
+    from cubbi_tools.engine import LocalEngine
+
+    tag = egress.proxy_image(LocalEngine(images={
+        "base": debian_image, "ca_certs": ["/etc/ssl/certs/ca-certificates.crt"]}))
+    swarm.load(tag)
+    return tag
+
+
 @pytest.fixture(autouse=True)
 def _timed(request):
     t0 = time.monotonic()

@@ -291,6 +291,106 @@ def test_a_session_unused_past_its_idle_timeout_closes_itself(swarm, swarm_alice
         not in swarm.on(NODES[0], "service", "ls", "-q").stdout, timeout=60)
 
 
+def test_an_allowlisted_session_reaches_its_hosts_and_nothing_else(swarm, swarm_server,
+                                                                    swarm_alice, tools_image,
+                                                                    egress_proxy_image):
+    """--allow-host in swarm mode: the session alone on an internal overlay,
+    its proxy a Swarm service on that and on the user's network, where two
+    web servers stand in for two internet hosts."""
+    token = swarm_alice.token
+    # all on the manager: the user's network is an encrypted overlay, and
+    # this machine's nested nodes pass no IPsec between them (README)
+    here = [f"node.hostname=={NODES[0]}"]
+    status, plain = swarm_alice.call("POST", "/sessions", {"image": tools_image,
+                                                           "constraints": here})
+    assert status in (200, 201), plain
+    (outward,) = plain["networks"]  # the user's network: the proxy's way out
+    webs = {}
+    try:
+        for web in ("web1", "web2"):
+            swarm.on(NODES[0], "service", "create", "-d", "--no-resolve-image", "--name",
+                     f"swt-{web}", "--network", f"name={outward},alias={web}",
+                     "--constraint", "node.role==manager", "--restart-condition", "none",
+                     # names resolve to the task: these nested nodes have no IPVS for a VIP
+                     "--endpoint-mode", "dnsrr",
+                     tools_image, "sh", "-c", f"mkdir -p /w && echo hello-{web} > "
+                     "/w/index.html && cd /w && exec python3 -m http.server 80")
+        for web in ("web1", "web2"):
+            info = wait_until(f"{web} running", lambda w=web: (lambda p: p if "Running" in
+                              p.stdout else None)(swarm.on(NODES[0], "service", "ps", f"swt-{w}",
+                                                           "--format", "{{.CurrentState}}")))
+            assert info
+            (task,) = json.loads(swarm.on(NODES[0], "inspect", swarm.on(
+                NODES[0], "service", "ps", "-q", f"swt-{web}").stdout.split()[0]).stdout)
+            webs[web] = task["NetworksAttachments"][0]["Addresses"][0].split("/")[0]
+        # the unfenced session reaches both: the stand-ins work
+        got = cli(swarm_server, token, "cubbi-connect", plain["id"], "--", "curl", "-sS",
+                  "-m", "5", "http://web2/")
+        assert got.stdout == "hello-web2\n", got.stderr
+        status, rec = swarm_alice.call("POST", "/sessions", {
+            "image": tools_image, "allow_hosts": ["web1"], "constraints": here})
+        assert status in (200, 201), rec
+        assert rec["allow_hosts"] == ["web1"] and rec["networks"] == [f"cubbi-egress-{rec['id']}"]
+        wait_until("the fenced session ready", lambda: [
+            r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "running"])
+
+        def run(*argv):
+            return cli(swarm_server, token, "cubbi-connect", rec["id"], "--", *argv)
+
+        got = run("curl", "-sS", "-m", "10", "http://web1/")
+        assert (got.returncode, got.stdout) == (0, "hello-web1\n"), got.stderr
+        got = run("curl", "-fsS", "-m", "10", "http://web2/")  # 403 from the proxy
+        assert got.returncode != 0 and "hello" not in got.stdout
+        for target in ("http://web1/", f"http://{webs['web1']}/", f"http://{webs['web2']}/"):
+            # around the proxy: no name resolves, no address routes
+            got = run("curl", "-sS", "--noproxy", "*", "-m", "5", target)
+            assert got.returncode != 0 and "hello" not in got.stdout, (target, got.stdout)
+        got = run("getent", "hosts", "web2")
+        assert got.returncode != 0 and webs["web2"] not in got.stdout
+        logs = cli(swarm_server, token, "cubbi-logs", "--egress", "--json", rec["id"])
+        assert logs.returncode == 0, logs.stderr
+        refused = [json.loads(line) for line in logs.stdout.splitlines()]
+        assert [r["host"] for r in refused] == ["web2"], logs.stdout
+        spec = json.loads(swarm.on(NODES[0], "service", "inspect", rec["container_id"]).stdout
+                          )[0]["Spec"]["TaskTemplate"]
+        assert spec["ContainerSpec"]["DNSConfig"]["Nameservers"] == ["192.0.2.1"]
+        net = json.loads(swarm.on(NODES[0], "network", "inspect", rec["networks"][0]).stdout)[0]
+        assert (net["Driver"], net["Internal"]) == ("overlay", True)
+        status, body = swarm_alice.call("DELETE", f"/sessions/{rec['id']}")
+        assert status == 200, body
+        wait_until("its proxy, network and configs removed", lambda: not swarm.on(
+            NODES[0], "service", "ls", "-q", "--filter", f"name=cubbi-egress-{rec['id']}"
+        ).stdout.strip() and swarm.on(NODES[0], "network", "inspect", rec["networks"][0],
+                                      check=False).returncode != 0 and not swarm.on(
+            NODES[0], "config", "ls", "-q", "--filter", f"label=cubbi.part-of={rec['id']}"
+        ).stdout.strip(), timeout=60)
+    finally:
+        for web in ("web1", "web2"):
+            swarm.on(NODES[0], "service", "rm", f"swt-{web}", check=False)
+        swarm_alice.call("DELETE", f"/sessions/{plain['id']}")
+
+
+def test_a_session_with_no_network_has_no_way_out(swarm, swarm_server, swarm_alice):
+    status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
+                                                         "no_network": True})
+    assert status in (200, 201), rec
+    wait_until("the session ready", lambda: [
+        r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "running"])
+    # a Swarm service cannot use `none`: alone on an internal overlay, no route out
+    (net,) = rec["networks"]
+    info = json.loads(swarm.on(NODES[0], "network", "inspect", net).stdout)[0]
+    assert (net, info["Driver"], info["Internal"]) == (f"cubbi-egress-{rec['id']}", "overlay",
+                                                       True)
+    got = cli(swarm_server, swarm_alice.token, "cubbi-connect", rec["id"], "--", "cat",
+              "/proc/net/route")
+    assert got.returncode == 0, got.stderr
+    routes = [line.split()[1] for line in got.stdout.splitlines()[1:]]
+    assert routes and "00000000" not in routes, got.stdout  # no default route
+    assert swarm_alice.call("DELETE", f"/sessions/{rec['id']}")[0] == 200
+    wait_until("its network removed", lambda: swarm.on(
+        NODES[0], "network", "inspect", net, check=False).returncode != 0, timeout=60)
+
+
 def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
     status, body = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
                                                           "memory": "4096g"})
