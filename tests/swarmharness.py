@@ -60,12 +60,16 @@ RUN apt-get update \\
 """
 # PID 1 of a node: wait for its certificates (written by the harness once the
 # node's address is known), then become dockerd
+# (a node restarted with the file /certs/loose runs without --no-new-privileges:
+# Swarm.loosen, the check that a session there fails saying so)
 NODE_INIT = """set -e
 while [ ! -f /certs/ready ]; do sleep 0.1; done
+nnp=--no-new-privileges
+[ ! -f /certs/loose ] || nnp=
 exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock \\
   -H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem \\
   --tlscert=/certs/server-cert.pem --tlskey=/certs/server-key.pem \\
-  --insecure-registry "$1" --iptables=true --no-new-privileges
+  --insecure-registry "$1" --iptables=true $nnp
 """
 REGISTRY_CONFIG = """version: 0.1
 storage:
@@ -232,6 +236,18 @@ class Swarm:
 
     def stop_node(self, node):
         docker("stop", "-t", "2", node)
+
+    def loosen(self, node):
+        """Restart NODE's engine without --no-new-privileges (NODE_INIT),
+        and wait until the swarm has it ready again."""
+        open(os.path.join(self.workdir, "certs", node, "loose"), "w").close()
+        docker("restart", "-t", "2", node)
+        if self._ip(node) != self.ips[node]:
+            raise RuntimeError(f"{node} came back at another address")
+        wait_for(f"dockerd on {node}", lambda: self.on(node, "version", check=False
+                                                         ).returncode == 0)
+        wait_for(f"{node} ready in the swarm", lambda: f"{node} Ready" in self.on(
+            NODES[0], "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout)
 
     def down(self, quiet=False):
         names = [c for c in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()]

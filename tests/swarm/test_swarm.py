@@ -444,3 +444,20 @@ def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_server, swarm_a
     for r in made:  # closing works for both
         status, body = swarm_alice.call("DELETE", f"/sessions/{r['id']}")
         assert status == 200, body
+
+
+def test_a_session_on_a_node_without_no_new_privileges_fails_saying_so(swarm, swarm_alice):
+    """The policy asks for no-new-privileges, which only the node's engine
+    can give in this API: on a node whose dockerd lacks the flag the
+    session fails with the reason, never runs without it."""
+    node = NODES[1]
+    swarm.loosen(node)
+    status, rec = swarm_alice.call("POST", "/sessions", {
+        "image": "cubbi-test/busybox:latest", "constraints": [f"node.hostname=={node}"]})
+    assert status in (200, 201), rec
+    assert rec["node"] == node
+    failed = wait_until("the session failed", lambda: [
+        r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "failed"],
+        show=lambda: [(r["name"], r["status"], r["reason"]) for r in sessions(swarm_alice)])
+    assert "no-new-privileges is not set" in failed[0]["reason"], failed
+    assert swarm_alice.call("DELETE", f"/sessions/{rec['id']}")[0] == 200
