@@ -3,7 +3,8 @@ in cubbi-service.yaml), the same interface.Backend as engine.LocalEngine.
 
 (Over 500 lines: one class and the API it reads, the session's life as a
 Swarm service: listing from tasks, create with its secrets, config and
-placement, images pushed, exec on the task's node.)
+placement, its egress fence, images pushed, exec and events on the task's
+node.)
 
 The service talks to a manager's engine.  A session is a Swarm service with
 one replica and restart condition none, labelled as a session container is.
@@ -40,6 +41,17 @@ and closing are the same code:
   (boot_script): the service spec cannot ask for it before API 1.46;
 - images: built or found on the manager, pushed to docker.registry, and
   pulled from there by the node that runs the task;
+- events: every node's engine's, merged (events.follow on each, over the
+  same mutual TLS as exec); a node that leaves: a `failed` event for each
+  of its sessions, from the manager's node events;
+- idle timeout: the init ends the task (complete); list() removes such a
+  service as the engine's AutoRemove takes a container, and the orphan
+  sweep any it missed;
+- egress (--allow-host): an internal encrypted overlay of the session's
+  own, and its tinyproxy as a Swarm service on the session's node (their
+  traffic never crosses nodes; endpoint mode dnsrr: no IPVS needed), its
+  files as configs; --no-network: that network without a proxy (a service
+  cannot use the engine's `none`); both removed with the session;
 - placement: docker.constraints (the operator's) plus a request's
   constraints where policy.constraints allows them; a session whose
   reservations no node can hold is refused at once, one that stays
