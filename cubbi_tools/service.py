@@ -437,10 +437,9 @@ class Service:
         rec = self.state.remove_user(user)
         rec["sessions"] = [self.engine.close(sess["id"], records=[sess])["id"] for sess in
                            self.engine.list(all=True, labels=scope, status=False)]
-        from .mcpserve import stop
-
+        servers = self.engine.mcp_servers(scope, owner=user)
         for name in mcp_names:  # their MCP servers' containers and networks
-            stop(self.engine.api, name, scope)
+            servers.halt(name)
         self._drop_network(key)
         return rec
 
@@ -551,9 +550,8 @@ class Service:
     def mcp(self, user):
         """The user's MCP servers on this engine (mcpserve.Servers), named
         and networked within the user's scope."""
-        from .mcpserve import Servers
-
-        return Servers(self.engine, self._scope(user)[1], owner=user, store=self._mcp_store(user))
+        return self.engine.mcp_servers(self._scope(user)[1], owner=user,
+                                       store=self._mcp_store(user))
 
     def mcp_add(self, user, payload):
         """POST /mcp: a definition of the user's (check_mcp), refused when

@@ -5,6 +5,7 @@ carries an exec's stdin EOF to a node's engine.  The swarm itself is
 tests/swarm/ (tests/run --swarm)."""
 
 import io
+import json
 import os
 import socket
 import ssl
@@ -326,3 +327,112 @@ def test_a_create_in_flight_is_never_an_orphan_in_swarm_mode():
     assert [e["Id"] for e in eng.unfinished()] == ["idled"]
     assert "idle" in eng.unfinished()[0]["cubbi_orphan_reason"]
     assert [swarm.closed_itself(e) for e in entries] == [False, False, False, False, True]
+
+
+def test_mcp_configs_for_the_tool_are_secrets_and_mcp_json_is_in_the_config():
+    """Some tool formats (claude-code) hold the servers' header values
+    themselves: every file of /cubbi/mcp/ is a secret, as the env file is."""
+    eng = swarm.SwarmEngine("tcp://127.0.0.1:1", registry="r:5000")  # never contacted
+    servers = [("docs", {"kind": "remote", "url": "https://mcp.example.com/mcp",
+                         "headers": {"Authorization": "Bearer canary-m1"}})]
+    boot, secrets = eng._parts(CreateRequest(image="x", uid=1000, gid=1000),
+                               {"mcp": {"format": "claude-code"}}, servers)
+    assert "/cubbi/mcp/claude-code.fragment" in secrets and "/cubbi/env" in secrets
+    assert b"canary-m1" in secrets["/cubbi/mcp/claude-code.fragment"][0]
+    assert b"canary-m1" in secrets["/cubbi/env"][0]
+    assert b"canary" not in boot
+    names = [n.lstrip("/") for n in tarfile.open(fileobj=io.BytesIO(boot)).getnames()]
+    assert "cubbi/mcp.json" in names
+
+
+class FakeSwarm:
+    """A SwarmEngine's surface that swarmmcp uses, recording what it makes:
+    each service's task is running on node n2 at once."""
+
+    schedule_timeout = 5
+    constraints = ["node.labels.cubbi==true"]
+
+    def __init__(self):
+        self.services, self.parts, self.deleted, self.pushed = {}, {}, [], []
+        self.api = self
+
+    # the engine
+    def push(self, ref):
+        self.pushed.append(ref)
+        return "r:5000/" + ref.split("/")[-1]
+
+    def ensure_user_network(self, name, labels):
+        self.network = name
+
+    def make_part(self, kind, name, data, part, labels=None):
+        self.parts[name] = (kind, data, part)
+        return "id-" + name
+
+    def create_service(self, spec):
+        self.services[spec["Name"]] = spec
+        return spec["Name"]
+
+    # the manager's API
+    def get(self, path):
+        from cubbi_tools.dockerapi import APIError
+
+        name = path.rsplit("/", 1)[-1]
+        if name not in self.services:
+            raise APIError(404, "no such service")
+        return {"ID": name, "Spec": self.services[name]}
+
+    def tasks(self, ids):
+        return [{"ID": "t-" + i, "ServiceID": i, "NodeID": "n2", "CreatedAt": "1",
+                 "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c-" + i}}}
+                for i in ids if i in self.services]
+
+    def nodes(self):
+        return {"n2": {"ID": "n2", "Status": {"State": "ready", "Addr": "10.0.0.2"}}}
+
+    def node_api(self, node):
+        return "node-api-" + node["ID"]
+
+    def inspect_image(self, ref):
+        return {"Id": "sha256:1", "Config": {"Cmd": ["mcp-server-time"]}}
+
+
+def test_a_container_mcp_server_is_two_services_on_one_node_its_env_a_secret(monkeypatch):
+    from cubbi_tools import mcpserve, swarmmcp
+
+    waited = []
+    monkeypatch.setattr(mcpserve, "proxy_image", lambda engine, progress=None: "cubbi/mcp-proxy:1")
+    monkeypatch.setattr(mcpserve, "wait_ready", lambda *a: waited.append(a))
+    eng = FakeSwarm()
+    servers = swarmmcp.SwarmServers(eng, ["cubbi.owner=alice"], owner="alice")
+    st = servers.run("time", {"kind": "container", "image": "t/mcp-time:1", "command": None,
+                              "env": {"API_TOKEN": "canary-m2"}})
+    assert st["status"] == "running"
+    n = mcpserve.names("time", ["cubbi.owner=alice"])
+    server, proxy = eng.services[n["server"]], eng.services[n["proxy"]]
+    assert "canary" not in json.dumps(eng.services)  # spec, env, labels
+    env_part = [d for k, d, _ in eng.parts.values() if b"API_TOKEN" in d]
+    assert env_part == [b"API_TOKEN=canary-m2\n"]
+    assert {k for k, _, _ in eng.parts.values()} == {"secrets"}
+    assert {p for _, _, p in eng.parts.values()} == {n["proxy"]}  # removed with the services
+    # the proxy on the server's node, both with the FIFOs' volume, on the server's network
+    assert proxy["TaskTemplate"]["Placement"]["Constraints"] == [
+        "node.labels.cubbi==true", "node.id==n2"]
+    assert server["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.cubbi==true"]
+    for spec in (server, proxy):
+        (mount,) = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+        assert (mount["Source"], mount["Target"]) == (n["proxy"] + "-io", mcpserve.IO)
+        assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+        assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
+    assert proxy["TaskTemplate"]["Networks"] == [{"Target": n["network"],
+                                                  "Aliases": ["cubbi-mcp-time"]}]
+    assert eng.pushed == ["t/mcp-time:1", "cubbi/mcp-proxy:1"]
+    assert server["TaskTemplate"]["ContainerSpec"]["Image"] == "r:5000/mcp-time:1"
+    script = server["TaskTemplate"]["ContainerSpec"]["Command"][2]
+    assert ". /run/secrets/cubbi-mcp-env" in script and "/run/secrets/cubbi-mcp-command" in script
+    assert waited == [("node-api-n2", "time", "c-" + n["server"], "c-" + n["proxy"],
+                       mcpserve.START_TIMEOUT)]
+    # running: a second use starts nothing
+    before = dict(eng.services)
+    assert servers.run("time", {"kind": "container", "image": "t/mcp-time:1"})["status"] == \
+        "running"
+    assert eng.services == before
