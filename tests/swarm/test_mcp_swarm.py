@@ -163,7 +163,7 @@ def test_a_server_that_exits_at_once_fails_the_session_saying_why(swarm, swarm_s
     last lines; nothing of the server is left (its start removed it)."""
     alice = swarm_alice
     status, rec = alice.call("POST", "/mcp", {"name": "swbad", "kind": "container",
-                                              "image": mcp_images,
+                                              "image": "cubbi-test/busybox:latest",
                                               "command": "echo boom-at-start-9 >&2; exit 3"})
     assert status in (200, 201), rec
     try:
