@@ -548,8 +548,9 @@ class Service:
         return _MCPStore(self, user)
 
     def mcp(self, user):
-        """The user's MCP servers on this engine (mcpserve.Servers), named
-        and networked within the user's scope."""
+        """The user's MCP servers on this engine (mcpserve.Servers; on a
+        swarm swarmmcp.SwarmServers), named and networked within the user's
+        scope."""
         return self.engine.mcp_servers(self._scope(user)[1], owner=user,
                                        store=self._mcp_store(user))
 

@@ -40,6 +40,9 @@ and closing are the same code:
   (boot_script): the service spec cannot ask for it before API 1.46;
 - images: built or found on the manager, pushed to docker.registry, and
   pulled from there by the node that runs the task;
+- MCP servers: a container server is two services on one node, on an
+  overlay of its own that its sessions join (swarmmcp); the tool configs
+  written from them are secrets, as the env file is;
 - placement: docker.constraints (the operator's) plus a request's
   constraints where policy.constraints allows them; a session whose
   reservations no node can hold is refused at once, one that stays
