@@ -347,13 +347,14 @@ def test_mcp_configs_for_the_tool_are_secrets_and_mcp_json_is_in_the_config():
 
 class FakeSwarm:
     """A SwarmEngine's surface that swarmmcp uses, recording what it makes:
-    each service's task is running on node n2 at once."""
+    each service's task is running on node n2 at once; `others` are more
+    services (e.g. a session's), `done` what was removed."""
 
     schedule_timeout = 5
     constraints = ["node.labels.cubbi==true"]
 
     def __init__(self):
-        self.services, self.parts, self.deleted, self.pushed = {}, {}, [], []
+        self.specs, self.parts, self.pushed, self.others, self.done = {}, {}, [], [], []
         self.api = self
 
     # the engine
@@ -362,38 +363,54 @@ class FakeSwarm:
         return "r:5000/" + ref.split("/")[-1]
 
     def ensure_user_network(self, name, labels):
-        self.network = name
+        pass
 
     def make_part(self, kind, name, data, part, labels=None):
         self.parts[name] = (kind, data, part)
         return "id-" + name
 
     def create_service(self, spec):
-        self.services[spec["Name"]] = spec
+        self.specs[spec["Name"]] = spec
         return spec["Name"]
 
-    # the manager's API
+    # the manager's API, and a node's
     def get(self, path):
         from cubbi_tools.dockerapi import APIError
 
         name = path.rsplit("/", 1)[-1]
-        if name not in self.services:
+        if name not in self.specs:
             raise APIError(404, "no such service")
-        return {"ID": name, "Spec": self.services[name]}
+        return {"ID": name, "Spec": self.specs[name]}
+
+    def services(self, labels=()):
+        return [{"ID": k, "Spec": v} for k, v in self.specs.items()] + self.others
 
     def tasks(self, ids):
         return [{"ID": "t-" + i, "ServiceID": i, "NodeID": "n2", "CreatedAt": "1",
                  "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c-" + i}}}
-                for i in ids if i in self.services]
+                for i in ids if i in self.specs]
 
     def nodes(self):
         return {"n2": {"ID": "n2", "Status": {"State": "ready", "Addr": "10.0.0.2"}}}
 
     def node_api(self, node):
-        return "node-api-" + node["ID"]
+        return self  # its delete() records what the node removed
 
     def inspect_image(self, ref):
         return {"Id": "sha256:1", "Config": {"Cmd": ["mcp-server-time"]}}
+
+    def delete(self, path):
+        self.done.append(path)
+        self.specs.pop(path.rsplit("/", 1)[-1], None)
+
+    def remove_parts(self, part):
+        self.done.append(f"parts of {part}")
+
+    def network(self, name):
+        return {"Id": "net-id"}
+
+    def remove_network(self, nid):
+        self.done.append(f"network {nid}")
 
 
 def test_a_container_mcp_server_is_two_services_on_one_node_its_env_a_secret(monkeypatch):
@@ -408,8 +425,8 @@ def test_a_container_mcp_server_is_two_services_on_one_node_its_env_a_secret(mon
                               "env": {"API_TOKEN": "canary-m2"}})
     assert st["status"] == "running"
     n = mcpserve.names("time", ["cubbi.owner=alice"])
-    server, proxy = eng.services[n["server"]], eng.services[n["proxy"]]
-    assert "canary" not in json.dumps(eng.services)  # spec, env, labels
+    server, proxy = eng.specs[n["server"]], eng.specs[n["proxy"]]
+    assert "canary" not in json.dumps(eng.specs)  # spec, env, labels
     env_part = [d for k, d, _ in eng.parts.values() if b"API_TOKEN" in d]
     assert env_part == [b"API_TOKEN=canary-m2\n"]
     assert {k for k, _, _ in eng.parts.values()} == {"secrets"}
@@ -429,10 +446,31 @@ def test_a_container_mcp_server_is_two_services_on_one_node_its_env_a_secret(mon
     assert server["TaskTemplate"]["ContainerSpec"]["Image"] == "r:5000/mcp-time:1"
     script = server["TaskTemplate"]["ContainerSpec"]["Command"][2]
     assert ". /run/secrets/cubbi-mcp-env" in script and "/run/secrets/cubbi-mcp-command" in script
-    assert waited == [("node-api-n2", "time", "c-" + n["server"], "c-" + n["proxy"],
+    assert waited == [(eng, "time", "c-" + n["server"], "c-" + n["proxy"],
                        mcpserve.START_TIMEOUT)]
     # running: a second use starts nothing
-    before = dict(eng.services)
+    before = dict(eng.specs)
     assert servers.run("time", {"kind": "container", "image": "t/mcp-time:1"})["status"] == \
         "running"
-    assert eng.services == before
+    assert eng.specs == before
+
+
+def test_stopping_a_swarm_mcp_server_takes_its_services_secrets_and_volume(monkeypatch):
+    """Its network stays while a session's service names it (as on one
+    engine, where the engine refuses): that session's close takes it."""
+    from cubbi_tools import mcpserve, swarmmcp
+
+    monkeypatch.setattr(mcpserve, "proxy_image", lambda engine, progress=None: "cubbi/mcp-proxy:1")
+    monkeypatch.setattr(mcpserve, "wait_ready", lambda *a: None)
+    eng = FakeSwarm()
+    servers = swarmmcp.SwarmServers(eng, ["cubbi.owner=alice"], owner="alice")
+    servers.run("time", {"kind": "container", "image": "t/mcp-time:1", "command": "x"})
+    n = mcpserve.names("time", ["cubbi.owner=alice"])
+    eng.others = [{"ID": "s1", "Spec": {"TaskTemplate": {"Networks": [{"Target": "net-id"}]}}}]
+    assert servers.halt("time") is True
+    assert eng.done == [f"/services/{n['proxy']}", f"/services/{n['server']}",
+                        f"parts of {n['proxy']}", f"/volumes/{n['proxy']}-io"]
+    assert servers.state("time")["status"] == "stopped"
+    assert servers.halt("time") is False
+    eng.others, eng.done = [], []
+    assert servers.drop_network(n["network"]) is True and eng.done == ["network net-id"]
