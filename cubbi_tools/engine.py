@@ -519,8 +519,7 @@ class LocalEngine:
         for name, meta in servers:
             if meta["kind"] == "container":
                 try:
-                    mcpserve.ensure(self, name, meta, scope=req.scope, owner=req.owner,
-                                    progress=progress)
+                    self.mcp_servers(req.scope, owner=req.owner).run(name, meta, progress)
                     nets.append(mcpserve.names(name, req.scope)["network"])
                 except NotFound:
                     raise
@@ -599,9 +598,14 @@ class LocalEngine:
     def mcp(self):
         """The MCP servers defined on this machine, run on this engine
         (mcpserve.Servers)."""
+        return self.mcp_servers()
+
+    def mcp_servers(self, scope=(), owner=None, store=None):
+        """The MCP servers of a scope (a service's user) on this engine:
+        mcpserve.Servers (a swarm's: swarmmcp.SwarmServers)."""
         from .mcpserve import Servers
 
-        return Servers(self)
+        return Servers(self, scope, owner=owner, store=store)
 
     def project_setup(self, url):
         """A project's clone URL, id, env and files, with the credential

@@ -40,19 +40,31 @@ START_TIMEOUT = float(os.environ.get("CUBBI_MCP_START_TIMEOUT") or 90)
 LOG_LINES = 8
 _LOCKS = {}  # server -> threading.Lock (see ensure)
 
-RUN_SERVER = """\
+_RUN = """\
 # cubbi: run the MCP server with stdin/stdout on the proxy's FIFOs
-set -a; . /cubbi-mcp/env; set +a
+set -a; . {env}; set +a
 mkfifo {io}/in {io}/out 2>/dev/null
 [ -p {io}/in ] && [ -p {io}/out ] || {{ echo "cubbi-mcp: cannot make FIFOs in {io}" >&2; exit 1; }}
-exec /bin/sh -c "$(cat /cubbi-mcp/command)" < {io}/in > {io}/out
-""".format(io=IO)
+exec /bin/sh -c "$(cat {command})" < {io}/in > {io}/out
+"""
+
+
+def run_server(env="/cubbi-mcp/env", command="/cubbi-mcp/command"):
+    """The server container's script: the environment file ENV and the
+    command file COMMAND read where they were put (here, or a swarm's
+    secrets: swarmmcp)."""
+    return _RUN.format(io=IO, env=env, command=command)
+
+
+RUN_SERVER = run_server()
 # the proxy's stdio command: the server's output copied in the background
 # (the only holder of the proxy's stdout pipe, so the proxy sees EOF when
 # the server goes away), the proxy's stdin copied in the foreground (an
 # asynchronous command's stdin would be /dev/null)
 BRIDGE = (f"mkfifo {IO}/in {IO}/out 2>/dev/null; "
           f"cat {IO}/out & exec cat > {IO}/in")
+PROXY_COMMAND = ["/opt/mcp-proxy/bin/mcp-proxy", "--host", "0.0.0.0", "--port", "8080",
+                 "--", "/bin/sh", "-c", BRIDGE]
 
 
 def _scope_hash(scope):
@@ -67,7 +79,7 @@ def names(name, scope=()):
     return {"proxy": full, "server": f"{full}-server", "network": full, "host": base}
 
 
-def _labels(name, role, scope, owner):
+def labels_of(name, role, scope, owner):
     labels = {LABEL: "true", L_NAME: name, L_ROLE: role}
     if scope:
         labels[L_SCOPE] = _scope_hash(scope)
@@ -158,7 +170,8 @@ def builtin_image(engine, name, what, progress=None):
     return tag
 
 
-def _server_command(api, meta):
+def server_command(api, meta):
+    """The server's stdio command: its definition's, else its image's."""
     if meta.get("command"):
         return meta["command"]
     info = api.inspect_image(meta["image"])
@@ -170,7 +183,7 @@ def _server_command(api, meta):
     return shlex.join(argv)
 
 
-def _env_file(env):
+def env_file(env):
     return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in sorted((env or {}).items()))
 
 
@@ -187,25 +200,36 @@ def ensure(engine, name, meta, scope=(), owner=None, progress=None, timeout=None
     """Start container server NAME (resolved definition META) unless it runs;
     wait until it answers.  Returns status(); CubbiError naming the server's
     last log lines when it exits or does not answer in time.  One start at a
-    time per server on this host: two sessions made at once share the one
-    the first starts.  A lock of this process first (cooperative under the
-    server's gevent, where a second flock of one process would block it
-    whole), then a lock file for other processes."""
+    time per server (one_start)."""
+    with one_start(names(name, scope)["proxy"]):
+        return _ensure(engine, name, meta, scope, owner, progress, timeout)
+
+
+def one_start(key):
+    """A lock held while server KEY (names()'s proxy) is started on this
+    host: two sessions made at once share the one the first starts.  A lock
+    of this process first (cooperative under the server's gevent, where a
+    second flock of one process would block it whole), then a lock file for
+    other processes."""
+    import contextlib
     import fcntl
     import tempfile
     import threading
 
-    key = names(name, scope)["proxy"]
-    with _LOCKS_LOCK:
-        lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        fd = os.open(os.path.join(tempfile.gettempdir(), f"{key}.lock"), os.O_RDWR | os.O_CREAT,
-                     0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return _ensure(engine, name, meta, scope, owner, progress, timeout)
-        finally:
-            os.close(fd)
+    @contextlib.contextmanager
+    def held():
+        with _LOCKS_LOCK:
+            lock = _LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            fd = os.open(os.path.join(tempfile.gettempdir(), f"{key}.lock"),
+                         os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    return held()
 
 
 def _locks_lock():
@@ -225,8 +249,8 @@ def _ensure(engine, name, meta, scope, owner, progress, timeout):
     if st["status"] == "failed":
         stop(api, name, scope)
     n = names(name, scope)
-    _image_exists(api, meta)
-    command = _server_command(api, meta)
+    image_exists(api, meta)
+    command = server_command(api, meta)
     tag = proxy_image(engine, progress)
     try:
         api.network(n["network"])
@@ -234,13 +258,13 @@ def _ensure(engine, name, meta, scope, owner, progress, timeout):
         if exc.status != 404:
             raise
         try:
-            api.create_network(n["network"], labels=_labels(name, "network", scope, owner))
+            api.create_network(n["network"], labels=labels_of(name, "network", scope, owner))
         except APIError as exc2:
             if exc2.status != 409:
                 raise
     if progress:
         progress(f"starting MCP server {name}")
-    labels = _labels(name, "server", scope, owner)
+    labels = labels_of(name, "server", scope, owner)
     labels[L_DIGEST] = digest(meta)
     server = api.create_container(n["server"], {
         "Image": meta["image"], "Entrypoint": ["/bin/sh", "/cubbi-mcp/run.sh"], "Cmd": [],
@@ -253,27 +277,26 @@ def _ensure(engine, name, meta, scope, owner, progress, timeout):
         api.put_archive(server, "/", tar_bytes({
             "/cubbi-mcp/run.sh": (RUN_SERVER.encode(), 0o755, 0, 0),
             "/cubbi-mcp/command": (command.encode() + b"\n", 0o644, 0, 0),
-            "/cubbi-mcp/env": (_env_file(meta.get("env")).encode(), 0o644, 0, 0)}))
-        plabels = _labels(name, "proxy", scope, owner)
+            "/cubbi-mcp/env": (env_file(meta.get("env")).encode(), 0o644, 0, 0)}))
+        plabels = labels_of(name, "proxy", scope, owner)
         plabels[L_DIGEST] = labels[L_DIGEST]
         proxy = api.create_container(n["proxy"], {
             "Image": tag, "Labels": plabels,
-            "Cmd": ["/opt/mcp-proxy/bin/mcp-proxy", "--host", "0.0.0.0", "--port", "8080",
-                    "--", "/bin/sh", "-c", BRIDGE],
+            "Cmd": PROXY_COMMAND,
             "HostConfig": {"NetworkMode": n["network"], "VolumesFrom": [server],
                            "RestartPolicy": {"Name": "no"}},
             "NetworkingConfig": {"EndpointsConfig": {n["network"]: {"Aliases": [n["host"]]}}},
         })["Id"]
         api.start(server)
         api.start(proxy)
-        _wait(api, name, server, proxy, timeout or START_TIMEOUT)
+        wait_ready(api, name, server, proxy, timeout or START_TIMEOUT)
     except BaseException:
         stop(api, name, scope)
         raise
     return status(api, name, scope)
 
 
-def _image_exists(api, meta):
+def image_exists(api, meta):
     try:
         api.inspect_image(meta["image"])
     except APIError as exc:
@@ -283,7 +306,9 @@ def _image_exists(api, meta):
                        "build or pull it first (see docker images)") from None
 
 
-def _wait(api, name, server, proxy, timeout):
+def wait_ready(api, name, server, proxy, timeout):
+    """Follow the proxy's log (container PROXY on API) for READY; CubbiError
+    naming the last log lines of SERVER (else PROXY) when it ends or times out."""
     from .dockerapi import Deadline
 
     deadline = time.monotonic() + timeout
@@ -343,6 +368,32 @@ class Servers:
             self.store = mcp
         return self.store
 
+    # -- where the containers run: one engine here; a swarm's services in
+    #    swarmmcp.SwarmServers, which overrides these four
+    def state(self, name):
+        """status() of container server NAME."""
+        return status(self.engine.api, name, self.scope)
+
+    def run(self, name, meta, progress=None):
+        """ensure() container server NAME (resolved definition META)."""
+        return ensure(self.engine, name, meta, scope=self.scope, owner=self.owner,
+                      progress=progress)
+
+    def halt(self, name):
+        """stop() container server NAME: True when something ran."""
+        return stop(self.engine.api, name, self.scope)
+
+    def log_frames(self, name, follow=False, tail=None, proxy=False):
+        """(stream, bytes) frames of the server's log (or its proxy's)."""
+        cname = names(name, self.scope)["proxy" if proxy else "server"]
+        try:
+            return self.engine.api.logs(cname, follow=follow, tail=tail, timestamps=False)
+        except APIError as exc:
+            if exc.status == 404:
+                raise NotFound(f"MCP server {name} is not running; start it with "
+                               f"cubbi-mcp start {name}") from None
+            raise
+
     def _with_status(self, rec):
         """rec with its status: running, stopped, failed (a container
         server; unknown while the engine does not answer: definitions are
@@ -351,7 +402,7 @@ class Servers:
 
         if rec.get("kind") == "container":
             try:
-                st = status(self.engine.api, rec["name"], self.scope)
+                st = self.state(rec["name"])
             except EngineUnreachable:
                 st = {"status": "unknown", "network": names(rec["name"], self.scope)["network"]}
             rec["status"] = st["status"]
@@ -384,7 +435,7 @@ class Servers:
         from .errors import EngineUnreachable
 
         try:
-            stop(self.engine.api, name, self.scope)
+            self.halt(name)
         except EngineUnreachable:
             pass
 
@@ -400,12 +451,12 @@ class Servers:
 
     def start(self, name, progress=None):
         meta = self._store().resolved(name, self._container(name))
-        ensure(self.engine, name, meta, scope=self.scope, owner=self.owner, progress=progress)
+        self.run(name, meta, progress)
         return self.get(name)
 
     def stop(self, name):
         self._container(name)
-        was = stop(self.engine.api, name, self.scope)
+        was = self.halt(name)
         return dict(self.get(name), stopped=was)
 
     def restart(self, name, progress=None):
@@ -415,14 +466,7 @@ class Servers:
     def logs(self, name, follow=False, tail=None, proxy=False):
         """Yield the log lines of the server's container (or its proxy's)."""
         self._container(name)
-        cname = names(name, self.scope)["proxy" if proxy else "server"]
-        try:
-            frames = self.engine.api.logs(cname, follow=follow, tail=tail, timestamps=False)
-        except APIError as exc:
-            if exc.status == 404:
-                raise NotFound(f"MCP server {name} is not running; start it with "
-                               f"cubbi-mcp start {name}") from None
-            raise
+        frames = self.log_frames(name, follow=follow, tail=tail, proxy=proxy)
         pending = ""
         for _, data in frames:
             text = pending + data.decode(errors="replace")

@@ -419,14 +419,16 @@ class RemoteMCP:
     def remove(self, name):
         return self.service.request("DELETE", self._path(name))
 
+    # a start may build the proxy image, or push and pull images on a swarm:
+    # no read timeout, as a create has none (the service bounds its own waits)
     def start(self, name, progress=None):
-        return self.service.request("POST", self._path(name, "start"))
+        return self.service.request("POST", self._path(name, "start"), timeout=None)
 
     def stop(self, name):
         return self.service.request("POST", self._path(name, "stop"))
 
     def restart(self, name, progress=None):
-        return self.service.request("POST", self._path(name, "restart"))
+        return self.service.request("POST", self._path(name, "restart"), timeout=None)
 
     def logs(self, name, follow=False, tail=None, proxy=False):
         if follow:

@@ -437,10 +437,9 @@ class Service:
         rec = self.state.remove_user(user)
         rec["sessions"] = [self.engine.close(sess["id"], records=[sess])["id"] for sess in
                            self.engine.list(all=True, labels=scope, status=False)]
-        from .mcpserve import stop
-
+        servers = self.engine.mcp_servers(scope, owner=user)
         for name in mcp_names:  # their MCP servers' containers and networks
-            stop(self.engine.api, name, scope)
+            servers.halt(name)
         self._drop_network(key)
         return rec
 
@@ -549,11 +548,11 @@ class Service:
         return _MCPStore(self, user)
 
     def mcp(self, user):
-        """The user's MCP servers on this engine (mcpserve.Servers), named
-        and networked within the user's scope."""
-        from .mcpserve import Servers
-
-        return Servers(self.engine, self._scope(user)[1], owner=user, store=self._mcp_store(user))
+        """The user's MCP servers on this engine (mcpserve.Servers; on a
+        swarm swarmmcp.SwarmServers), named and networked within the user's
+        scope."""
+        return self.engine.mcp_servers(self._scope(user)[1], owner=user,
+                                       store=self._mcp_store(user))
 
     def mcp_add(self, user, payload):
         """POST /mcp: a definition of the user's (check_mcp), refused when

@@ -52,6 +52,9 @@ and closing are the same code:
   traffic never crosses nodes; endpoint mode dnsrr: no IPVS needed), its
   files as configs; --no-network: that network without a proxy (a service
   cannot use the engine's `none`); both removed with the session;
+- MCP servers: a container server is two services on one node, on an
+  overlay of its own that its sessions join (swarmmcp); the tool configs
+  written from them are secrets, as the env file is;
 - placement: docker.constraints (the operator's) plus a request's
   constraints where policy.constraints allows them; a session whose
   reservations no node can hold is refused at once, one that stays
@@ -443,13 +446,12 @@ class SwarmEngine(LocalEngine):
             # a swarm publishes on every interface of a node: policy.ports.bind cannot hold
             raise UsageError("ports are not published in swarm mode (docker.mode: swarm); "
                              "reach the session through cubbi-connect")
-        if req.mcp or req.mcp_defs:
-            raise UsageError("MCP servers are not available in swarm mode yet")
         if req.volumes or req.mount or req.state_dir:
             raise UsageError("host paths mean nothing on a swarm's nodes")
         if req.disk:  # a service's container spec has no storage options
             raise UsageError("disk limits are not available in swarm mode (docker.mode: "
                              "swarm): a Swarm service cannot ask its node's engine for one")
+        servers = self.mcp_definitions(req)  # an unknown name: NotFound before anything starts
         image_ref, image_meta = images.ensure_image(self, req.image, progress=progress)
         pushed = self.push(image_ref)
         image = req.image
@@ -461,7 +463,8 @@ class SwarmEngine(LocalEngine):
             raise CubbiError(f"a session named {name!r} exists; choose another --name "
                              "or close it first")
         network = req.network or self.network
-        extra_nets = [n for n in dict.fromkeys(req.networks) if n != network]
+        mcp_nets, mcp_failed = self._mcp_start(req, servers, progress)  # swarmmcp's services
+        extra_nets = [n for n in dict.fromkeys(req.networks + mcp_nets) if n != network]
         for net in extra_nets:
             self._check_swarm_network(net)
         hosts = self._egress_hosts(req, image_meta, progress)
@@ -489,6 +492,8 @@ class SwarmEngine(LocalEngine):
             labels[S.L_OWNER] = req.owner
         if hosts and not req.no_network:
             labels[S.L_ALLOW] = ",".join(hosts)
+        if servers:
+            labels[S.L_MCP] = ",".join(n for n, _ in servers)
         labels.update(req.labels)
         idle = parse_duration(req.idle_timeout) if req.idle_timeout else 0
         if idle:  # the init ends the task when unused that long; list() removes it then
@@ -508,7 +513,7 @@ class SwarmEngine(LocalEngine):
                 made.append(("egress", sid))
                 proxy_image = self._egress_network(sid, outward, req.owner, progress,
                                                    proxy=fenced)
-            boot, secret_files = self._parts(req, image_meta, egress_env)
+            boot, secret_files = self._parts(req, image_meta, servers, mcp_failed, egress_env)
             cfg = self._make("configs", f"{cname}-{sid}-boot", boot, sid)
             made.append(("configs", cfg))
             secrets, copies = [], []
@@ -775,18 +780,23 @@ class SwarmEngine(LocalEngine):
                          f"({err or 'no node was chosen'} after {self.schedule_timeout:g} s); "
                          "ask for less, or check the placement constraints")
 
-    def _parts(self, req, image_meta, egress_env=None):
+    def _parts(self, req, image_meta, servers=(), mcp_failed=None, egress_env=None):
         """(the boot tar without secrets, {path: (bytes, mode, uid, gid)} of
-        the secret files): the env file and the request's files."""
-        whole = tarfile.open(fileobj=io.BytesIO(self._archive(req, image_meta,
-                                                              egress_env=egress_env)))
+        the secret files): the env file, the request's files and the MCP
+        configs written for the image's tool (mcptools.DIR: some formats
+        hold the servers' header and env values themselves)."""
+        from .mcptools import DIR as MCP_DIR
+
+        whole = tarfile.open(fileobj=io.BytesIO(self._archive(req, image_meta, servers,
+                                                              mcp_failed, egress_env)))
         secret_paths = {f"{INIT_DIR}/env"} | {p for p in req.files}
         secrets, out = {}, io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as boot:
             for member in whole.getmembers():
                 path = "/" + member.name.lstrip("/")
                 data = whole.extractfile(member).read() if member.isfile() else None
-                if path in secret_paths and data is not None:
+                if data is not None and (path in secret_paths or
+                                         path.startswith(MCP_DIR + "/")):
                     secrets[path] = (data, member.mode, member.uid, member.gid)
                     continue
                 boot.addfile(member, io.BytesIO(data) if data is not None else None)
@@ -796,6 +806,37 @@ class SwarmEngine(LocalEngine):
         body = {"Name": name, "Labels": {L_PART: sid, S.LABEL: "true"},
                 "Data": base64.b64encode(data).decode()}
         return self.api.post(f"/{kind}/create", body=body)["ID"]
+
+    # -- MCP servers: swarmmcp's services ---------------------------------------
+    def mcp_servers(self, scope=(), owner=None, store=None):
+        """The MCP servers of a scope, run as Swarm services (swarmmcp)."""
+        from .swarmmcp import SwarmServers
+
+        return SwarmServers(self, scope, owner=owner, store=store)
+
+    def close(self, ref, records=None):
+        """LocalEngine.close; then the networks of the session's MCP servers
+        that nothing else names (their servers stopped), once its task has
+        let go of them: the engine refuses while it has not."""
+        rec = super().close(ref, records)
+        mcp_nets = [n for n in rec.get("networks") or [] if n.startswith("cubbi-mcp-")]
+        if mcp_nets:
+            servers = self.mcp_servers()
+            for net in mcp_nets:
+                servers.drop_network(net)
+        return rec
+
+    def make_part(self, kind, name, data, part, labels=None):
+        """A Docker secret or config (KIND secrets|configs) of a session or
+        an MCP server (PART: SwarmAPI.remove_parts removes it)."""
+        body = {"Name": name, "Labels": {**(labels or {}), L_PART: part},
+                "Data": base64.b64encode(data).decode()}
+        return self.api.post(f"/{kind}/create", body=body)["ID"]
+
+    def create_service(self, spec):
+        """A service made from SPEC, its image pulled with the registry's
+        credentials; its id."""
+        return self.api.post("/services/create", body=spec, headers=self._auth_header())["ID"]
 
     # -- images: pushed to the registry the nodes pull from -------------------
     def _auth_header(self):

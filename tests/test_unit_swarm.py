@@ -5,6 +5,7 @@ carries an exec's stdin EOF to a node's engine.  The swarm itself is
 tests/swarm/ (tests/run --swarm)."""
 
 import io
+import json
 import os
 import socket
 import ssl
@@ -321,3 +322,150 @@ def test_a_create_in_flight_is_never_an_orphan_in_swarm_mode():
     assert [e["Id"] for e in eng.unfinished()] == ["idled"]
     assert "idle" in eng.unfinished()[0]["cubbi_orphan_reason"]
     assert [swarm.closed_itself(e) for e in entries] == [False, False, False, False, True]
+
+
+def test_mcp_configs_for_the_tool_are_secrets_and_mcp_json_is_in_the_config():
+    """Some tool formats (claude-code) hold the servers' header values
+    themselves: every file of /cubbi/mcp/ is a secret, as the env file is."""
+    eng = swarm.SwarmEngine("tcp://127.0.0.1:1", registry="r:5000")  # never contacted
+    servers = [("docs", {"kind": "remote", "url": "https://mcp.example.com/mcp",
+                         "headers": {"Authorization": "Bearer canary-m1"}})]
+    boot, secrets = eng._parts(CreateRequest(image="x", uid=1000, gid=1000),
+                               {"mcp": {"format": "claude-code"}}, servers)
+    assert "/cubbi/mcp/claude-code.fragment" in secrets and "/cubbi/env" in secrets
+    assert b"canary-m1" in secrets["/cubbi/mcp/claude-code.fragment"][0]
+    assert b"canary-m1" in secrets["/cubbi/env"][0]
+    assert b"canary" not in boot
+    names = [n.lstrip("/") for n in tarfile.open(fileobj=io.BytesIO(boot)).getnames()]
+    assert "cubbi/mcp.json" in names
+
+
+class FakeSwarm:
+    """A SwarmEngine's surface that swarmmcp uses, recording what it makes:
+    each service's task is running on node n2 at once; `others` are more
+    services (e.g. a session's), `done` what was removed."""
+
+    schedule_timeout = 5
+    constraints = ["node.labels.cubbi==true"]
+
+    def __init__(self):
+        self.specs, self.parts, self.pushed, self.others, self.done = {}, {}, [], [], []
+        self.api = self
+
+    # the engine
+    def push(self, ref):
+        self.pushed.append(ref)
+        return "r:5000/" + ref.split("/")[-1]
+
+    def ensure_user_network(self, name, labels):
+        pass
+
+    def make_part(self, kind, name, data, part, labels=None):
+        self.parts[name] = (kind, data, part)
+        return "id-" + name
+
+    def create_service(self, spec):
+        self.specs[spec["Name"]] = spec
+        return spec["Name"]
+
+    # the manager's API, and a node's
+    def get(self, path):
+        from cubbi_tools.dockerapi import APIError
+
+        name = path.rsplit("/", 1)[-1]
+        if name not in self.specs:
+            raise APIError(404, "no such service")
+        return {"ID": name, "Spec": self.specs[name]}
+
+    def services(self, labels=()):
+        return [{"ID": k, "Spec": v} for k, v in self.specs.items()] + self.others
+
+    def tasks(self, ids):
+        return [{"ID": "t-" + i, "ServiceID": i, "NodeID": "n2", "CreatedAt": "1",
+                 "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c-" + i}}}
+                for i in ids if i in self.specs]
+
+    def nodes(self):
+        return {"n2": {"ID": "n2", "Status": {"State": "ready", "Addr": "10.0.0.2"}}}
+
+    def node_api(self, node):
+        return self  # its delete() records what the node removed
+
+    def inspect_image(self, ref):
+        return {"Id": "sha256:1", "Config": {"Cmd": ["mcp-server-time"]}}
+
+    def delete(self, path):
+        self.done.append(path)
+        self.specs.pop(path.rsplit("/", 1)[-1], None)
+
+    def remove_parts(self, part):
+        self.done.append(f"parts of {part}")
+
+    def network(self, name):
+        return {"Id": "net-id"}
+
+    def remove_network(self, nid):
+        self.done.append(f"network {nid}")
+
+
+def test_a_container_mcp_server_is_two_services_on_one_node_its_env_a_secret(monkeypatch):
+    from cubbi_tools import mcpserve, swarmmcp
+
+    waited = []
+    monkeypatch.setattr(mcpserve, "proxy_image", lambda engine, progress=None: "cubbi/mcp-proxy:1")
+    monkeypatch.setattr(mcpserve, "wait_ready", lambda *a: waited.append(a))
+    eng = FakeSwarm()
+    servers = swarmmcp.SwarmServers(eng, ["cubbi.owner=alice"], owner="alice")
+    st = servers.run("time", {"kind": "container", "image": "t/mcp-time:1", "command": None,
+                              "env": {"API_TOKEN": "canary-m2"}})
+    assert st["status"] == "running"
+    n = mcpserve.names("time", ["cubbi.owner=alice"])
+    server, proxy = eng.specs[n["server"]], eng.specs[n["proxy"]]
+    assert "canary" not in json.dumps(eng.specs)  # spec, env, labels
+    env_part = [d for k, d, _ in eng.parts.values() if b"API_TOKEN" in d]
+    assert env_part == [b"API_TOKEN=canary-m2\n"]
+    assert {k for k, _, _ in eng.parts.values()} == {"secrets"}
+    assert {p for _, _, p in eng.parts.values()} == {n["proxy"]}  # removed with the services
+    # the proxy on the server's node, both with the FIFOs' volume, on the server's network
+    assert proxy["TaskTemplate"]["Placement"]["Constraints"] == [
+        "node.labels.cubbi==true", "node.id==n2"]
+    assert server["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.cubbi==true"]
+    for spec in (server, proxy):
+        (mount,) = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+        assert (mount["Source"], mount["Target"]) == (n["proxy"] + "-io", mcpserve.IO)
+        assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+        assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
+    assert proxy["TaskTemplate"]["Networks"] == [{"Target": n["network"],
+                                                  "Aliases": ["cubbi-mcp-time"]}]
+    assert eng.pushed == ["t/mcp-time:1", "cubbi/mcp-proxy:1"]
+    assert server["TaskTemplate"]["ContainerSpec"]["Image"] == "r:5000/mcp-time:1"
+    script = server["TaskTemplate"]["ContainerSpec"]["Command"][2]
+    assert ". /run/secrets/cubbi-mcp-env" in script and "/run/secrets/cubbi-mcp-command" in script
+    assert waited == [(eng, "time", "c-" + n["server"], "c-" + n["proxy"],
+                       mcpserve.START_TIMEOUT)]
+    # running: a second use starts nothing
+    before = dict(eng.specs)
+    assert servers.run("time", {"kind": "container", "image": "t/mcp-time:1"})["status"] == \
+        "running"
+    assert eng.specs == before
+
+
+def test_stopping_a_swarm_mcp_server_takes_its_services_secrets_and_volume(monkeypatch):
+    """Its network stays while a session's service names it (as on one
+    engine, where the engine refuses): that session's close takes it."""
+    from cubbi_tools import mcpserve, swarmmcp
+
+    monkeypatch.setattr(mcpserve, "proxy_image", lambda engine, progress=None: "cubbi/mcp-proxy:1")
+    monkeypatch.setattr(mcpserve, "wait_ready", lambda *a: None)
+    eng = FakeSwarm()
+    servers = swarmmcp.SwarmServers(eng, ["cubbi.owner=alice"], owner="alice")
+    servers.run("time", {"kind": "container", "image": "t/mcp-time:1", "command": "x"})
+    n = mcpserve.names("time", ["cubbi.owner=alice"])
+    eng.others = [{"ID": "s1", "Spec": {"TaskTemplate": {"Networks": [{"Target": "net-id"}]}}}]
+    assert servers.halt("time") is True
+    assert eng.done == [f"/services/{n['proxy']}", f"/services/{n['server']}",
+                        f"parts of {n['proxy']}", f"/volumes/{n['proxy']}-io"]
+    assert servers.state("time")["status"] == "stopped"
+    assert servers.halt("time") is False
+    eng.others, eng.done = [], []
+    assert servers.drop_network(n["network"]) is True and eng.done == ["network net-id"]
