@@ -66,6 +66,7 @@ NODE_INIT = """set -e
 while [ ! -f /certs/ready ]; do sleep 0.1; done
 nnp=--no-new-privileges
 [ ! -f /certs/loose ] || nnp=
+rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid  # a restart's (loosen)
 exec dockerd --storage-driver=vfs -H unix:///var/run/docker.sock \\
   -H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem \\
   --tlscert=/certs/server-cert.pem --tlskey=/certs/server-key.pem \\
