@@ -252,7 +252,11 @@ class RemoteService:
         """A service that ignored allow_hosts or no_network (one older than
         them) made a session with a way out: closed, and said so."""
         nets = rec.get("networks") or []
-        fenced = nets == ["none"] if req.no_network else \
+        # --no-network: the engine's `none`, or (swarm mode: a service cannot use
+        # `none`) alone on its own internal network, with no allowlist
+        alone = nets == ["none"] or (nets == [f"cubbi-egress-{rec.get('id')}"]
+                                     and not rec.get("allow_hosts"))
+        fenced = alone if req.no_network else \
             (not req.allow_hosts or any(n.startswith("cubbi-egress-") for n in nets))
         if not fenced:
             what = "--no-network" if req.no_network else "--allow-host"

@@ -264,6 +264,14 @@ def service_entry(svc, tasks, nodes):
             "cubbi_task_state": (task.get("Status") or {}).get("State") if task else None}
 
 
+def _size(n):
+    """Bytes as --memory writes them: 30g, 512m, 1.5g."""
+    for unit, scale in (("g", 2 ** 30), ("m", 2 ** 20), ("k", 2 ** 10)):
+        if n >= scale:
+            return f"{round(n / scale, 1):g}{unit}"
+    return f"{n}b"
+
+
 def closed_itself(entry):
     """True for a session service whose init ended it when unused past its
     idle timeout (its task complete, exit 0): engine mode's AutoRemove
@@ -758,9 +766,9 @@ class SwarmEngine(LocalEngine):
                       key=lambda r: r.get("MemoryBytes") or 0, default={})
         raise UsageError(
             f"session {name!r} does not fit on any node of the swarm: it asks for "
-            f"{want.get('NanoCPUs', 0) / 1e9:g} CPUs and {want.get('MemoryBytes', 0)} bytes of "
+            f"{want.get('NanoCPUs', 0) / 1e9:g} CPUs and {_size(want.get('MemoryBytes', 0))} of "
             f"memory, the largest node has {(biggest.get('NanoCPUs') or 0) / 1e9:g} CPUs and "
-            f"{biggest.get('MemoryBytes') or 0} bytes; ask for less (--cpus, --memory)")
+            f"{_size(biggest.get('MemoryBytes') or 0)}; ask for less (--cpus, --memory)")
 
     def _wait_scheduled(self, service_id, name):
         """Wait until the task has a node, or refuse: a task the scheduler
@@ -878,6 +886,9 @@ class SwarmEngine(LocalEngine):
         """The service's logs; while the task is "starting" (its health
         check has not passed, and the service's logs leave it out) the
         container's log on its node."""
+        if "left the swarm" in (rec.get("reason") or ""):  # its log was on that node
+            raise CubbiError(f"the logs of session {rec['id']} went with its node: "
+                             f"{rec['reason']}")
         try:
             engine, node_rec = self._on_node(rec)
         except CubbiError:
@@ -885,7 +896,17 @@ class SwarmEngine(LocalEngine):
         if engine is not None and node_rec["task_state"] == "starting":
             return engine.logs(node_rec, follow=follow, tail=tail, since=since,
                                deadline=deadline)
-        return super().logs(rec, follow=follow, tail=tail, since=since, deadline=deadline)
+        return self._service_logs(rec, follow, tail, since, deadline)
+
+    def _service_logs(self, rec, follow, tail, since, deadline):
+        """LocalEngine.logs on the service's logs, where the manager's own
+        failure to reach a node comes as a line of the stream: said as an
+        error, not passed on as the session's output."""
+        for item in super().logs(rec, follow=follow, tail=tail, since=since, deadline=deadline):
+            if item["line"].startswith("Error grabbing logs: "):
+                raise CubbiError(f"cannot read all the logs of session {rec['id']}: "
+                                 f"{item['line'][len('Error grabbing logs: '):]}")
+            yield item
 
     def exec_open(self, rec, command=None, tty=False, env=None, prefix=()):
         engine, rec = self._on_node(rec)
@@ -924,7 +945,7 @@ class SwarmEngine(LocalEngine):
 
         q = queue.Queue()
         followed = {}  # node id -> its reader thread
-        resp = self.api.events(since=since, until=until, filters={"type": ["node"]})
+        resp = self.api.events(since=since, until=until, filters={"type": ["node", "service"]})
 
         def read_node(node):
             try:
@@ -948,7 +969,7 @@ class SwarmEngine(LocalEngine):
 
             try:
                 for ev in json_stream(resp):
-                    q.put(("node", ev))
+                    q.put(("manager", ev))
             except (CubbiError, OSError, ValueError) as exc:
                 q.put(("error", exc))
             finally:
@@ -957,7 +978,8 @@ class SwarmEngine(LocalEngine):
         for node in self.api.nodes().values():
             follow_node(node)
         threading.Thread(target=read_manager, daemon=True, name="cubbi-swarm-events").start()
-        told_failed = set()
+        told_failed = {}  # session id -> its service id: failed, told here or by its node
+        left = {}  # service id -> event attributes of a session whose node left
         manager_done = False
         try:
             while True:
@@ -970,7 +992,7 @@ class SwarmEngine(LocalEngine):
                     continue
                 if kind == "event":
                     if item["event"] == "failed":
-                        told_failed.add(item["id"])
+                        told_failed[item["id"]] = None
                     yield item
                 elif kind == "error":
                     if isinstance(item, CubbiError):
@@ -981,7 +1003,16 @@ class SwarmEngine(LocalEngine):
                     if until is None:
                         raise EngineUnreachable("lost the swarm manager's event stream; "
                                                 "is its engine running?")
-                elif kind == "node":
+                elif kind == "manager" and item.get("Type") == "service":
+                    # a session whose node left is closed: its container's destroy
+                    # would come from that node, which tells nothing more
+                    gone = left.pop((item.get("Actor") or {}).get("ID") or "", None)
+                    if gone and item.get("Action") == "remove":
+                        nano = item.get("timeNano") or int(item.get("time", 0)) * 10 ** 9
+                        ev = S.event_record("closed", gone, nano, remote=self.remote)
+                        if S.event_matches(ev, filters):
+                            yield ev
+                elif kind == "manager":  # a node's
                     attrs = (item.get("Actor") or {}).get("Attributes") or {}
                     node_id = (item.get("Actor") or {}).get("ID") or ""
                     if until is None and item.get("Action") in ("create", "update") and \
@@ -993,7 +1024,7 @@ class SwarmEngine(LocalEngine):
                     if attrs.get("state.new") in ("down", "disconnected") or \
                             item.get("Action") == "remove":
                         nano = item.get("timeNano") or int(item.get("time", 0)) * 10 ** 9
-                        for ev in self._node_left(labels, filters, nano, told_failed):
+                        for ev in self._node_left(labels, filters, nano, told_failed, left):
                             yield ev
         finally:
             resp.close()
@@ -1001,16 +1032,18 @@ class SwarmEngine(LocalEngine):
             if conn is not None:
                 conn.close()
 
-    def _node_left(self, labels, filters, nano, told):
+    def _node_left(self, labels, filters, nano, told, left):
         """`failed` event records of the sessions that a node's leaving has
-        failed (list() gives each the reason), each told once."""
+        failed (list() gives each the reason), each told once; left (service
+        id -> attributes) is where their `closed` comes from."""
         for rec in self.list(all=True, labels=labels, status=False):
             if rec["status"] != "failed" or rec["id"] in told or "left the swarm" not in \
                     (rec.get("reason") or ""):
                 continue
-            told.add(rec["id"])
+            told[rec["id"]] = rec["container_id"]
             attrs = {S.L_ID: rec["id"], S.L_NAME: rec["name"], S.L_IMAGE: rec.get("image"),
                      S.L_PROJECT: rec.get("project"), S.L_OWNER: rec.get("owner")}
+            left[rec["container_id"]] = attrs
             ev = S.event_record("failed", attrs, nano, remote=self.remote,
                                 reason=rec["reason"])
             if S.event_matches(ev, filters):

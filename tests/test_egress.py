@@ -541,6 +541,10 @@ def test_a_proxy_that_fails_to_start_fails_the_create_and_leaves_nothing(world, 
     ({"no_network": True}, ["cubbi-u-1"], False),
     ({"allow_hosts": ["web1"]}, ["cubbi-egress-ab12cd34"], True),
     ({"no_network": True}, ["none"], True),
+    # swarm mode: alone on its own internal network (a service cannot use `none`)
+    ({"no_network": True}, ["cubbi-egress-ab12cd34"], True),
+    ({"no_network": True}, ["cubbi-egress-ffffffff"], False),
+    ({"no_network": True}, ["cubbi-egress-ab12cd34", "cubbi-u-1"], False),
     ({}, ["cubbi-u-1"], True),
 ])
 def test_a_service_that_ignores_the_fence_gets_its_session_closed(ask, networks, fenced):

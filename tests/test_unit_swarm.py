@@ -469,3 +469,8 @@ def test_stopping_a_swarm_mcp_server_takes_its_services_secrets_and_volume(monke
     assert servers.halt("time") is False
     eng.others, eng.done = [], []
     assert servers.drop_network(n["network"]) is True and eng.done == ["network net-id"]
+
+
+def test_sizes_in_refusals_read_as_memory_is_asked_for():
+    assert [swarm._size(n) for n in (30 * 2 ** 30, 512 * 2 ** 20, 3 * 2 ** 29, 100)] == [
+        "30g", "512m", "1.5g", "100b"]

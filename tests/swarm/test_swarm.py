@@ -371,9 +371,10 @@ def test_an_allowlisted_session_reaches_its_hosts_and_nothing_else(swarm, swarm_
 
 
 def test_a_session_with_no_network_has_no_way_out(swarm, swarm_server, swarm_alice):
-    status, rec = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
-                                                         "no_network": True})
-    assert status in (200, 201), rec
+    got = cli(swarm_server, swarm_alice.token, "cubbi-create", "--image",
+              "cubbi-test/busybox:latest", "--no-network", "--no-connect", "--json")
+    assert got.returncode == 0, got.stderr
+    rec = json.loads(got.stdout)
     wait_until("the session ready", lambda: [
         r for r in sessions(swarm_alice) if r["id"] == rec["id"] and r["status"] == "running"])
     # a Swarm service cannot use `none`: alone on an internal overlay, no route out
@@ -395,7 +396,7 @@ def test_a_session_too_large_for_any_node_is_refused(swarm_alice):
     status, body = swarm_alice.call("POST", "/sessions", {"image": "cubbi-test/busybox:latest",
                                                           "memory": "4096g"})
     assert 400 <= status < 500, body
-    assert "does not fit on any node" in body["error"], body
+    assert "does not fit on any node" in body["error"] and "4096g of memory" in body["error"], body
     assert not sessions(swarm_alice)
 
 
@@ -422,8 +423,9 @@ def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_server, swarm_a
     try:
         seen = events.wait("a failed event for each session of the node", lambda seen: {
             e["id"] for e in seen if e["event"] == "failed"} >= set(on_victim))
-    finally:
+    except BaseException:
         events.close()
+        raise
     for e in seen:
         if e["event"] == "failed":
             assert e["id"] in on_victim and f"its node {victim} left the swarm" in e["reason"], e
@@ -441,9 +443,18 @@ def test_a_stopped_worker_turns_its_sessions_failed(swarm, swarm_server, swarm_a
         assert f"its node {victim} left the swarm" in recs[sid]["reason"]
     others = [r["id"] for r in made if r["node"] != victim]
     assert all(recs[i]["status"] == "running" for i in others), recs
-    for r in made:  # closing works for both
-        status, body = swarm_alice.call("DELETE", f"/sessions/{r['id']}")
-        assert status == 200, body
+    # its logs went with the node: said in one line, not the manager's error as output
+    got = cli(swarm_server, swarm_alice.token, "cubbi-logs", on_victim[0])
+    assert got.returncode == 1 and got.stdout == "", got
+    assert got.stderr.count("\n") == 1 and "went with its node" in got.stderr, got.stderr
+    try:
+        for r in made:  # closing works for both, and each close is told
+            status, body = swarm_alice.call("DELETE", f"/sessions/{r['id']}")
+            assert status == 200, body
+        events.wait("a closed event for each", lambda seen: {
+            e["id"] for e in seen if e["event"] == "closed"} >= ids)
+    finally:
+        events.close()
 
 
 def test_a_session_on_a_node_without_no_new_privileges_fails_saying_so(swarm, swarm_alice):
